@@ -1,0 +1,12 @@
+// Each subcommand lives in its own cmd_*.cc and registers itself on the CLI11 app. A command's
+// callback stores an absl::Status in *result; main turns it into the exit code.
+#pragma once
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+
+namespace tritmoe {
+
+void RegisterDevicesCommand(CLI::App& app, absl::Status* result);
+
+}  // namespace tritmoe
