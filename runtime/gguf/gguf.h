@@ -6,9 +6,11 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -16,11 +18,37 @@
 
 namespace tritmoe::gguf {
 
+// Limits enforced when reading (llama.cpp's): names of tensors are < 64 bytes, strings and array
+// counts at most 2^30, at most 4 dimensions. Alignment defaults to 32 bytes.
+inline constexpr uint64_t kMaxTensorNameBytes = 63;
+inline constexpr uint64_t kMaxStringBytes = uint64_t{1} << 30;
+inline constexpr uint64_t kMaxArrayCount = uint64_t{1} << 30;
+inline constexpr int kMaxDims = 4;
+inline constexpr uint32_t kDefaultAlignment = 32;
+
+// PAD(x, n) for a power-of-two n.
+inline uint64_t PadTo(uint64_t x, uint64_t n) { return (x + n - 1) & ~(n - 1); }
+
 enum class ValueType : uint32_t {
-  kUint8 = 0, kInt8 = 1, kUint16 = 2, kInt16 = 3, kUint32 = 4, kInt32 = 5, kFloat32 = 6,
-  kBool = 7, kString = 8, kArray = 9, kUint64 = 10, kInt64 = 11, kFloat64 = 12,
+  kUint8 = 0,
+  kInt8 = 1,
+  kUint16 = 2,
+  kInt16 = 3,
+  kUint32 = 4,
+  kInt32 = 5,
+  kFloat32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kUint64 = 10,
+  kInt64 = 11,
+  kFloat64 = 12,
 };
+// "uint8", "float32", "string", "array"..., or "unknown".
 std::string_view ValueTypeName(ValueType t);
+// Encoded size of one scalar of type t; 0 for kString/kArray (variable) and unknown ids.
+uint64_t ValueTypeSize(ValueType t);
+bool IsIntegerType(ValueType t);
 
 // One metadata value. Scalars and arrays of scalars keep their raw little-endian bytes and type;
 // strings (and string arrays) are decoded.
@@ -34,6 +62,13 @@ struct Value {
   bool is_array() const { return type == ValueType::kArray; }
 };
 
+// Transparent hashing so maps keyed by std::string can be searched with a string_view.
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+using NameIndex = std::unordered_map<std::string, size_t, StringHash, std::equal_to<>>;
+
 struct KeyValue {
   std::string key;
   Value value;
@@ -44,19 +79,27 @@ struct TensorInfo {
   GgmlType type = GgmlType::kF32;
   int n_dims = 1;
   std::array<int64_t, 4> ne = {1, 1, 1, 1};  // ne[0] contiguous
-  uint64_t offset = 0;   // relative to the shard's data section
+  uint64_t offset = 0;                       // relative to the shard's data section
   uint64_t nbytes = 0;
-  int shard = 0;         // index of the shard holding it
+  int shard = 0;  // index of the shard holding it
 
   int64_t n_elements() const { return ne[0] * ne[1] * ne[2] * ne[3]; }
   // Bytes of one ne0-row.
   uint64_t row_bytes() const;
 };
 
-// One GGUF file, memory-mapped.
+class MappedFile;
+
+// One GGUF file, memory-mapped. Open validates everything (header, every KV record and tensor
+// info, sequential in-range tensor offsets); errors are InvalidArgument (malformed file) or
+// NotFound (no such file), with messages starting with the path.
 class GgufFile {
  public:
   static absl::StatusOr<std::unique_ptr<GgufFile>> Open(const std::string& path);
+  // Parses a copy of `data` (no file needed; used by the fuzzer and tests). `name` stands in for
+  // the path in messages.
+  static absl::StatusOr<std::unique_ptr<GgufFile>> OpenFromBuffer(const uint8_t* data, size_t size,
+                                                                  const std::string& name);
   ~GgufFile();
   GgufFile(const GgufFile&) = delete;
   GgufFile& operator=(const GgufFile&) = delete;
@@ -82,18 +125,38 @@ class GgufFile {
   uint32_t alignment_ = 32;
   uint64_t data_offset_ = 0;
   uint64_t size_ = 0;
-  const uint8_t* base_ = nullptr;  // the mapping (or nullptr for an empty file)
+  const uint8_t* base_ = nullptr;        // the mapping (or nullptr for an empty file)
+  std::unique_ptr<MappedFile> mapping_;  // Open
+  std::vector<uint8_t> buffer_;          // OpenFromBuffer
   std::vector<KeyValue> kvs_;
   std::vector<TensorInfo> tensors_;
+  NameIndex key_index_;
+  NameIndex tensor_index_;
 };
+
+// gguf-split file names: <prefix>-NNNNN-of-MMMMM.gguf, NNNNN 1-based.
+std::string SplitPath(const std::string& prefix, int shard_no, int shard_count);
+struct SplitName {
+  std::string prefix;
+  int shard_no = 0;  // 1-based, as in the name
+  int shard_count = 0;
+};
+// False when `path` does not end in -NNNNN-of-MMMMM.gguf (5 digits each, 1 <= NNNNN <= MMMMM).
+bool ParseSplitPath(const std::string& path, SplitName* out);
 
 // A model: one file, or all shards of a gguf-split set opened from any of them. Metadata comes
 // from shard 0; tensor names are unique across shards.
 class GgufModel {
  public:
-  // `path` is a single file or one shard named <prefix>-NNNNN-of-MMMMM.gguf.
+  // `path` is a single file or one shard named <prefix>-NNNNN-of-MMMMM.gguf. For a split set
+  // (split.count > 1) every shard is opened and checked: its split.no (uint16) must match its
+  // name, split.count (uint16) must agree, the tensor count must equal split.tensors.count
+  // (int32, when present), and tensor names must be unique across shards. A missing shard is
+  // NotFound, naming it.
   static absl::StatusOr<std::unique_ptr<GgufModel>> Open(const std::string& path);
 
+  // The path of shard 0.
+  const std::string& path() const { return shards_[0]->path(); }
   const GgufFile& shard(int i) const { return *shards_[i]; }
   int n_shards() const { return static_cast<int>(shards_.size()); }
   const std::vector<KeyValue>& kvs() const { return shards_[0]->kvs(); }
@@ -118,6 +181,7 @@ class GgufModel {
   GgufModel() = default;
   std::vector<std::unique_ptr<GgufFile>> shards_;
   std::vector<TensorInfo> tensors_;
+  NameIndex tensor_index_;
 };
 
 }  // namespace tritmoe::gguf
