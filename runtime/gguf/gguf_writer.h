@@ -15,6 +15,10 @@
 
 namespace tritmoe::gguf {
 
+// Usage: Set* the metadata, AddTensor each tensor (in file order), then Write or WriteSplit (which
+// may be called more than once; fill callbacks run again each time, one tensor at a time).
+// Files are written to "<path>.tmp" and renamed when complete, so a failed write leaves no
+// partial file behind. Setting general.alignment (uint32, a power of two) changes the alignment.
 class GgufWriter {
  public:
   // Metadata, in the order they are set (setting a key again replaces its value in place).
@@ -37,7 +41,8 @@ class GgufWriter {
 
   // fill(dst) writes exactly nbytes = the tensor's byte size into dst.
   using FillFn = std::function<absl::Status(uint8_t* dst)>;
-  // ne: 1..4 dims, ne[0] contiguous; ne[0] must be a multiple of the type's block size.
+  // ne: 1..4 dims, ne[0] contiguous; ne[0] must be a multiple of the type's block size. Names are
+  // 1..63 bytes and unique. Trailing dims equal to 1 are dropped when written (ggml_n_dims).
   absl::Status AddTensor(const std::string& name, GgmlType type, const std::vector<int64_t>& ne,
                          FillFn fill);
 
@@ -56,6 +61,11 @@ class GgufWriter {
     uint64_t nbytes;
     FillFn fill;
   };
+  absl::Status CheckMetadata() const;
+  // Writes one complete file holding tensors_[first, first + count) with metadata `kvs`.
+  absl::Status WriteFile(const std::string& path, const std::vector<KeyValue>& kvs, size_t first,
+                         size_t count) const;
+
   std::vector<KeyValue> kvs_;
   std::vector<PendingTensor> tensors_;
   uint32_t alignment_ = 32;
