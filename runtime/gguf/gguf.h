@@ -155,6 +155,10 @@ class GgufModel {
   // NotFound, naming it.
   static absl::StatusOr<std::unique_ptr<GgufModel>> Open(const std::string& path);
 
+  // Wraps one already-open file as a model (split keys are not followed). Used for in-memory
+  // files (fuzzing, tests).
+  static std::unique_ptr<GgufModel> FromFile(std::unique_ptr<GgufFile> file);
+
   // The path of shard 0.
   const std::string& path() const { return shards_[0]->path(); }
   const GgufFile& shard(int i) const { return *shards_[i]; }
@@ -179,6 +183,9 @@ class GgufModel {
 
  private:
   GgufModel() = default;
+  // Builds tensors_ and its index from the shards; fails on a name repeated across shards.
+  absl::Status IndexTensors();
+
   std::vector<std::unique_ptr<GgufFile>> shards_;
   std::vector<TensorInfo> tensors_;
   NameIndex tensor_index_;

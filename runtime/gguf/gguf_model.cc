@@ -133,21 +133,7 @@ absl::StatusOr<std::unique_ptr<GgufModel>> GgufModel::Open(const std::string& pa
       }
     }
   }
-  // Merge the tensor lists; names must be unique across the set.
-  for (int i = 0; i < m->n_shards(); ++i) {
-    for (const TensorInfo& t : m->shards_[i]->tensors()) {
-      TensorInfo copy = t;
-      copy.shard = i;
-      auto [it, inserted] = m->tensor_index_.emplace(t.name, m->tensors_.size());
-      if (!inserted) {
-        const TensorInfo& prev = m->tensors_[it->second];
-        return absl::InvalidArgumentError(
-            absl::StrCat(m->shards_[i]->path(), ": duplicate tensor name '", t.name, "' (also in ",
-                         m->shards_[prev.shard]->path(), ")"));
-      }
-      m->tensors_.push_back(std::move(copy));
-    }
-  }
+  RETURN_IF_ERROR(m->IndexTensors());
   if (m->n_shards() > 1) {
     for (int i = 0; i < m->n_shards(); ++i) {
       const GgufFile& f = *m->shards_[i];
@@ -161,6 +147,33 @@ absl::StatusOr<std::unique_ptr<GgufModel>> GgufModel::Open(const std::string& pa
     }
   }
   return m;
+}
+
+std::unique_ptr<GgufModel> GgufModel::FromFile(std::unique_ptr<GgufFile> file) {
+  std::unique_ptr<GgufModel> m(new GgufModel());
+  m->shards_.push_back(std::move(file));
+  m->IndexTensors().IgnoreError();  // names are unique within one file (checked when parsed)
+  return m;
+}
+
+absl::Status GgufModel::IndexTensors() {
+  tensors_.clear();
+  tensor_index_.clear();
+  for (int i = 0; i < n_shards(); ++i) {
+    for (const TensorInfo& t : shards_[i]->tensors()) {
+      TensorInfo copy = t;
+      copy.shard = i;
+      auto [it, inserted] = tensor_index_.emplace(t.name, tensors_.size());
+      if (!inserted) {
+        const TensorInfo& prev = tensors_[it->second];
+        return absl::InvalidArgumentError(
+            absl::StrCat(shards_[i]->path(), ": duplicate tensor name '", t.name, "' (also in ",
+                         shards_[prev.shard]->path(), ")"));
+      }
+      tensors_.push_back(std::move(copy));
+    }
+  }
+  return absl::OkStatus();
 }
 
 const TensorInfo* GgufModel::FindTensor(std::string_view name) const {

@@ -39,7 +39,7 @@ class GgufWriter {
   void SetInt32Array(const std::string& key, const std::vector<int32_t>& v);
   void SetValue(const std::string& key, const Value& v);  // any value, e.g. copied from a file
 
-  // fill(dst) writes exactly nbytes = the tensor's byte size into dst.
+  // fill(dst) writes exactly nbytes = the tensor's byte size into dst (a null fill writes zeros).
   using FillFn = std::function<absl::Status(uint8_t* dst)>;
   // ne: 1..4 dims, ne[0] contiguous; ne[0] must be a multiple of the type's block size. Names are
   // 1..63 bytes and unique. Trailing dims equal to 1 are dropped when written (ggml_n_dims).
