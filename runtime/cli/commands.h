@@ -8,5 +8,6 @@
 namespace tritmoe {
 
 void RegisterDevicesCommand(CLI::App& app, absl::Status* result);
+void RegisterInspectCommand(CLI::App& app, absl::Status* result);
 
 }  // namespace tritmoe

@@ -364,7 +364,7 @@ GgufSummary Summarize(const GgufModel& m) {
 std::string SummaryText(const GgufSummary& s, bool with_tensors) {
   std::string out;
   auto line = [&out](std::string_view label, const std::string& value) {
-    absl::StrAppendFormat(&out, "%-14s %s\n", std::string(label), value);
+    absl::StrAppendFormat(&out, "%-15s %s\n", std::string(label), value);
   };
   if (s.files.size() == 1) {
     line("file:", absl::StrCat(s.files[0], " (", Grouped(s.file_sizes[0]), " bytes)"));

@@ -262,7 +262,7 @@ TEST_P(DeepseekInspectTest, SplitSetSummarizesAllShards) {
   EXPECT_EQ(s.routed_expert_bytes, 307200u);
   EXPECT_EQ(s.vocab_size, 320);
   EXPECT_EQ(s.tensors.back().shard, 2);
-  EXPECT_THAT(SummaryText(s), HasSubstr("shards:        3"));
+  EXPECT_THAT(SummaryText(s), HasSubstr("shards:         3"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, DeepseekInspectTest, ::testing::Values(true, false),
