@@ -1,0 +1,115 @@
+// MatMul: activations are packed (quantized) once per call, then each thread takes a contiguous
+// range of weight rows and, for every row, runs the dot kernel over tiles of up to
+// kMaxTokenTile tokens, so a weight row is read from memory once per block of tokens.
+#include "experts/matmul.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "base/check.h"
+#include "experts/dequantize.h"
+#include "experts/matmul_kernels.h"
+#include "experts/matmul_packed.h"
+
+namespace tritmoe {
+namespace {
+
+using matmul_internal::ActiveKernels;
+using matmul_internal::KernelsFor;
+using matmul_internal::kMaxTokenTile;
+using matmul_internal::TypeKernels;
+
+constexpr int64_t kAlign = 64;
+// Tokens whose packed activations are kept hot (in L2) while a thread sweeps its rows; a weight
+// row is re-read from memory once per such block.
+constexpr int64_t kActBlockBytes = 256 << 10;
+
+int64_t RoundUp(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
+
+const TypeKernels& KernelsOrDie(MatmulIsa isa, GgmlType type) {
+  const TypeKernels& k = KernelsFor(isa).For(type);
+  TM_CHECK(k.dot != nullptr) << "MatMul: no kernel for type " << GetTypeTraits(type).name;
+  return k;
+}
+
+}  // namespace
+
+void PackedActivations::FreeDeleter::operator()(uint8_t* p) const { std::free(p); }
+
+void PackedActivations::Pack(GgmlType weight_type, const float* x, int64_t n_tokens, int64_t cols,
+                             ThreadPool* pool, ActPrecision precision) {
+  const TypeTraits& traits = GetTypeTraits(weight_type);
+  TM_CHECK(cols % traits.block_elems == 0) << "MatMul: " << cols << " columns is not a multiple of "
+                                           << traits.name << "'s block of " << traits.block_elems;
+  weight_type_ = weight_type;
+  precision_ = precision;
+  isa_ = ActiveMatmulIsa();
+  n_tokens_ = n_tokens;
+  cols_ = cols;
+  const TypeKernels& k =
+      KernelsOrDie(isa_, precision == ActPrecision::kFloat ? GgmlType::kF32 : weight_type);
+  stride_ = RoundUp(cols / k.act_block_elems * k.act_block_bytes, kAlign);
+  const int64_t need = std::max<int64_t>(kAlign, stride_ * n_tokens);
+  if (need > capacity_) {
+    data_.reset(static_cast<uint8_t*>(std::aligned_alloc(kAlign, RoundUp(need, kAlign))));
+    TM_CHECK(data_ != nullptr) << "MatMul: out of memory packing activations";
+    capacity_ = need;
+  }
+  uint8_t* base = data_.get();
+  auto pack = [&](int64_t begin, int64_t end, int) {
+    for (int64_t t = begin; t < end; ++t) k.pack(x + t * cols, cols, base + t * stride_);
+  };
+  if (pool != nullptr && n_tokens > 1) {
+    pool->ParallelFor(n_tokens, 1, pack);
+  } else {
+    pack(0, n_tokens, 0);
+  }
+}
+
+void MatMulPacked(const WeightView& w, const PackedActivations& x, float* y, ThreadPool& pool) {
+  TM_CHECK(x.weight_type() == w.type || x.precision() == ActPrecision::kFloat)
+      << "MatMul: activations packed for " << GetTypeTraits(x.weight_type()).name
+      << ", weights are " << GetTypeTraits(w.type).name;
+  TM_CHECK(x.cols() == w.cols) << "MatMul: " << x.cols() << " activation columns, " << w.cols
+                               << " weight columns";
+  const int64_t rows = w.rows, cols = w.cols, n_tokens = x.n_tokens();
+  if (rows == 0 || n_tokens == 0) return;
+  const bool as_float = x.precision() == ActPrecision::kFloat;
+  const TypeKernels& k = KernelsOrDie(x.isa(), as_float ? GgmlType::kF32 : w.type);
+  const int64_t row_bytes = RowBytes(w.type, cols);
+  const auto* wbase = static_cast<const uint8_t*>(w.data);
+  const int64_t stride = x.stride();
+  const int64_t tok_block = std::max<int64_t>(kMaxTokenTile, kActBlockBytes / stride);
+
+  pool.ParallelFor(rows, 16, [&](int64_t r0, int64_t r1, int) {
+    std::vector<float> decoded(as_float ? cols : 0);
+    float out[kMaxTokenTile];
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += tok_block) {
+      const int64_t t1 = std::min(n_tokens, t0 + tok_block);
+      for (int64_t r = r0; r < r1; ++r) {
+        const void* wrow = wbase + r * row_bytes;
+        if (as_float) {
+          DequantizeRow(w.type, wrow, decoded.data(), cols);
+          wrow = decoded.data();
+        }
+        for (int64_t t = t0; t < t1; t += kMaxTokenTile) {
+          const int nt = static_cast<int>(std::min<int64_t>(kMaxTokenTile, t1 - t));
+          k.dot(cols, wrow, x.data() + t * stride, stride, nt, out);
+          for (int i = 0; i < nt; ++i) y[(t + i) * rows + r] = out[i];
+        }
+      }
+    }
+  });
+}
+
+void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,
+            ActPrecision precision) {
+  // One scratch per calling thread, so repeated calls do not allocate.
+  thread_local PackedActivations packed;
+  packed.Pack(w.type, x, n_tokens, w.cols, &pool, precision);
+  MatMulPacked(w, packed, y, pool);
+}
+
+}  // namespace tritmoe
