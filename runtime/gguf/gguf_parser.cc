@@ -1,5 +1,6 @@
 #include "runtime/gguf/gguf_parser.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -17,6 +18,9 @@ constexpr uint32_t kMagic = 0x46554747;  // "GGUF" read as little-endian uint32
 // (8) + 1 name byte + n_dims (4) + one dim (8) + type (4) + offset (8).
 constexpr uint64_t kMinKvBytes = 8 + 1 + 4 + 1;
 constexpr uint64_t kMinTensorInfoBytes = 8 + 1 + 4 + 8 + 4 + 8;
+// Counts are bounded by the file size, which for a real model is ~10^11 bytes; reserve at most
+// this many entries up front so a lying header cannot force a huge allocation before parsing.
+constexpr uint64_t kMaxReserve = 1 << 16;
 
 absl::Status Malformed(const std::string& path, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(path, ": ", what));
@@ -114,7 +118,7 @@ absl::Status Parser::ReadHeader(uint32_t* version, int64_t* n_tensors, int64_t* 
 absl::Status Parser::ReadValue(ValueType type, uint64_t count, const std::string& key, Value* v) {
   // `count` elements of scalar type `type` (count == 1 and not stored as array for scalars).
   if (type == ValueType::kString) {
-    v->strings.reserve(count);
+    v->strings.reserve(std::min(count, kMaxReserve));
     for (uint64_t i = 0; i < count; ++i) {
       std::string str;
       RETURN_IF_ERROR(cur_.ReadString(&str, kMaxStringBytes, "string value"));
@@ -313,7 +317,7 @@ absl::Status Parser::Run(uint32_t* version, uint32_t* alignment, uint64_t* data_
                          NameIndex* keys, NameIndex* tensor_names) {
   int64_t n_tensors = 0, n_kv = 0;
   RETURN_IF_ERROR(ReadHeader(version, &n_tensors, &n_kv));
-  kvs_->reserve(n_kv);
+  kvs_->reserve(std::min<uint64_t>(n_kv, kMaxReserve));
   for (int64_t i = 0; i < n_kv; ++i) RETURN_IF_ERROR(ReadKeyValue(i, keys));
   *alignment = kDefaultAlignment;
   if (auto it = keys->find("general.alignment"); it != keys->end()) {
@@ -327,7 +331,7 @@ absl::Status Parser::Run(uint32_t* version, uint32_t* alignment, uint64_t* data_
                                             n_tensors, cur_.remaining(),
                                             cur_.remaining() / kMinTensorInfoBytes));
   }
-  tensors_->reserve(n_tensors);
+  tensors_->reserve(std::min<uint64_t>(n_tensors, kMaxReserve));
   for (int64_t i = 0; i < n_tensors; ++i) RETURN_IF_ERROR(ReadTensorInfo(i, tensor_names));
   *data_offset = PadTo(cur_.pos(), *alignment);  // pos <= size < 2^63: no overflow
   return CheckLayout(*alignment, *data_offset);
