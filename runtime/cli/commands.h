@@ -8,6 +8,7 @@
 namespace tritmoe {
 
 void RegisterDevicesCommand(CLI::App& app, absl::Status* result);
+void RegisterBenchA2aCommand(CLI::App& app, absl::Status* result);
 void RegisterInspectCommand(CLI::App& app, absl::Status* result);
 
 }  // namespace tritmoe

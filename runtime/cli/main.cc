@@ -9,6 +9,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   absl::Status result = absl::OkStatus();
   tritmoe::RegisterDevicesCommand(app, &result);
+  tritmoe::RegisterBenchA2aCommand(app, &result);
   tritmoe::RegisterInspectCommand(app, &result);
   try {
     app.parse(argc, argv);
