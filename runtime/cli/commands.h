@@ -9,6 +9,7 @@ namespace tritmoe {
 
 void RegisterDevicesCommand(CLI::App& app, absl::Status* result);
 void RegisterBenchA2aCommand(CLI::App& app, absl::Status* result);
+void RegisterLogitsCommand(CLI::App& app, absl::Status* result);
 void RegisterInspectCommand(CLI::App& app, absl::Status* result);
 
 }  // namespace tritmoe

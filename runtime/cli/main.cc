@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   absl::Status result = absl::OkStatus();
   tritmoe::RegisterDevicesCommand(app, &result);
   tritmoe::RegisterBenchA2aCommand(app, &result);
+  tritmoe::RegisterLogitsCommand(app, &result);
   tritmoe::RegisterInspectCommand(app, &result);
   try {
     app.parse(argc, argv);

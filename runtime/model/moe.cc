@@ -1,0 +1,50 @@
+#include "runtime/model/moe.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "runtime/model/ffn.h"
+
+namespace tritmoe {
+
+absl::Status RunExperts(const LayerWeights& layer, const std::vector<bool>& local_experts,
+                        ExpertBatch* batch, ThreadPool& pool, ActPrecision precision) {
+  const int64_t D = batch->n_embd;
+  for (size_t i = 0; i < batch->experts.size(); ++i) {
+    const int32_t e = batch->experts[i];
+    if (e < 0 || e >= static_cast<int32_t>(local_experts.size()) || !local_experts[e]) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("MoE: expert ", e, " was dispatched to a rank that does not hold it"));
+    }
+    const int64_t begin = batch->offsets[i], n = batch->offsets[i + 1] - begin;
+    SwiGluFfn(layer.Expert(e), batch->input.data() + begin * D, n, batch->output.data() + begin * D,
+              pool, precision);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MoeForward(const ModelConfig& config, const LayerWeights& layer,
+                        const std::vector<bool>& local_experts, const float* h2, int64_t n_tokens,
+                        float* y, MoeExchange& exchange, ThreadPool& pool, ActPrecision precision,
+                        Routing* routing_out) {
+  const int64_t D = config.n_embd;
+  std::vector<float> logits(n_tokens * config.n_expert);
+  MatMul(layer.ffn_gate_inp, h2, n_tokens, logits.data(), pool, ActPrecision::kFloat);
+  Routing routing;
+  Route(RouterConfig::FromModel(config), logits.data(),
+        layer.exp_probs_b.empty() ? nullptr : layer.exp_probs_b.data(), n_tokens, &routing);
+  ExpertBatch batch;
+  RETURN_IF_ERROR(exchange.Dispatch(h2, D, routing, &batch));
+  RETURN_IF_ERROR(RunExperts(layer, local_experts, &batch, pool, precision));
+  RETURN_IF_ERROR(exchange.Combine(batch, routing, y));
+  if (layer.shared.present()) {
+    std::vector<float> sh(n_tokens * D);
+    SwiGluFfn(layer.shared, h2, n_tokens, sh.data(), pool, precision);
+    for (int64_t i = 0; i < n_tokens * D; ++i) y[i] += sh[i];
+  }
+  if (routing_out != nullptr) *routing_out = std::move(routing);
+  return absl::OkStatus();
+}
+
+}  // namespace tritmoe
