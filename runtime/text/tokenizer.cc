@@ -146,12 +146,9 @@ absl::StatusOr<Tokenizer> Tokenizer::Create(VocabData vocab) {
 
   for (int b = 0; b < 256; ++b) {
     const std::string visible = BytesToVisible(std::string(1, static_cast<char>(b)));
-    std::optional<int32_t> id = t.FindToken(visible);
-    if (!id) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "tokenizer.ggml.tokens lacks the byte-level token \"%s\" for byte 0x%02X", visible, b));
-    }
-    t.byte_tokens_[b] = *id;
+    // A missing byte token only matters for inputs containing that byte (Encode reports it).
+    t.byte_tokens_[b] = t.FindToken(visible).value_or(-1);
+    if (t.byte_tokens_[b] < 0) ++t.missing_byte_tokens_;
   }
 
   t.merges_.reserve(vocab.merges.size());
@@ -208,10 +205,19 @@ std::optional<std::pair<size_t, int32_t>> Tokenizer::MatchSpecial(std::string_vi
   return best;
 }
 
-void Tokenizer::EncodePiece(std::string_view piece, std::vector<int32_t>* out) const {
+absl::Status Tokenizer::EncodePiece(std::string_view piece, std::vector<int32_t>* out) const {
+  if (missing_byte_tokens_ > 0) {
+    for (char c : piece) {
+      if (byte_tokens_[static_cast<uint8_t>(c)] < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("the vocabulary has no byte-level token for byte 0x%02X of the input",
+                            static_cast<uint8_t>(c)));
+      }
+    }
+  }
   if (piece.size() == 1) {
     out->push_back(byte_tokens_[static_cast<uint8_t>(piece[0])]);
-    return;
+    return absl::OkStatus();
   }
   // Symbols form a linked list over the piece's bytes; merging keeps the left symbol and unlinks
   // the right one. Candidate pairs sit in a heap ordered by (rank, position); stale entries (a
@@ -255,6 +261,7 @@ void Tokenizer::EncodePiece(std::string_view piece, std::vector<int32_t>* out) c
     push(c.left);
   }
   for (int32_t i = 0; i >= 0; i = sym[i].next) out->push_back(sym[i].token);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, bool add_bos,
@@ -265,7 +272,7 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, bo
     if (raw.empty()) return absl::OkStatus();
     pieces.clear();
     RETURN_IF_ERROR(pre_tokenizer_.Split(raw, &pieces));
-    for (std::string_view piece : pieces) EncodePiece(piece, &ids);
+    for (std::string_view piece : pieces) RETURN_IF_ERROR(EncodePiece(piece, &ids));
     return absl::OkStatus();
   };
   size_t raw_begin = 0;

@@ -34,10 +34,12 @@ namespace tritmoe {
 class Tokenizer {
  public:
   // Validates the vocabulary (model/pre names, array sizes, token types, special ids, merge
-  // syntax, presence of all 256 byte tokens) and builds the lookup tables.
+  // syntax) and builds the lookup tables. A gpt2 vocabulary holds a token for each of the 256
+  // bytes; should one be missing, only inputs containing that byte fail to encode.
   static absl::StatusOr<Tokenizer> Create(VocabData vocab);
 
-  // Token ids for `text` (arbitrary bytes; need not be valid UTF-8).
+  // Token ids for `text` (arbitrary bytes; need not be valid UTF-8). Fails only on a PCRE2
+  // matching error or a byte without a byte-level token (see Create).
   // add_bos: prepend the BOS token, unless the result already starts with it (text that begins
   //   with the BOS string under parse_special), so a prompt never gets two BOS tokens.
   //   Pass add_bos() to follow the model's tokenizer.ggml.add_bos_token for plain prompts; chat
@@ -92,8 +94,9 @@ class Tokenizer {
   // Length and id of the longest special token starting at text[pos] that parse_special allows.
   std::optional<std::pair<size_t, int32_t>> MatchSpecial(std::string_view text, size_t pos,
                                                          bool parse_special) const;
-  // Appends the BPE tokens of one pre-tokenized piece.
-  void EncodePiece(std::string_view piece, std::vector<int32_t>* out) const;
+  // Appends the BPE tokens of one pre-tokenized piece. Fails only if the piece holds a byte whose
+  // byte-level token the vocabulary lacks.
+  absl::Status EncodePiece(std::string_view piece, std::vector<int32_t>* out) const;
 
   std::vector<std::string> tokens_;
   std::vector<TokenType> types_;
@@ -102,7 +105,8 @@ class Tokenizer {
   absl::flat_hash_map<uint64_t, MergeResult> merges_;  // key: left << 32 | right
   std::vector<TrieNode> trie_;                         // node 0 is the root
   std::vector<bool> special_first_byte_;               // 256 flags: a special token starts so
-  int32_t byte_tokens_[256] = {};
+  int32_t byte_tokens_[256] = {};  // -1 where the vocabulary lacks the byte's token
+  int missing_byte_tokens_ = 0;
   int32_t bos_id_ = -1, eos_id_ = -1, pad_id_ = -1;
   bool add_bos_ = true;
   int64_t skipped_merges_ = 0;
