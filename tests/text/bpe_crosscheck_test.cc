@@ -43,7 +43,7 @@ std::vector<std::string> Texts() {
 }
 
 TEST(BpeCrossCheckTest, MatchesPythonReferenceOnSyntheticVocab) {
-  for (int n_vocab : {1024, 20000}) {
+  for (int n_vocab : {20000}) {  // learned merges plus filler; one Python start only
     SCOPED_TRACE(n_vocab);
     const VocabData vocab = MakeSyntheticVocab(n_vocab, 5).value();
     const std::vector<std::string> texts = Texts();
