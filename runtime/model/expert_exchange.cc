@@ -1,4 +1,4 @@
-#include "runtime/model/moe_exchange.h"
+#include "runtime/model/expert_exchange.h"
 
 #include <algorithm>
 #include <cstring>
@@ -43,13 +43,14 @@ void GroupByExpert(const float* hidden, int64_t n_embd, const Routing& routing,
   }
 }
 
-absl::Status LocalMoeExchange::Dispatch(const float* hidden, int64_t n_embd, const Routing& routing,
-                                        ExpertBatch* batch) {
+absl::Status LocalExpertExchange::Dispatch(int layer, const float* hidden, int64_t n_embd,
+                                           const Routing& routing, ExpertBatch* batch) {
   GroupByExpert(hidden, n_embd, routing, nullptr, batch);
   return absl::OkStatus();
 }
 
-absl::Status LocalMoeExchange::Combine(const ExpertBatch& batch, const Routing& routing, float* y) {
+absl::Status LocalExpertExchange::Combine(const ExpertBatch& batch, const Routing& routing,
+                                          float* y) {
   const int64_t n_choices = routing.n_tokens * routing.k;
   if (batch.n_rows() != n_choices) {
     return absl::InternalError(

@@ -1,9 +1,10 @@
 // The two data movements around the routed experts of an MoE layer. Dispatch turns every
 // (token, slot) choice into one input row for the rank that holds the chosen expert, grouped by
 // expert; Combine brings the expert outputs back to the token's rank and forms the weighted sum.
-// On one rank both are local copies (LocalMoeExchange); expert parallelism replaces them with
-// all-to-all exchanges behind the same interface, which every rank calls in every MoE layer of
-// every step (with zero rows when it has none).
+// On one rank both are local copies (LocalExpertExchange); expert parallelism puts the
+// all-to-all of comm/moe_exchange.h behind the same interface (an adapter: its CSR of received
+// rows becomes the ExpertBatch, origin = its entry index). Every rank calls Dispatch and Combine
+// in every MoE layer of every step, with zero rows when it has none.
 #pragma once
 
 #include <cstdint>
@@ -18,8 +19,8 @@ namespace tritmoe {
 struct ExpertBatch {
   int64_t n_embd = 0;
   std::vector<int32_t> experts;  // experts with at least one row, ascending
-  std::vector<int64_t>
-      offsets;                // [experts.size() + 1]: expert i owns rows [offsets[i], offsets[i+1])
+  // [experts.size() + 1]: expert i owns rows [offsets[i], offsets[i + 1]).
+  std::vector<int64_t> offsets;
   std::vector<float> input;   // [n_rows][n_embd]
   std::vector<float> output;  // [n_rows][n_embd], the unweighted expert outputs
   // Per row, where its output goes back to; opaque to everything but the exchange.
@@ -28,14 +29,15 @@ struct ExpertBatch {
   int64_t n_rows() const { return offsets.empty() ? 0 : offsets.back(); }
 };
 
-class MoeExchange {
+class ExpertExchange {
  public:
-  virtual ~MoeExchange() = default;
+  virtual ~ExpertExchange() = default;
 
-  // hidden: [n_tokens][n_embd] (this rank's tokens); routing: their choices. Fills *batch with
-  // the rows of the experts local to this rank (input sized and filled, output sized).
-  virtual absl::Status Dispatch(const float* hidden, int64_t n_embd, const Routing& routing,
-                                ExpertBatch* batch) = 0;
+  // layer: the model layer (placement and routing statistics may depend on it). hidden:
+  // [n_tokens][n_embd] (this rank's tokens); routing: their choices. Fills *batch with the rows of
+  // the experts local to this rank (input sized and filled, output sized).
+  virtual absl::Status Dispatch(int layer, const float* hidden, int64_t n_embd,
+                                const Routing& routing, ExpertBatch* batch) = 0;
 
   // batch: as filled by Dispatch, with output computed. Writes y [n_tokens][n_embd]:
   // y[t] = sum over slots j in order of routing.weights[t, j] * output of (t, j).
@@ -43,9 +45,9 @@ class MoeExchange {
 };
 
 // One rank holding every expert: dispatch gathers rows, combine scatters them back.
-class LocalMoeExchange final : public MoeExchange {
+class LocalExpertExchange final : public ExpertExchange {
  public:
-  absl::Status Dispatch(const float* hidden, int64_t n_embd, const Routing& routing,
+  absl::Status Dispatch(int layer, const float* hidden, int64_t n_embd, const Routing& routing,
                         ExpertBatch* batch) override;
   absl::Status Combine(const ExpertBatch& batch, const Routing& routing, float* y) override;
 };

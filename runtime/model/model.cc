@@ -38,7 +38,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path,
   if (options.exchange != nullptr) {
     m->exchange_ = options.exchange;
   } else {
-    m->local_exchange_ = std::make_unique<LocalMoeExchange>();
+    m->local_exchange_ = std::make_unique<LocalExpertExchange>();
     m->exchange_ = m->local_exchange_.get();
   }
   return m;
@@ -139,8 +139,8 @@ absl::Status Model::Step(std::span<const SequenceInput> batch, StepOutput* out) 
     for (int64_t i = 0; i < T * D; ++i) x[i] += f[i];
     RmsNorm(x.data(), T, D, lw.ffn_norm.data(), c.rms_eps, h.data());
     if (c.IsMoeLayer(il)) {
-      RETURN_IF_ERROR(MoeForward(c, lw, weights_.local_experts(), h.data(), T, f.data(), *exchange_,
-                                 pool, prec));
+      RETURN_IF_ERROR(MoeForward(c, il, lw, weights_.local_experts(), h.data(), T, f.data(),
+                                 *exchange_, pool, prec));
     } else {
       SwiGluFfn(lw.dense, h.data(), T, f.data(), pool, prec);
     }

@@ -25,9 +25,9 @@
 #include "experts/matmul.h"
 #include "runtime/gguf/gguf.h"
 #include "runtime/model/attention.h"
+#include "runtime/model/expert_exchange.h"
 #include "runtime/model/kv_cache.h"
 #include "runtime/model/model_config.h"
-#include "runtime/model/moe_exchange.h"
 #include "runtime/model/weights.h"
 
 namespace tritmoe {
@@ -43,9 +43,9 @@ struct ModelOptions {
   // Routed experts this process computes (one flag per expert); empty = all. Non-local experts
   // are never read; their tokens must be handled by `exchange`.
   std::vector<bool> local_experts;
-  // Dispatch/combine of the MoE layers; nullptr: a LocalMoeExchange owned by the model.
+  // Dispatch/combine of the MoE layers; nullptr: a LocalExpertExchange owned by the model.
   // Not owned; must outlive the model.
-  MoeExchange* exchange = nullptr;
+  ExpertExchange* exchange = nullptr;
 
   absl::Status Validate() const;
 };
@@ -113,8 +113,8 @@ class Model {
   Weights weights_;
   int64_t max_context_ = 0;
   std::unique_ptr<ThreadPool> pool_;
-  std::unique_ptr<MoeExchange> local_exchange_;
-  MoeExchange* exchange_ = nullptr;
+  std::unique_ptr<ExpertExchange> local_exchange_;
+  ExpertExchange* exchange_ = nullptr;
 };
 
 }  // namespace tritmoe

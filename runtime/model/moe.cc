@@ -24,10 +24,10 @@ absl::Status RunExperts(const LayerWeights& layer, const std::vector<bool>& loca
   return absl::OkStatus();
 }
 
-absl::Status MoeForward(const ModelConfig& config, const LayerWeights& layer,
+absl::Status MoeForward(const ModelConfig& config, int layer_index, const LayerWeights& layer,
                         const std::vector<bool>& local_experts, const float* h2, int64_t n_tokens,
-                        float* y, MoeExchange& exchange, ThreadPool& pool, ActPrecision precision,
-                        Routing* routing_out) {
+                        float* y, ExpertExchange& exchange, ThreadPool& pool,
+                        ActPrecision precision, Routing* routing_out) {
   const int64_t D = config.n_embd;
   std::vector<float> logits(n_tokens * config.n_expert);
   MatMul(layer.ffn_gate_inp, h2, n_tokens, logits.data(), pool, ActPrecision::kFloat);
@@ -35,7 +35,7 @@ absl::Status MoeForward(const ModelConfig& config, const LayerWeights& layer,
   Route(RouterConfig::FromModel(config), logits.data(),
         layer.exp_probs_b.empty() ? nullptr : layer.exp_probs_b.data(), n_tokens, &routing);
   ExpertBatch batch;
-  RETURN_IF_ERROR(exchange.Dispatch(h2, D, routing, &batch));
+  RETURN_IF_ERROR(exchange.Dispatch(layer_index, h2, D, routing, &batch));
   RETURN_IF_ERROR(RunExperts(layer, local_experts, &batch, pool, precision));
   RETURN_IF_ERROR(exchange.Combine(batch, routing, y));
   if (layer.shared.present()) {

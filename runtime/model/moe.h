@@ -7,8 +7,8 @@
 #include "absl/status/status.h"
 #include "base/thread_pool.h"
 #include "experts/matmul.h"
+#include "runtime/model/expert_exchange.h"
 #include "runtime/model/model_config.h"
-#include "runtime/model/moe_exchange.h"
 #include "runtime/model/router.h"
 #include "runtime/model/weights.h"
 
@@ -19,11 +19,12 @@ namespace tritmoe {
 absl::Status RunExperts(const LayerWeights& layer, const std::vector<bool>& local_experts,
                         ExpertBatch* batch, ThreadPool& pool, ActPrecision precision);
 
-// h2: [n_tokens][n_embd] (after ffn_norm) -> y [n_tokens][n_embd]. The router always runs in
-// float (llama.cpp keeps it F32). routing_out, when non-null, receives the choices.
-absl::Status MoeForward(const ModelConfig& config, const LayerWeights& layer,
+// layer_index: the model layer. h2: [n_tokens][n_embd] (after ffn_norm) -> y [n_tokens][n_embd].
+// The router always runs in float (llama.cpp keeps it F32). routing_out, when non-null, receives
+// the choices.
+absl::Status MoeForward(const ModelConfig& config, int layer_index, const LayerWeights& layer,
                         const std::vector<bool>& local_experts, const float* h2, int64_t n_tokens,
-                        float* y, MoeExchange& exchange, ThreadPool& pool, ActPrecision precision,
-                        Routing* routing_out = nullptr);
+                        float* y, ExpertExchange& exchange, ThreadPool& pool,
+                        ActPrecision precision, Routing* routing_out = nullptr);
 
 }  // namespace tritmoe

@@ -3,7 +3,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "runtime/model/moe_exchange.h"
+#include "runtime/model/expert_exchange.h"
 #include "runtime/model/router.h"
 
 namespace tritmoe {
@@ -164,7 +164,7 @@ TEST(RouterTest, ValidateRejectsImpossibleGroups) {
   EXPECT_FALSE(c.Validate().ok());
 }
 
-TEST(MoeExchangeTest, LocalDispatchGroupsByExpertAndCombineSumsInSlotOrder) {
+TEST(ExpertExchangeTest, LocalDispatchGroupsByExpertAndCombineSumsInSlotOrder) {
   // 3 tokens, k = 2; hidden[t] = {t + 1, -(t + 1)}.
   Routing r;
   r.n_tokens = 3;
@@ -172,9 +172,9 @@ TEST(MoeExchangeTest, LocalDispatchGroupsByExpertAndCombineSumsInSlotOrder) {
   r.experts = {5, 1, 1, 7, 5, 1};
   r.weights = {0.5f, 0.25f, 1.0f, 2.0f, 0.125f, 4.0f};
   const std::vector<float> hidden = {1, -1, 2, -2, 3, -3};
-  LocalMoeExchange ex;
+  LocalExpertExchange ex;
   ExpertBatch b;
-  ASSERT_TRUE(ex.Dispatch(hidden.data(), 2, r, &b).ok());
+  ASSERT_TRUE(ex.Dispatch(3, hidden.data(), 2, r, &b).ok());
   EXPECT_EQ(b.experts, (std::vector<int32_t>{1, 5, 7}));
   EXPECT_EQ(b.offsets, (std::vector<int64_t>{0, 3, 5, 6}));
   // Expert 1 gets tokens 0, 1, 2 in order; expert 5 tokens 0, 2; expert 7 token 1.
@@ -196,7 +196,7 @@ TEST(MoeExchangeTest, LocalDispatchGroupsByExpertAndCombineSumsInSlotOrder) {
   }
 }
 
-TEST(MoeExchangeTest, GroupByExpertTakesOnlySelectedExperts) {
+TEST(ExpertExchangeTest, GroupByExpertTakesOnlySelectedExperts) {
   Routing r;
   r.n_tokens = 2;
   r.k = 2;
