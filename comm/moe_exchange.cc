@@ -274,12 +274,17 @@ absl::Status MoeExchange::Dispatch(const ExpertPlacement& placement, int layer, 
       }
     }
   }
+  // Rows for this rank skip the all-to-all: they are packed straight into their place in the
+  // receive buffer (MPI would deliver them there in the same order), saving one copy of them.
   std::byte* const send = dispatch_send_.data();
+  const int64_t self_shift = recv_row_offsets_[me] - send_row_offsets_[me];
   ParallelFor(n_tokens, kGrainTokens, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       for (int j = 0; j < token_num_dests_[t]; ++j) {
         const int r = token_dests_[t * D + j];
-        std::byte* row = send + token_rows_[t * D + j] * row_bytes;
+        const int64_t send_row = token_rows_[t * D + j];
+        std::byte* row = r == me ? dispatch_recv_.data() + (send_row + self_shift) * row_bytes
+                                 : send + send_row * row_bytes;
         std::memcpy(row, x.data() + t * H, H * sizeof(float));
         int32_t ids[kMaxTopK];
         float weights[kMaxTopK];
@@ -309,6 +314,7 @@ absl::Status MoeExchange::Dispatch(const ExpertPlacement& placement, int layer, 
     recv_bytes_[p] = recv_rows_[p] * row_bytes;
     recv_displs_[p] = recv_row_offsets_[p] * row_bytes;
   }
+  send_bytes_[me] = recv_bytes_[me] = 0;  // already in place
   RETURN_IF_ERROR(comm_->AllToAllV(send, send_bytes_, send_displs_, dispatch_recv_.data(),
                                    recv_bytes_, recv_displs_));
 
@@ -408,6 +414,7 @@ absl::Status MoeExchange::Combine(std::span<float> out) {
     recv_bytes_[p] = send_rows_[p] * row_bytes;
     recv_displs_[p] = send_row_offsets_[p] * row_bytes;
   }
+  send_bytes_[me] = recv_bytes_[me] = 0;  // read in place below
   RETURN_IF_ERROR(comm_->AllToAllV(combine_send_.data(), send_bytes_, send_displs_,
                                    combine_recv_.data(), recv_bytes_, recv_displs_));
   ++stats_.combines;
@@ -425,7 +432,15 @@ absl::Status MoeExchange::Combine(std::span<float> out) {
     return absl::InvalidArgumentError(absl::StrCat(
         "MoE combine: out has ", out.size(), " floats, expected ", n_tokens_, " tokens x ", H));
   }
+  // A token's contribution from rank p sits at its send row in combine_recv_, except this
+  // rank's own, which never left combine_send_.
   const float* recv = reinterpret_cast<const float*>(combine_recv_.data());
+  const float* self = reinterpret_cast<const float*>(combine_send_.data());
+  const int64_t self_shift = recv_row_offsets_[me] - send_row_offsets_[me];
+  auto contribution = [&](int64_t t, int j) {
+    const int64_t row = token_rows_[t * D + j];
+    return token_dests_[t * D + j] == me ? self + (row + self_shift) * H : recv + row * H;
+  };
   ParallelFor(n_tokens_, kGrainTokens, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       float* o = out.data() + t * H;
@@ -434,9 +449,9 @@ absl::Status MoeExchange::Combine(std::span<float> out) {
         std::memset(o, 0, H * sizeof(float));
         continue;
       }
-      std::memcpy(o, recv + int64_t{token_rows_[t * D]} * H, H * sizeof(float));
+      std::memcpy(o, contribution(t, 0), H * sizeof(float));
       for (int j = 1; j < nd; ++j) {
-        const float* c = recv + int64_t{token_rows_[t * D + j]} * H;
+        const float* c = contribution(t, j);
         for (int64_t h = 0; h < H; ++h) o[h] += c[h];
       }
     }
