@@ -10,4 +10,4 @@ add_library(tritmoe_matmul STATIC
 target_link_libraries(tritmoe_matmul PUBLIC tritmoe_quant tritmoe_base)
 set_source_files_properties(matmul_avx2.cc PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c;-O3")
 set_source_files_properties(matmul_avx512.cc PROPERTIES COMPILE_OPTIONS
-  "-mavx2;-mfma;-mf16c;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx512vbmi;-O3")
+  "-mavx2;-mfma;-mf16c;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx512vbmi;-mbmi2;-O3")

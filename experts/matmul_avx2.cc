@@ -10,30 +10,6 @@ namespace tritmoe::matmul_internal {
 namespace avx2 {
 namespace {
 
-// Runs K::Run<NT> over the token tile in pieces of 8, 4, 2 and 1 tokens.
-template <typename K>
-void TiledDot(int64_t n, const void* w, const void* act, int64_t stride, int n_tok, float* out) {
-  const auto* wb = static_cast<const uint8_t*>(w);
-  const auto* a = static_cast<const uint8_t*>(act);
-  int t = 0;
-  while (t < n_tok) {
-    const int left = n_tok - t;
-    if (left >= 8) {
-      K::template Run<8>(n, wb, a + t * stride, stride, out + t);
-      t += 8;
-    } else if (left >= 4) {
-      K::template Run<4>(n, wb, a + t * stride, stride, out + t);
-      t += 4;
-    } else if (left >= 2) {
-      K::template Run<2>(n, wb, a + t * stride, stride, out + t);
-      t += 2;
-    } else {
-      K::template Run<1>(n, wb, a + t * stride, stride, out + t);
-      t += 1;
-    }
-  }
-}
-
 template <typename Dec>
 struct GenericQ8K {
   template <int NT>
@@ -46,8 +22,8 @@ struct GenericQ8K {
     DecodedBlock db;
     for (int64_t i = 0; i < n / kQK_K; ++i) {
       Dec::Decode(w + i * Dec::kBlockBytes, &db);
-      const __m256i sc16 = Load256(db.sc);
-      const __m256i msc = Load256(db.msc);
+      const __m256i sc16 = db.sc;
+      const __m256i msc = db.msc;
       __m256i scv[8];
       for (int c = 0; c < 8; ++c) {
         scv[c] = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(c)), pick);
@@ -67,27 +43,6 @@ struct GenericQ8K {
           acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(isum, corr)),
                                    _mm256_set1_ps(db.d * a->d), acc[t]);
         }
-      }
-    }
-    for (int t = 0; t < NT; ++t) out[t] = HSum256(acc[t]);
-  }
-};
-
-template <__m256i (*kWeights)(const uint8_t*), int kBlockBytes>
-struct Q8_0Dot {
-  template <int NT>
-  static void Run(int64_t n, const uint8_t* w, const uint8_t* act, int64_t stride, float* out) {
-    __m256 acc[NT];
-    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 32; ++i) {
-      const uint8_t* b = w + i * kBlockBytes;
-      const __m256i wv = kWeights(b);
-      const float dw = LoadFp16(b);
-      for (int t = 0; t < NT; ++t) {
-        const BlockQ8_0* a = reinterpret_cast<const BlockQ8_0*>(act + t * stride) + i;
-        const __m256i s = DotI8x32(wv, Load256(a->qs));
-        acc[t] =
-            _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * _cvtsh_ss(a->d)), acc[t]);
       }
     }
     for (int t = 0; t < NT; ++t) out[t] = HSum256(acc[t]);
@@ -143,7 +98,8 @@ struct FloatDot {
   }
 };
 
-void PackQ8K(const float* x, int64_t n, void* dst) { QuantizeRowQ8K(x, dst, n); }
+void PackQ8K(const float* x, int64_t n, void* dst) { QuantizeRowQ8KAvx2(x, n, dst); }
+void PackQ8_0(const float* x, int64_t n, void* dst) { QuantizeRowQ8_0Avx2(x, n, dst); }
 
 template <typename Dec>
 TypeKernels Q8KKernels() {
@@ -164,6 +120,8 @@ void FillAvx2Kernels(KernelTable* table) {
   }
   table->For(GgmlType::kQ4_0).dot = TiledDot<Q8_0Dot<Q4_0Weights, 18>>;
   table->For(GgmlType::kQ8_0).dot = TiledDot<Q8_0Dot<Q8_0Weights, 34>>;
+  table->For(GgmlType::kQ4_0).pack = PackQ8_0;
+  table->For(GgmlType::kQ8_0).pack = PackQ8_0;
   table->For(GgmlType::kQ2_K) = Q8KKernels<DecodeQ2K>();
   table->For(GgmlType::kQ4_K) = Q8KKernels<DecodeQ4K>();
   table->For(GgmlType::kQ6_K) = Q8KKernels<DecodeQ6K>();

@@ -1,5 +1,612 @@
-#include "experts/matmul_kernels.h"
+// AVX-512 (F/BW/VL/DQ + VNNI + VBMI) dot products.
+//
+// The routed-expert types get fused kernels with their own activation layouts: the activation is
+// packed once per call and reused by every weight row, so reordering it to fit the weight bits
+// costs nothing per row.
+//   TQ2_0: four 2-bit planes of the 64 qs bytes are the four vectors of codes (vpsrlw + vpand),
+//          activation bytes reordered to match; vpdpbusd(code 0..3, q8) − Σq8.
+//   TQ1_0: the 52 packed bytes are turned into their five base-3 digits by 256-entry byte tables
+//          (two vpermi2b + a blend per digit), activation reordered to the digit planes.
+//   IQ1_S: the 32 grid indices of a block are built in vector registers and looked up with two
+//          16-lane gathers in the nibble-packed grid (value + 1 per nibble); the activation is
+//          split into the matching "low 4 / high 4 of each group of 8" planes. Sub-block scales
+//          go through vpdpwssd, the ±1/8 delta through the per-32 activation sums.
+// The other quantized types decode a block into unsigned codes (matmul_x86_common.h) and use
+// vpmaddubsw + vpdpwssd with the sub-block scales. Float types: FMA with masked tails.
+#define TRITMOE_X86_NS avx512
+// GCC 12 reports the _mm512_undefined_* placeholders inside its own intrinsic wrappers as
+// uninitialized once they are inlined at -O3; they are not.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <array>
+
+#include "experts/matmul_x86_common.h"
+#include "experts/quantize.h"
 
 namespace tritmoe::matmul_internal {
-void FillAvx512Kernels(KernelTable* table) {}
+namespace avx512 {
+namespace {
+
+inline __m512i Load512(const void* p) { return _mm512_loadu_si512(p); }
+
+inline __m512i Widen256(const uint8_t* p) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(Load256(p)), Load256(p + 32), 1);
+}
+
+// ---- Generic: decoded block x standard Q8_K ----------------------------------------------------
+
+template <typename Dec>
+struct GenericQ8K {
+  template <int NT>
+  static void Run(int64_t n, const uint8_t* w, const uint8_t* act, int64_t stride, float* out) {
+    // Word lane L of chunk c (64 elements) takes the scale of sub-block 4c + L / 8.
+    __m512i pick[4];
+    for (int c = 0; c < 4; ++c) {
+      alignas(64) int16_t idx[32];
+      for (int l = 0; l < 32; ++l) idx[l] = static_cast<int16_t>(4 * c + l / 8);
+      pick[c] = _mm512_load_si512(idx);
+    }
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    DecodedBlock db;
+    for (int64_t i = 0; i < n / kQK_K; ++i) {
+      Dec::Decode(w + i * Dec::kBlockBytes, &db);
+      __m512i u[4], scv[4];
+      const __m512i sc16 = _mm512_castsi256_si512(db.sc);
+      for (int c = 0; c < 4; ++c) {
+        u[c] = Widen256(db.u + 64 * c);
+        scv[c] = _mm512_permutexvar_epi16(pick[c], sc16);
+      }
+      const __m256i msc = db.msc;
+      for (int t = 0; t < NT; ++t) {
+        const BlockQ8K* a = reinterpret_cast<const BlockQ8K*>(act + t * stride) + i;
+        __m512i isum = _mm512_setzero_si512();
+        for (int c = 0; c < 4; ++c) {
+          isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(u[c], Load512(a->qs + 64 * c)),
+                                     scv[c]);
+        }
+        const __m512i corr = _mm512_zextsi256_si512(_mm256_madd_epi16(Load256(a->bsums), msc));
+        if constexpr (Dec::kSeparateMin) {
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(db.d * a->d), acc[t]);
+          acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(corr), _mm512_set1_ps(db.dm * a->d), acc[t]);
+        } else {
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(isum, corr)),
+                                   _mm512_set1_ps(db.d * a->d), acc[t]);
+        }
+      }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+  }
+};
+
+// QuantizeRowQ8K for one block, bit for bit (see QuantizeBlockQ8KAvx2 for the argument).
+inline void QuantizeBlockQ8K(const float* x, BlockQ8K* y) {
+  __m512 v[16];
+  __m512 amax_v = _mm512_setzero_ps();
+  for (int j = 0; j < 16; ++j) {
+    v[j] = _mm512_loadu_ps(x + 16 * j);
+    amax_v = _mm512_max_ps(amax_v, _mm512_abs_ps(v[j]));
+  }
+  const float amax = _mm512_reduce_max_ps(amax_v);
+  if (!(amax > 0)) {
+    std::memset(y, 0, sizeof(*y));
+    return;
+  }
+  float max = 0;
+  const __m512 amax_b = _mm512_set1_ps(amax);
+  for (int j = 0; j < 16; ++j) {
+    const __mmask16 m = _mm512_cmp_ps_mask(_mm512_abs_ps(v[j]), amax_b, _CMP_EQ_OQ);
+    if (m != 0) {
+      max = x[16 * j + __builtin_ctz(static_cast<unsigned>(m))];
+      break;
+    }
+  }
+  const float iscale = -127.0f / max;
+  const __m512 is = _mm512_set1_ps(iscale);
+  const __m512i lim = _mm512_set1_epi32(127);
+  const __m512i ones = _mm512_set1_epi8(1);
+  // Lanes 0, 4, 8, 12 of two vectors (the 16-element sums) into lanes 0..7.
+  const __m512i pick4 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0);
+  __m512i sums[4];
+  for (int c = 0; c < 4; ++c) {
+    __m128i q[4];
+    for (int k = 0; k < 4; ++k) {
+      q[k] = _mm512_cvtepi32_epi8(
+          _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(is, v[4 * c + k])), lim));
+    }
+    const __m512i q8 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(q[1], q[0])),
+                                          _mm256_set_m128i(q[3], q[2]), 1);
+    _mm512_storeu_si512(y->qs + 64 * c, q8);
+    // Σ of 4 bytes per lane, then of 4 lanes: lane 4g holds the sum of group g.
+    __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, q8);
+    p = _mm512_add_epi32(p, _mm512_srli_epi64(p, 32));
+    sums[c] = _mm512_add_epi32(p, _mm512_bsrli_epi128(p, 8));
+  }
+  const __m512i lo = _mm512_permutex2var_epi32(sums[0], pick4, sums[1]);
+  const __m512i hi = _mm512_permutex2var_epi32(sums[2], pick4, sums[3]);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(y->bsums),
+                      _mm512_cvtepi32_epi16(_mm512_inserti64x4(lo, _mm512_castsi512_si256(hi), 1)));
+  y->d = 1 / iscale;
+}
+
+void PackQ8K(const float* x, int64_t n, void* dst) {
+  auto* y = static_cast<BlockQ8K*>(dst);
+  for (int64_t i = 0; i < n / kQK_K; ++i) QuantizeBlockQ8K(x + i * kQK_K, y + i);
+}
+void PackQ8_0(const float* x, int64_t n, void* dst) { QuantizeRowQ8_0Avx2(x, n, dst); }
+
+template <typename Dec>
+TypeKernels GenericKernels() {
+  return {TiledDot<GenericQ8K<Dec>>, PackQ8K, kQK_K, static_cast<int>(sizeof(BlockQ8K))};
+}
+
+// Sum of the 16 bsums of a Q8_K block.
+inline int32_t BlockSum(const BlockQ8K& q) {
+  int32_t s = 0;
+  for (int j = 0; j < 16; ++j) s += q.bsums[j];
+  return s;
+}
+
+// ---- TQ2_0 -------------------------------------------------------------------------------------
+
+struct alignas(64) ActTq2 {
+  int8_t q[4][64];  // q[l][32h + m] = element 128h + 32l + m
+  int32_t sum;      // Σ q over the block
+  float d;
+  uint8_t pad[56];
+};
+static_assert(sizeof(ActTq2) == 320);
+
+void PackTq2(const float* x, int64_t n, void* dst) {
+  auto* out = static_cast<ActTq2*>(dst);
+  BlockQ8K q;
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    QuantizeBlockQ8K(x + i * kQK_K, &q);
+    ActTq2& o = out[i];
+    for (int h = 0; h < 2; ++h) {
+      for (int l = 0; l < 4; ++l) std::memcpy(&o.q[l][32 * h], q.qs + 128 * h + 32 * l, 32);
+    }
+    o.sum = BlockSum(q);
+    o.d = q.d;
+    std::memset(o.pad, 0, sizeof(o.pad));
+  }
+}
+
+struct Tq2Dot {
+  template <int NT>
+  static void Run(int64_t n, const uint8_t* w, const uint8_t* act, int64_t stride, float* out) {
+    const __m512i m3 = _mm512_set1_epi8(3);
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / kQK_K; ++i) {
+      const uint8_t* b = w + 66 * i;
+      const __m512i q = Load512(b);
+      const __m512i u0 = _mm512_and_si512(q, m3);
+      const __m512i u1 = _mm512_and_si512(_mm512_srli_epi16(q, 2), m3);
+      const __m512i u2 = _mm512_and_si512(_mm512_srli_epi16(q, 4), m3);
+      const __m512i u3 = _mm512_and_si512(_mm512_srli_epi16(q, 6), m3);
+      const float dw = LoadFp16(b + 64);
+      for (int t = 0; t < NT; ++t) {
+        const ActTq2* a = reinterpret_cast<const ActTq2*>(act + t * stride) + i;
+        __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u0, Load512(a->q[0]));
+        __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u1, Load512(a->q[1]));
+        s0 = _mm512_dpbusd_epi32(s0, u2, Load512(a->q[2]));
+        s1 = _mm512_dpbusd_epi32(s1, u3, Load512(a->q[3]));
+        __m512i s = _mm512_add_epi32(s0, s1);
+        s = _mm512_mask_sub_epi32(s, 1, s, _mm512_set1_epi32(a->sum));  // codes carry +1
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(dw * a->d), acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+  }
+};
+
+// ---- TQ1_0 -------------------------------------------------------------------------------------
+
+struct alignas(64) ActTq1 {
+  // q[n][m] (m < 32) = element 32n + m; q[n][32 + m] (m < 16) = element 160 + 16n + m;
+  // q[n][48 + j] (j < 4, n < 4) = element 240 + 4n + j; every other byte 0.
+  int8_t q[5][64];
+  int32_t sum;
+  float d;
+  uint8_t pad[56];
+};
+static_assert(sizeof(ActTq1) == 384);
+
+void PackTq1(const float* x, int64_t n, void* dst) {
+  auto* out = static_cast<ActTq1*>(dst);
+  BlockQ8K q;
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    QuantizeBlockQ8K(x + i * kQK_K, &q);
+    ActTq1& o = out[i];
+    std::memset(&o, 0, sizeof(o));
+    for (int nd = 0; nd < 5; ++nd) {
+      std::memcpy(&o.q[nd][0], q.qs + 32 * nd, 32);
+      std::memcpy(&o.q[nd][32], q.qs + 160 + 16 * nd, 16);
+      if (nd < 4) std::memcpy(&o.q[nd][48], q.qs + 240 + 4 * nd, 4);
+    }
+    o.sum = BlockSum(q);
+    o.d = q.d;
+  }
+}
+
+// kTq1Digits[n][b] = base-3 digit n of packed byte b: ((b * 3^n mod 256) * 3) >> 8.
+constexpr std::array<std::array<uint8_t, 256>, 5> MakeTq1Digits() {
+  std::array<std::array<uint8_t, 256>, 5> t{};
+  for (int n = 0; n < 5; ++n) {
+    for (int b = 0; b < 256; ++b) {
+      t[n][b] = static_cast<uint8_t>((static_cast<uint8_t>(b * tables::kPow3Tq[n]) * 3) >> 8);
+    }
+  }
+  return t;
+}
+alignas(64) constexpr std::array<std::array<uint8_t, 256>, 5> kTq1Digits = MakeTq1Digits();
+
+struct Tq1Dot {
+  template <int NT>
+  static void Run(int64_t n, const uint8_t* w, const uint8_t* act, int64_t stride, float* out) {
+    constexpr __mmask64 kBlockBytes = (__mmask64{1} << 52) - 1;  // qs[48] + qh[4]
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / kQK_K; ++i) {
+      const uint8_t* b = w + 54 * i;
+      const __m512i q = _mm512_maskz_loadu_epi8(kBlockBytes, b);
+      const __mmask64 top = _mm512_movepi8_mask(q);
+      __m512i u[5];
+      for (int nd = 0; nd < 5; ++nd) {
+        const uint8_t* tab = kTq1Digits[nd].data();
+        const __m512i lo = _mm512_permutex2var_epi8(Load512(tab), q, Load512(tab + 64));
+        const __m512i hi = _mm512_permutex2var_epi8(Load512(tab + 128), q, Load512(tab + 192));
+        u[nd] = _mm512_mask_blend_epi8(top, lo, hi);
+      }
+      const float dw = LoadFp16(b + 52);
+      for (int t = 0; t < NT; ++t) {
+        const ActTq1* a = reinterpret_cast<const ActTq1*>(act + t * stride) + i;
+        __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[0], Load512(a->q[0]));
+        __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[1], Load512(a->q[1]));
+        s0 = _mm512_dpbusd_epi32(s0, u[2], Load512(a->q[2]));
+        s1 = _mm512_dpbusd_epi32(s1, u[3], Load512(a->q[3]));
+        s0 = _mm512_dpbusd_epi32(s0, u[4], Load512(a->q[4]));
+        __m512i s = _mm512_add_epi32(s0, s1);
+        s = _mm512_mask_sub_epi32(s, 1, s, _mm512_set1_epi32(a->sum));  // digits carry +1
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(dw * a->d), acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+  }
+};
+
+// ---- IQ1_S, IQ1_M, IQ2_XXS: grid lookups -----------------------------------------------------
+
+// Eight 8-byte grid entries as one vector. Scalar loads beat vpgatherdq/dd here, and indices
+// computed in general registers beat indices computed in a vector and extracted (docs/PERF.md).
+template <typename Index>
+inline __m512i Lookup8(const uint64_t* grid, const Index* idx) {
+  const __m128i a =
+      _mm_set_epi64x(static_cast<long long>(grid[idx[1]]), static_cast<long long>(grid[idx[0]]));
+  const __m128i b =
+      _mm_set_epi64x(static_cast<long long>(grid[idx[3]]), static_cast<long long>(grid[idx[2]]));
+  const __m128i c =
+      _mm_set_epi64x(static_cast<long long>(grid[idx[5]]), static_cast<long long>(grid[idx[4]]));
+  const __m128i d =
+      _mm_set_epi64x(static_cast<long long>(grid[idx[7]]), static_cast<long long>(grid[idx[6]]));
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(b, a)), _mm256_set_m128i(d, c),
+                            1);
+}
+
+// The 11-bit grid indices of IQ1_S sub-blocks 2c and 2c + 1 (formats.md §2.9): pdep spreads the
+// four low bytes and the four 3-bit high parts into four 16-bit fields at once.
+inline void Iq1sIndices(const uint8_t* b, int c, uint32_t* idx) {
+  for (int s = 0; s < 2; ++s) {
+    const int ib = 2 * c + s;
+    const uint64_t x = _pdep_u64(LoadU32(b + 2 + 4 * ib), 0x00FF00FF00FF00FFULL) |
+                       _pdep_u64(LoadU16(b + 34 + 2 * ib), 0x0700070007000700ULL);
+    for (int l = 0; l < 4; ++l) idx[4 * s + l] = static_cast<uint16_t>(x >> (16 * l));
+  }
+}
+
+// The same for IQ1_M (formats.md §2.10): the high parts are nibbles of qh whose top bit (the
+// delta sign) is masked off.
+inline void Iq1mIndices(const uint8_t* b, int c, uint32_t* idx) {
+  for (int s = 0; s < 2; ++s) {
+    const int ib = 2 * c + s;
+    const uint64_t x =
+        _pdep_u64(LoadU32(b + 4 * ib), 0x00FF00FF00FF00FFULL) |
+        (_pdep_u64(LoadU16(b + 32 + 2 * ib), 0x0F000F000F000F00ULL) & 0x0700070007000700ULL);
+    for (int l = 0; l < 4; ++l) idx[4 * s + l] = static_cast<uint16_t>(x >> (16 * l));
+  }
+}
+
+// int32 lanes of vpdpbusd over 64 elements hold 4 elements each. Lane pattern "sub-block of 32
+// per 8 lanes" (IQ1_S) and "sub-block of 16 per 4 lanes" (IQ1_M) for chunk c.
+inline __m512i Spread32(int c) {
+  return _mm512_setr_epi32(2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c + 1,
+                           2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1,
+                           2 * c + 1);
+}
+inline __m512i Spread16(int c) {
+  const int t = 4 * c;
+  return _mm512_setr_epi32(t, t, t, t, t + 1, t + 1, t + 1, t + 1, t + 2, t + 2, t + 2, t + 2,
+                           t + 3, t + 3, t + 3, t + 3);
+}
+
+// kIq1sGrid with 1 added to each byte: the grid values as unsigned codes g + 1 in {0, 1, 2}.
+constexpr std::array<uint64_t, 2048> MakeIq1sGridPlus1() {
+  std::array<uint64_t, 2048> t{};
+  for (int i = 0; i < 2048; ++i) {
+    uint64_t v = 0;
+    for (int k = 0; k < 8; ++k) {
+      const int g = static_cast<int8_t>(tables::kIq1sGrid[i] >> (8 * k));
+      v |= static_cast<uint64_t>(g + 1) << (8 * k);
+    }
+    t[i] = v;
+  }
+  return t;
+}
+alignas(64) constexpr std::array<uint64_t, 2048> kIq1sGridPlus1 = MakeIq1sGridPlus1();
+
+// IQ1_S: u = g + 1 in {0, 1, 2}; per sub-block Σ(g + δ)q = Σ u q − (1 − δ) Σ q, everything × 8:
+// scale 8(2s + 1) on the vpdpbusd lanes, (2s + 1)(8 − 8δ) on the bsums.
+struct Iq1sDot {
+  template <int NT>
+  static void Run(int64_t n, const uint8_t* w, const uint8_t* act, int64_t stride, float* out) {
+    __m512i pick[4];
+    for (int c = 0; c < 4; ++c) pick[c] = Spread32(c);
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / kQK_K; ++i) {
+      const uint8_t* b = w + 50 * i;
+      const __m128i qh = Load128(b + 34);
+      __m512i u[4];
+      for (int c = 0; c < 4; ++c) {
+        uint32_t idx[8];
+        Iq1sIndices(b, c, idx);
+        u[c] = Lookup8(kIq1sGridPlus1.data(), idx);
+      }
+      const __m128i ls = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)),
+                                      _mm_set1_epi16(1));
+      const __m512i ls8 = _mm512_cvtepu16_epi32(_mm256_castsi128_si256(_mm_slli_epi16(ls, 3)));
+      __m512i scale[4];
+      for (int c = 0; c < 4; ++c) scale[c] = _mm512_permutexvar_epi32(pick[c], ls8);
+      const __m256i cdelta = DupPairs16(_mm_mullo_epi16(
+          ls, _mm_add_epi16(_mm_set1_epi16(7), _mm_slli_epi16(_mm_srli_epi16(qh, 15), 1))));
+      const float dw = LoadFp16(b) * 0.125f;
+      for (int t = 0; t < NT; ++t) {
+        const BlockQ8K* a = reinterpret_cast<const BlockQ8K*>(act + t * stride) + i;
+        // |lane| <= 4 * 2 * 127 fits the low 16 bits; the scales' high 16 bits are 0.
+        __m512i s =
+            _mm512_sub_epi32(_mm512_setzero_si512(),
+                             _mm512_zextsi256_si512(_mm256_madd_epi16(Load256(a->bsums), cdelta)));
+        for (int c = 0; c < 4; ++c) {
+          s = _mm512_dpwssd_epi32(
+              s, _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[c], Load512(a->qs + 64 * c)),
+              scale[c]);
+        }
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(dw * a->d), acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+  }
+};
+
+// IQ1_M: u = 8(g + 1) + 2·[δ = +1/8] = 8g + 9 + 8δ in 0..18; Σ(g + δ)q = (Σ u q − 9 Σ q) / 8.
+// Sub-blocks of 16 with scale 2s + 1: 4 vpdpbusd lanes each.
+struct Iq1mDot {
+  template <int NT>
+  static void Run(int64_t n, const uint8_t* w, const uint8_t* act, int64_t stride, float* out) {
+    // Word lane j = group j: its qh byte is j / 2; even groups use the low nibble, odd the high.
+    alignas(64) static constexpr uint16_t kShiftDelta[32] = {3, 7, 3, 7, 3, 7, 3, 7, 3, 7, 3,
+                                                             7, 3, 7, 3, 7, 3, 7, 3, 7, 3, 7,
+                                                             3, 7, 3, 7, 3, 7, 3, 7, 3, 7};
+    const __m512i shift_delta = _mm512_load_si512(kShiftDelta);
+    __m512i halve, pick[4], bytes8[4];
+    {
+      alignas(64) uint16_t h[32];
+      for (int j = 0; j < 32; ++j) h[j] = static_cast<uint16_t>(j / 2);
+      halve = _mm512_load_si512(h);
+      for (int c = 0; c < 4; ++c) {
+        alignas(64) uint8_t p[64];
+        for (int l = 0; l < 64; ++l) p[l] = static_cast<uint8_t>(8 * c + l / 8);
+        bytes8[c] = _mm512_load_si512(p);
+        pick[c] = Spread16(c);
+      }
+    }
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / kQK_K; ++i) {
+      const uint8_t* b = w + 56 * i;
+      const __m512i qh = _mm512_permutexvar_epi16(
+          halve, _mm512_cvtepu8_epi16(_mm256_castsi128_si256(Load128(b + 32))));
+      // 2 where the group's delta bit is clear (δ = +1/8), else 0; one byte per group.
+      const __m256i off = _mm512_cvtepi16_epi8(_mm512_andnot_si512(
+          _mm512_slli_epi16(_mm512_srlv_epi16(qh, shift_delta), 1), _mm512_set1_epi16(2)));
+      const __m512i offz = _mm512_castsi256_si512(off);
+      __m512i u[4];
+      for (int c = 0; c < 4; ++c) {
+        uint32_t idx[8];
+        Iq1mIndices(b, c, idx);
+        const __m512i g1 = Lookup8(kIq1sGridPlus1.data(), idx);
+        // (g + 1) <= 2, so the 16-bit shift cannot carry into the neighbouring byte.
+        u[c] = _mm512_add_epi8(_mm512_slli_epi16(g1, 3), _mm512_permutexvar_epi8(bytes8[c], offz));
+      }
+      const uint16_t sc0 = LoadU16(b + 48), sc1 = LoadU16(b + 50), sc2 = LoadU16(b + 52),
+                     sc3 = LoadU16(b + 54);
+      const uint16_t d_bits = static_cast<uint16_t>((sc0 >> 12) | ((sc1 >> 8) & 0x00F0) |
+                                                    ((sc2 >> 4) & 0x0F00) | (sc3 & 0xF000));
+      // Word t = scale word t / 4, its bits 3(t % 4).. moved to the top and shifted down.
+      const __m256i words =
+          _mm256_shuffle_epi8(_mm256_set1_epi64x(static_cast<long long>(LoadU32(b + 48)) |
+                                                 (static_cast<long long>(LoadU32(b + 52)) << 32)),
+                              _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 4, 5,
+                                               4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7));
+      const __m256i s3 = _mm256_srli_epi16(
+          _mm256_mullo_epi16(
+              words, _mm256_setr_epi16(1 << 13, 1 << 10, 1 << 7, 1 << 4, 1 << 13, 1 << 10, 1 << 7,
+                                       1 << 4, 1 << 13, 1 << 10, 1 << 7, 1 << 4, 1 << 13, 1 << 10,
+                                       1 << 7, 1 << 4)),
+          13);
+      const __m256i ls = _mm256_or_si256(_mm256_slli_epi16(s3, 1), _mm256_set1_epi16(1));
+      const __m256i msc = _mm256_mullo_epi16(ls, _mm256_set1_epi16(9));
+      const __m512i ls32 = _mm512_cvtepu16_epi32(ls);
+      __m512i scale[4];
+      for (int c = 0; c < 4; ++c) scale[c] = _mm512_permutexvar_epi32(pick[c], ls32);
+      const float dw = _cvtsh_ss(d_bits) * 0.125f;
+      for (int t = 0; t < NT; ++t) {
+        const BlockQ8K* a = reinterpret_cast<const BlockQ8K*>(act + t * stride) + i;
+        // |lane| <= 4 * 18 * 127 fits the low 16 bits.
+        __m512i s =
+            _mm512_sub_epi32(_mm512_setzero_si512(),
+                             _mm512_zextsi256_si512(_mm256_madd_epi16(Load256(a->bsums), msc)));
+        for (int c = 0; c < 4; ++c) {
+          s = _mm512_dpwssd_epi32(
+              s, _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[c], Load512(a->qs + 64 * c)),
+              scale[c]);
+        }
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(dw * a->d), acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+  }
+};
+
+// IQ2_XXS: grid values g in {8, 25, 43} with signs; u = ±g + 43 in 0..86, so
+// Σ(±g)q = Σ u q − 43 Σ q. vpmaddubsw pairs (<= 2 * 86 * 127) then vpdpwssd with the 32-element
+// scale 2ls + 1; the result is scaled by d / 8.
+struct Iq2xxsDot {
+  template <int NT>
+  static void Run(int64_t n, const uint8_t* w, const uint8_t* act, int64_t stride, float* out) {
+    // Each 8-byte (a0, a1) pair is one qword; multishift picks the four 7-bit sign fields of a1
+    // (bits 32 + 7l) into bytes 0..3 of the qword.
+    const __m512i sign_fields = _mm512_set1_epi64(0x00000000352E2720LL);
+    const __m512i sign_tab_lo = Load512(tables::kSignsIq2xs);
+    const __m512i sign_tab_hi = Load512(tables::kSignsIq2xs + 64);
+    const __m512i bit_select = _mm512_set1_epi64(static_cast<long long>(0x8040201008040201ULL));
+    const __m512i offset = _mm512_set1_epi8(43);
+    __m512i spread[4], pick[4];
+    for (int c = 0; c < 4; ++c) {
+      alignas(64) uint8_t p[64];
+      alignas(64) uint16_t q[32];
+      // Byte lane 8g + k of chunk c belongs to group g (0..7): sub-block 2c + g / 4, field g % 4.
+      for (int l = 0; l < 64; ++l) p[l] = static_cast<uint8_t>(8 * (2 * c + l / 32) + (l / 8) % 4);
+      // Word lane m (elements 2m, 2m+1) of chunk c: sub-block 2c + m / 16, whose scale is in
+      // word 4 of its qword.
+      for (int m = 0; m < 32; ++m) q[m] = static_cast<uint16_t>(4 * (2 * c + m / 16));
+      spread[c] = _mm512_load_si512(p);
+      pick[c] = _mm512_load_si512(q);
+    }
+    alignas(32) uint16_t mpick_words[16];
+    for (int j = 0; j < 16; ++j) mpick_words[j] = static_cast<uint16_t>(4 * (j / 2));
+    const __m512i mpick = _mm512_castsi256_si512(Load256(mpick_words));
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / kQK_K; ++i) {
+      const uint8_t* b = w + 66 * i;
+      const __m512i q = Load512(b + 2);
+      const __m512i signs = _mm512_permutex2var_epi8(
+          sign_tab_lo, _mm512_multishift_epi64_epi8(sign_fields, q), sign_tab_hi);
+      const __m512i ls =
+          _mm512_or_si512(_mm512_slli_epi64(_mm512_srli_epi64(q, 60), 1), _mm512_set1_epi64(1));
+      __m512i u[4], scale[4];
+      for (int c = 0; c < 4; ++c) {
+        // Grid bytes of groups 2c·4 .. : a0 of sub-blocks 2c and 2c + 1.
+        alignas(8) uint8_t gi[8];
+        std::memcpy(gi, b + 2 + 16 * c, 4);
+        std::memcpy(gi + 4, b + 2 + 16 * c + 8, 4);
+        const __m512i g = Lookup8(tables::kIq2xxsGrid, gi);
+        const __mmask64 neg =
+            _mm512_test_epi8_mask(_mm512_permutexvar_epi8(spread[c], signs), bit_select);
+        u[c] = _mm512_add_epi8(_mm512_mask_sub_epi8(g, neg, _mm512_setzero_si512(), g), offset);
+        scale[c] = _mm512_permutexvar_epi16(pick[c], ls);
+      }
+      const __m256i msc = _mm256_mullo_epi16(
+          _mm512_castsi512_si256(_mm512_permutexvar_epi16(mpick, ls)), _mm256_set1_epi16(43));
+      const float dw = LoadFp16(b) * 0.125f;
+      for (int t = 0; t < NT; ++t) {
+        const BlockQ8K* a = reinterpret_cast<const BlockQ8K*>(act + t * stride) + i;
+        __m512i s =
+            _mm512_sub_epi32(_mm512_setzero_si512(),
+                             _mm512_zextsi256_si512(_mm256_madd_epi16(Load256(a->bsums), msc)));
+        for (int c = 0; c < 4; ++c) {
+          s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(u[c], Load512(a->qs + 64 * c)), scale[c]);
+        }
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(dw * a->d), acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+  }
+};
+
+// ---- Float weights -----------------------------------------------------------------------------
+
+inline __m512 LoadF32x16(const uint8_t* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+inline __m512 LoadF16x16(const uint8_t* p, __mmask16 m) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
+inline __m512 LoadBf16x16(const uint8_t* p, __mmask16 m) {
+  return _mm512_castsi512_ps(
+      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
+template <__m512 (*kLoad16)(const uint8_t*, __mmask16), int kElemBytes>
+struct FloatDot {
+  template <int NT>
+  static void Run(int64_t n, const uint8_t* w, const uint8_t* act, int64_t stride, float* out) {
+    constexpr int U = NT == 1 ? 4 : (NT == 2 ? 2 : 1);  // independent FMA chains per token
+    __m512 acc[NT][U];
+    for (int t = 0; t < NT; ++t) {
+      for (int u = 0; u < U; ++u) acc[t][u] = _mm512_setzero_ps();
+    }
+    int64_t i = 0;
+    for (; i + 16 * U <= n; i += 16 * U) {
+      for (int u = 0; u < U; ++u) {
+        const __m512 wv = kLoad16(w + (i + 16 * u) * kElemBytes, 0xFFFF);
+        for (int t = 0; t < NT; ++t) {
+          const float* x = reinterpret_cast<const float*>(act + t * stride);
+          acc[t][u] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + i + 16 * u), acc[t][u]);
+        }
+      }
+    }
+    for (; i < n; i += 16) {
+      const __mmask16 m = n - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (n - i)) - 1);
+      const __m512 wv = kLoad16(w + i * kElemBytes, m);
+      for (int t = 0; t < NT; ++t) {
+        const float* x = reinterpret_cast<const float*>(act + t * stride);
+        acc[t][0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + i), acc[t][0]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) {
+      for (int u = 1; u < U; ++u) acc[t][0] = _mm512_add_ps(acc[t][0], acc[t][u]);
+      out[t] = _mm512_reduce_add_ps(acc[t][0]);
+    }
+  }
+};
+
+}  // namespace
+}  // namespace avx512
+
+void FillAvx512Kernels(KernelTable* table) {
+  using namespace avx512;  // NOLINT: the kernels of this file
+  table->isa = MatmulIsa::kAvx512;
+  table->For(GgmlType::kF32).dot = TiledDot<FloatDot<LoadF32x16, 4>>;
+  table->For(GgmlType::kF16).dot = TiledDot<FloatDot<LoadF16x16, 2>>;
+  table->For(GgmlType::kBF16).dot = TiledDot<FloatDot<LoadBf16x16, 2>>;
+  table->For(GgmlType::kQ4_0).dot = TiledDot<Q8_0Dot<Q4_0Weights, 18>>;
+  table->For(GgmlType::kQ8_0).dot = TiledDot<Q8_0Dot<Q8_0Weights, 34>>;
+  table->For(GgmlType::kQ4_0).pack = PackQ8_0;
+  table->For(GgmlType::kQ8_0).pack = PackQ8_0;
+  table->For(GgmlType::kQ2_K) = GenericKernels<DecodeQ2K>();
+  table->For(GgmlType::kQ4_K) = GenericKernels<DecodeQ4K>();
+  table->For(GgmlType::kQ6_K) = GenericKernels<DecodeQ6K>();
+  table->For(GgmlType::kIQ2_XXS) = {TiledDot<Iq2xxsDot>, PackQ8K, kQK_K,
+                                    static_cast<int>(sizeof(BlockQ8K))};
+  table->For(GgmlType::kIQ1_M) = {TiledDot<Iq1mDot>, PackQ8K, kQK_K,
+                                  static_cast<int>(sizeof(BlockQ8K))};
+  table->For(GgmlType::kIQ1_S) = {TiledDot<Iq1sDot>, PackQ8K, kQK_K,
+                                  static_cast<int>(sizeof(BlockQ8K))};
+  table->For(GgmlType::kTQ1_0) = {TiledDot<Tq1Dot>, PackTq1, kQK_K,
+                                  static_cast<int>(sizeof(ActTq1))};
+  table->For(GgmlType::kTQ2_0) = {TiledDot<Tq2Dot>, PackTq2, kQK_K,
+                                  static_cast<int>(sizeof(ActTq2))};
+}
+
 }  // namespace tritmoe::matmul_internal

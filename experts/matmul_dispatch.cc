@@ -17,7 +17,7 @@ MatmulIsa DetectIsa() {
   const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
                       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni") &&
-                      __builtin_cpu_supports("avx512vbmi");
+                      __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("bmi2");
   if (avx512) return MatmulIsa::kAvx512;
   if (avx2) return MatmulIsa::kAvx2;
 #endif

@@ -9,7 +9,7 @@ namespace tritmoe {
 enum class MatmulIsa {
   kScalar = 0,  // portable C++; the reference the vector kernels are tested against
   kAvx2 = 1,    // AVX2 + FMA + F16C
-  kAvx512 = 2,  // AVX-512 F/BW/VL/DQ + VNNI + VBMI
+  kAvx512 = 2,  // AVX-512 F/BW/VL/DQ + VNNI + VBMI, and BMI2
 };
 
 const char* MatmulIsaName(MatmulIsa isa);

@@ -51,13 +51,21 @@ inline float HSum256(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// u lives in memory (written and read back with whole-vector moves); the scales are built in
+// registers, since element-wise stores read back as a vector would defeat store forwarding.
 struct alignas(64) DecodedBlock {
   uint8_t u[256];
-  int16_t sc[16];
-  int16_t msc[16];
+  __m256i sc;   // 16 x int16
+  __m256i msc;  // 16 x int16
   float d;
   float dm;
 };
+
+// 8 int16 values, each repeated twice, as 16 int16 lanes.
+inline __m256i DupPairs16(__m128i v) {
+  const __m256i x = _mm256_cvtepu16_epi32(v);
+  return _mm256_or_si256(x, _mm256_slli_epi32(x, 16));
+}
 
 // Per-lane trit digit: for each byte b with multiplier p (3^n), ((b * p mod 256) * 3) >> 8.
 // p_even / p_odd: the multipliers of the even / odd bytes as 16-bit lanes.
@@ -75,10 +83,8 @@ inline __m256i TritDigits(__m256i b, __m256i p_even, __m256i p_odd) {
 }
 
 inline void FillScales(DecodedBlock* db, int16_t sc, int16_t msc) {
-  for (int j = 0; j < 16; ++j) {
-    db->sc[j] = sc;
-    db->msc[j] = msc;
-  }
+  db->sc = _mm256_set1_epi16(sc);
+  db->msc = _mm256_set1_epi16(msc);
 }
 
 struct DecodeQ2K {
@@ -93,8 +99,8 @@ struct DecodeQ2K {
       }
     }
     const __m256i s = _mm256_cvtepu8_epi16(Load128(b));
-    Store256(db->sc, _mm256_and_si256(s, _mm256_set1_epi16(0xF)));
-    Store256(db->msc, _mm256_srli_epi16(s, 4));
+    db->sc = _mm256_and_si256(s, _mm256_set1_epi16(0xF));
+    db->msc = _mm256_srli_epi16(s, 4);
     db->d = LoadFp16(b + 80);
     db->dm = LoadFp16(b + 82);
   }
@@ -110,19 +116,16 @@ struct DecodeQ4K {
       Store256(db->u + 64 * c, _mm256_and_si256(q, m4));
       Store256(db->u + 64 * c + 32, _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
     }
-    const uint8_t* q = b + 4;
-    for (int j = 0; j < 8; ++j) {
-      int sc, m;
-      if (j < 4) {
-        sc = q[j] & 63;
-        m = q[j + 4] & 63;
-      } else {
-        sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-      }
-      db->sc[2 * j] = db->sc[2 * j + 1] = static_cast<int16_t>(sc);
-      db->msc[2 * j] = db->msc[2 * j + 1] = static_cast<int16_t>(m);
-    }
+    // The 8 six-bit scales and mins (formats.md §2.6), four per 32-bit word.
+    const uint32_t w0 = LoadU32(b + 4), w1 = LoadU32(b + 8), w2 = LoadU32(b + 12);
+    const uint32_t sc_lo = w0 & 0x3F3F3F3F;
+    const uint32_t m_lo = w1 & 0x3F3F3F3F;
+    const uint32_t sc_hi = (w2 & 0x0F0F0F0F) | (((w0 >> 6) & 0x03030303) << 4);
+    const uint32_t m_hi = ((w2 >> 4) & 0x0F0F0F0F) | (((w1 >> 6) & 0x03030303) << 4);
+    const __m128i v = _mm_setr_epi32(static_cast<int>(sc_lo), static_cast<int>(sc_hi),
+                                     static_cast<int>(m_lo), static_cast<int>(m_hi));
+    db->sc = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v, v));  // each 32-element scale twice
+    db->msc = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v, v));
     db->d = LoadFp16(b);
     db->dm = LoadFp16(b + 2);
   }
@@ -149,8 +152,8 @@ struct DecodeQ6K {
                                        _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30)));
     }
     const __m256i s = _mm256_cvtepi8_epi16(Load128(b + 192));
-    Store256(db->sc, s);
-    Store256(db->msc, _mm256_slli_epi16(s, 5));  // codes carry +32
+    db->sc = s;
+    db->msc = _mm256_slli_epi16(s, 5);  // codes carry +32
     db->d = db->dm = LoadFp16(b + 208);
   }
 };
@@ -177,10 +180,17 @@ struct DecodeIq2xxs {
       const __m256i neg = _mm256_cmpeq_epi8(_mm256_and_si256(sb, bit_select), bit_select);
       const __m256i v = _mm256_sub_epi8(_mm256_xor_si256(g, neg), neg);
       Store256(db->u + 32 * ib, _mm256_add_epi8(v, offset));
-      const int16_t ls = static_cast<int16_t>(2 * (a1 >> 28) + 1);
-      db->sc[2 * ib] = db->sc[2 * ib + 1] = ls;
-      db->msc[2 * ib] = db->msc[2 * ib + 1] = static_cast<int16_t>(43 * ls);
     }
+    // The second word of each sub-block (odd dwords of qs) holds the 4-bit scale on top.
+    const __m256 lo = _mm256_castsi256_ps(Load256(b + 2));
+    const __m256 hi = _mm256_castsi256_ps(Load256(b + 34));
+    const __m256i a1 = _mm256_permute4x64_epi64(
+        _mm256_castps_si256(_mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1))),
+        _MM_SHUFFLE(3, 1, 2, 0));
+    const __m256i ls =
+        _mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(a1, 28), 1), _mm256_set1_epi32(1));
+    db->sc = _mm256_or_si256(ls, _mm256_slli_epi32(ls, 16));
+    db->msc = _mm256_mullo_epi16(db->sc, _mm256_set1_epi16(43));
     db->d = db->dm = LoadFp16(b) * 0.125f;
   }
 };
@@ -204,10 +214,13 @@ struct DecodeIq1s {
           Iq1Grid4(qs[4 * ib] | ((qh << 8) & 0x700), qs[4 * ib + 1] | ((qh << 5) & 0x700),
                    qs[4 * ib + 2] | ((qh << 2) & 0x700), qs[4 * ib + 3] | ((qh >> 1) & 0x700));
       Store256(db->u + 32 * ib, _mm256_add_epi8(g, one));
-      const int ls = 2 * ((qh >> 12) & 7) + 1;
-      db->sc[2 * ib] = db->sc[2 * ib + 1] = static_cast<int16_t>(8 * ls);
-      db->msc[2 * ib] = db->msc[2 * ib + 1] = static_cast<int16_t>(ls * (qh & 0x8000 ? 9 : 7));
     }
+    const __m128i qh = Load128(b + 34);
+    const __m128i ls =
+        _mm_or_si128(_mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)), _mm_set1_epi16(1));
+    db->sc = DupPairs16(_mm_slli_epi16(ls, 3));
+    db->msc = DupPairs16(_mm_mullo_epi16(
+        ls, _mm_add_epi16(_mm_set1_epi16(7), _mm_slli_epi16(_mm_srli_epi16(qh, 15), 1))));
     db->d = db->dm = LoadFp16(b) * 0.125f;
   }
 };
@@ -238,11 +251,20 @@ struct DecodeIq1m {
       const __m256i g8 = _mm256_add_epi8(_mm256_add_epi8(g2, g2), _mm256_add_epi8(g2, g2));
       Store256(db->u + 32 * ib, _mm256_add_epi8(g8, off));
     }
-    for (int t = 0; t < 16; ++t) {
-      const int ls = 2 * ((sc[t / 4] >> (3 * (t % 4))) & 7) + 1;
-      db->sc[t] = static_cast<int16_t>(ls);
-      db->msc[t] = static_cast<int16_t>(9 * ls);
-    }
+    // Word t = sc[t / 4], then bits 3(t % 4).. moved to the top by a multiply and shifted down.
+    const __m256i words =
+        _mm256_shuffle_epi8(_mm256_set1_epi64x(static_cast<long long>(LoadU32(b + 48)) |
+                                               (static_cast<long long>(LoadU32(b + 52)) << 32)),
+                            _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 4, 5,
+                                             4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7));
+    const __m256i s3 = _mm256_srli_epi16(
+        _mm256_mullo_epi16(
+            words,
+            _mm256_setr_epi16(1 << 13, 1 << 10, 1 << 7, 1 << 4, 1 << 13, 1 << 10, 1 << 7, 1 << 4,
+                              1 << 13, 1 << 10, 1 << 7, 1 << 4, 1 << 13, 1 << 10, 1 << 7, 1 << 4)),
+        13);
+    db->sc = _mm256_or_si256(_mm256_slli_epi16(s3, 1), _mm256_set1_epi16(1));
+    db->msc = _mm256_mullo_epi16(db->sc, _mm256_set1_epi16(9));
     db->d = db->dm = _cvtsh_ss(d_bits) * 0.125f;
   }
 };
@@ -304,5 +326,150 @@ inline __m256i Q4_0Weights(const uint8_t* b) {
   return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0xF)), _mm256_set1_epi8(8));
 }
 inline __m256i Q8_0Weights(const uint8_t* b) { return Load256(b + 2); }
+
+// Runs K::Run<NT> over the token tile in pieces of 8, 4, 2 and 1 tokens.
+template <typename K>
+void TiledDot(int64_t n, const void* w, const void* act, int64_t stride, int n_tok, float* out) {
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const auto* a = static_cast<const uint8_t*>(act);
+  int t = 0;
+  while (t < n_tok) {
+    const int left = n_tok - t;
+    if (left >= 8) {
+      K::template Run<8>(n, wb, a + t * stride, stride, out + t);
+      t += 8;
+    } else if (left >= 4) {
+      K::template Run<4>(n, wb, a + t * stride, stride, out + t);
+      t += 4;
+    } else if (left >= 2) {
+      K::template Run<2>(n, wb, a + t * stride, stride, out + t);
+      t += 2;
+    } else {
+      K::template Run<1>(n, wb, a + t * stride, stride, out + t);
+      t += 1;
+    }
+  }
+}
+
+// Q4_0 / Q8_0 weights against Q8_0 activations, 32 elements per block.
+template <__m256i (*kWeights)(const uint8_t*), int kBlockBytes>
+struct Q8_0Dot {
+  template <int NT>
+  static void Run(int64_t n, const uint8_t* w, const uint8_t* act, int64_t stride, float* out) {
+    __m256 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; ++i) {
+      const uint8_t* b = w + i * kBlockBytes;
+      const __m256i wv = kWeights(b);
+      const float dw = LoadFp16(b);
+      for (int t = 0; t < NT; ++t) {
+        const BlockQ8_0* a = reinterpret_cast<const BlockQ8_0*>(act + t * stride) + i;
+        const __m256i s = DotI8x32(wv, Load256(a->qs));
+        acc[t] =
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * _cvtsh_ss(a->d)), acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = HSum256(acc[t]);
+  }
+};
+
+// ---- Activation quantizers, bit-identical to QuantizeRowQ8K / QuantizeRowQ8_0 ----------------
+// Both use only exactly rounded operations in the reference's order: the absolute maximum (its
+// first occurrence decides the sign for Q8_K), one float division, float products rounded to
+// nearest-even (Q8_K, cvtps with the default MXCSR) or half away from zero (Q8_0, roundf).
+
+inline float HMax256(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
+// One 256-element Q8_K block (formats.md §2.4).
+inline void QuantizeBlockQ8KAvx2(const float* x, BlockQ8K* y) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  __m256 amax_v = _mm256_setzero_ps();
+  for (int j = 0; j < 32; ++j) {
+    amax_v = _mm256_max_ps(amax_v, _mm256_and_ps(_mm256_loadu_ps(x + 8 * j), abs_mask));
+  }
+  const float amax = HMax256(amax_v);
+  if (!(amax > 0)) {
+    std::memset(y, 0, sizeof(*y));
+    return;
+  }
+  float max = 0;
+  const __m256 amax_b = _mm256_set1_ps(amax);
+  for (int j = 0; j < 32; ++j) {
+    const int m = _mm256_movemask_ps(
+        _mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(x + 8 * j), abs_mask), amax_b, _CMP_EQ_OQ));
+    if (m != 0) {
+      max = x[8 * j + __builtin_ctz(static_cast<unsigned>(m))];
+      break;
+    }
+  }
+  const float iscale = -127.0f / max;
+  const __m256 is = _mm256_set1_ps(iscale);
+  const __m256i lim = _mm256_set1_epi32(127);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80));
+  for (int c = 0; c < 8; ++c) {
+    __m256i q[4];
+    for (int k = 0; k < 4; ++k) {
+      q[k] = _mm256_min_epi32(
+          _mm256_cvtps_epi32(_mm256_mul_ps(is, _mm256_loadu_ps(x + 32 * c + 8 * k))), lim);
+    }
+    const __m256i q16a = _mm256_packs_epi32(q[0], q[1]);
+    const __m256i q16b = _mm256_packs_epi32(q[2], q[3]);
+    const __m256i q8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(q16a, q16b), order);
+    Store256(y->qs + 32 * c, q8);
+    // Σ of each 8 bytes (+128 each) in 64-bit lanes; two lanes make one 16-element sum.
+    const __m256i sad = _mm256_sad_epu8(_mm256_xor_si256(q8, bias), _mm256_setzero_si256());
+    alignas(32) int64_t s[4];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(s), sad);
+    y->bsums[2 * c] = static_cast<int16_t>(s[0] + s[1] - 2048);
+    y->bsums[2 * c + 1] = static_cast<int16_t>(s[2] + s[3] - 2048);
+  }
+  y->d = 1 / iscale;
+}
+
+inline void QuantizeRowQ8KAvx2(const float* x, int64_t n, void* dst) {
+  auto* y = static_cast<BlockQ8K*>(dst);
+  for (int64_t i = 0; i < n / kQK_K; ++i) QuantizeBlockQ8KAvx2(x + i * kQK_K, y + i);
+}
+
+// roundf: round half away from zero, exactly (trunc, then step out when the rest is >= 0.5).
+inline __m256 RoundHalfAway(__m256 v) {
+  const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  const __m256 rest = _mm256_and_ps(_mm256_sub_ps(v, t), abs_mask);
+  const __m256 step = _mm256_or_ps(_mm256_andnot_ps(abs_mask, v), _mm256_set1_ps(1.0f));
+  return _mm256_add_ps(t,
+                       _mm256_and_ps(_mm256_cmp_ps(rest, _mm256_set1_ps(0.5f), _CMP_GE_OQ), step));
+}
+
+// Q8_0 activation blocks (formats.md §2.2).
+inline void QuantizeRowQ8_0Avx2(const float* x, int64_t n, void* dst) {
+  auto* y = static_cast<BlockQ8_0*>(dst);
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t i = 0; i < n / 32; ++i, x += 32) {
+    __m256 v[4];
+    __m256 amax_v = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) {
+      v[k] = _mm256_loadu_ps(x + 8 * k);
+      amax_v = _mm256_max_ps(amax_v, _mm256_and_ps(v[k], abs_mask));
+    }
+    const float amax = HMax256(amax_v);
+    const float d = amax / 127;
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    y[i].d = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+    const __m256 idv = _mm256_set1_ps(id);
+    __m256i q[4];
+    for (int k = 0; k < 4; ++k) q[k] = _mm256_cvttps_epi32(RoundHalfAway(_mm256_mul_ps(v[k], idv)));
+    const __m256i q8 = _mm256_permutevar8x32_epi32(
+        _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3])), order);
+    Store256(y[i].qs, q8);
+  }
+}
 
 }  // namespace tritmoe::matmul_internal::TRITMOE_X86_NS

@@ -14,6 +14,7 @@
 #include "experts/fp16.h"
 #include "experts/matmul.h"
 #include "experts/matmul_isa.h"
+#include "experts/matmul_kernels.h"
 #include "experts/matmul_packed.h"
 #include "experts/quant_type.h"
 #include "experts/quantize.h"
@@ -226,6 +227,39 @@ TEST(PackedActivationsTest, OnePackTwoMatrices) {
     MatMulPacked(view, packed, got.data(), pool);
     MatMul(view, x.data(), n_tokens, want.data(), pool);
     EXPECT_EQ(got, want);
+  }
+}
+
+// The vector kernels quantize activations with their own code; where their format is plain Q8_K
+// or Q8_0 the bytes must equal the reference quantizer's, including rounding ties, a zero block
+// and a largest magnitude that occurs with both signs (the first one decides the sign of d).
+TEST(PackActivationsTest, BytesMatchReferenceQuantizer) {
+  const int64_t n = 1024;
+  std::mt19937 rng(11);
+  std::vector<float> x = RandomFloats(n, rng, 2.0f);
+  for (int i = 256; i < 512; ++i) x[i] = 0.0f;  // block 1: all zero
+  x[512 + 5] = -9.0f;                           // block 2: tie of |max|, negative first
+  x[512 + 100] = 9.0f;
+  for (int i = 768; i < 1024; ++i) x[i] = static_cast<float>((i % 64) - 32) + 0.5f;  // halves
+  x[768] = 127.0f;  // block 3: scale exactly 1, so every product is an exact .5 tie
+  for (int isa = 0; isa <= static_cast<int>(BestSupportedMatmulIsa()); ++isa) {
+    for (GgmlType type : kAllTypes) {
+      const matmul_internal::TypeKernels& k =
+          matmul_internal::KernelsFor(static_cast<MatmulIsa>(isa)).For(type);
+      const bool q8k = k.act_block_bytes == 292, q8_0 = k.act_block_bytes == 34;
+      if (!q8k && !q8_0) continue;  // float, or a kernel-specific re-ordered layout
+      const GgmlType act = q8k ? GgmlType::kQ8_K : GgmlType::kQ8_0;
+      std::vector<uint8_t> want(RowBytes(act, n)), got(RowBytes(act, n) + 64, 0xCD);
+      if (q8k) {
+        QuantizeRowQ8K(x.data(), want.data(), n);
+      } else {
+        QuantizeRowQ8_0(x.data(), want.data(), n);
+      }
+      k.pack(x.data(), n, got.data());
+      got.resize(want.size());
+      EXPECT_EQ(got, want) << GetTypeTraits(type).name << " "
+                           << MatmulIsaName(static_cast<MatmulIsa>(isa));
+    }
   }
 }
 

@@ -1,0 +1,230 @@
+// GEMV / small-GEMM throughput of MatMul per weight type at DeepSeek-V3 routed-expert shapes.
+// Each iteration multiplies the next of several matrices, cycling through a working set much
+// larger than the caches (kWorkingSetBytes), so weights stream from memory as in decode.
+// Counters: bytes_per_second = weight bytes read per second (each matrix is read once per call,
+// whatever the batch); weights_x_tokens = multiply-adds per second (rows * cols * tokens).
+//
+// Name: BM_MatMul/<type>/<rows>x<cols>/threads:<T>/batch:<B>/<isa>
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "benchmark/benchmark.h"
+#include "experts/fp16.h"
+#include "experts/matmul.h"
+#include "experts/matmul_isa.h"
+#include "experts/matmul_packed.h"
+#include "experts/quant_type.h"
+
+namespace tritmoe {
+namespace {
+
+constexpr int64_t kWorkingSetBytes = int64_t{384} << 20;
+
+// Byte offsets of the fp16 scales of a block (set to a sane value so results stay finite).
+void SaneScales(GgmlType type, uint8_t* b) {
+  const uint16_t h = Fp32ToFp16(0.01f);
+  auto put = [&](int off) { std::memcpy(b + off, &h, 2); };
+  switch (type) {
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ8_0:
+    case GgmlType::kIQ2_XXS:
+    case GgmlType::kIQ1_S:
+    case GgmlType::kQ4_K:
+      put(0);
+      if (type == GgmlType::kQ4_K) put(2);
+      break;
+    case GgmlType::kQ2_K:
+      put(80);
+      put(82);
+      break;
+    case GgmlType::kQ6_K:
+      put(208);
+      break;
+    case GgmlType::kTQ1_0:
+      put(52);
+      break;
+    case GgmlType::kTQ2_0:
+      put(64);
+      break;
+    default:
+      break;  // IQ1_M: random top nibbles give some finite fp16; float types handled below
+  }
+}
+
+// Random block bytes with sane scales: the kernels' speed does not depend on the values.
+std::vector<uint8_t> MakeWeights(GgmlType type, int64_t bytes, uint32_t seed) {
+  std::vector<uint8_t> w(bytes);
+  std::mt19937_64 rng(seed);
+  for (int64_t i = 0; i + 8 <= bytes; i += 8) {
+    const uint64_t r = rng();
+    std::memcpy(w.data() + i, &r, 8);
+  }
+  const TypeTraits& t = GetTypeTraits(type);
+  if (type == GgmlType::kF32) {
+    for (int64_t i = 0; i + 4 <= bytes; i += 4) {
+      const float f = static_cast<float>(w[i]) / 256.0f - 0.5f;
+      std::memcpy(w.data() + i, &f, 4);
+    }
+  } else if (type == GgmlType::kF16 || type == GgmlType::kBF16) {
+    for (int64_t i = 0; i + 2 <= bytes; i += 2) {
+      const float f = static_cast<float>(w[i]) / 256.0f - 0.5f;
+      const uint16_t h = type == GgmlType::kF16 ? Fp32ToFp16(f) : Fp32ToBf16(f);
+      std::memcpy(w.data() + i, &h, 2);
+    }
+  } else if (type == GgmlType::kIQ1_M) {
+    for (int64_t off = 0; off + t.block_bytes <= bytes; off += t.block_bytes) {
+      // fp16 super-scale 0x2000 (~0.0078) in the top nibbles of the scale words.
+      for (int k = 0; k < 4; ++k) w[off + 48 + 2 * k + 1] &= 0x0F;
+      w[off + 48 + 2 * 2 + 1] |= 0x00;
+      w[off + 48 + 2 * 3 + 1] |= 0x20;
+    }
+  } else {
+    for (int64_t off = 0; off + t.block_bytes <= bytes; off += t.block_bytes) {
+      SaneScales(type, w.data() + off);
+    }
+  }
+  return w;
+}
+
+// working_set: bytes of distinct weights cycled through (at least two matrices' worth).
+void BM_MatMul(benchmark::State& state, GgmlType type, int64_t rows, int64_t cols, int threads,
+               int batch, MatmulIsa isa, int64_t working_set) {
+  if (!SetMatmulIsaForTesting(isa).ok()) {
+    state.SkipWithError("ISA not supported");
+    return;
+  }
+  const int64_t matrix_bytes = rows * RowBytes(type, cols);
+  const int64_t n_matrices = std::max<int64_t>(2, (working_set + matrix_bytes - 1) / matrix_bytes);
+  const std::vector<uint8_t> weights = MakeWeights(type, matrix_bytes * n_matrices, 1);
+  std::vector<float> x(batch * cols);
+  std::mt19937 rng(2);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (auto& v : x) v = dist(rng);
+  std::vector<float> y(batch * rows);
+  ThreadPool pool(threads);
+  int64_t m = 0;
+  for (auto _ : state) {
+    const WeightView w{type, weights.data() + m * matrix_bytes, rows, cols};
+    MatMul(w, x.data(), batch, y.data(), pool);
+    benchmark::DoNotOptimize(y.data());
+    m = m + 1 == n_matrices ? 0 : m + 1;
+  }
+  state.SetBytesProcessed(state.iterations() * matrix_bytes);
+  state.counters["weights_x_tokens"] = benchmark::Counter(
+      static_cast<double>(rows * cols * batch) * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
+  (void)SetMatmulIsaForTesting(BestSupportedMatmulIsa());
+}
+
+// The dot kernels alone: activations packed once outside the loop, a matrix that stays in L2,
+// one thread. This is the compute ceiling of a type's kernel.
+void BM_KernelInCache(benchmark::State& state, GgmlType type, int64_t rows, int64_t cols, int batch,
+                      MatmulIsa isa) {
+  if (!SetMatmulIsaForTesting(isa).ok()) {
+    state.SkipWithError("ISA not supported");
+    return;
+  }
+  const int64_t matrix_bytes = rows * RowBytes(type, cols);
+  const std::vector<uint8_t> weights = MakeWeights(type, matrix_bytes, 1);
+  std::vector<float> x(batch * cols);
+  std::mt19937 rng(2);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (auto& v : x) v = dist(rng);
+  std::vector<float> y(batch * rows);
+  ThreadPool pool(1);
+  PackedActivations packed;
+  packed.Pack(type, x.data(), batch, cols);
+  for (auto _ : state) {
+    MatMulPacked({type, weights.data(), rows, cols}, packed, y.data(), pool);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetBytesProcessed(state.iterations() * matrix_bytes);
+  state.counters["weights_x_tokens"] = benchmark::Counter(
+      static_cast<double>(rows * cols * batch) * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
+  (void)SetMatmulIsaForTesting(BestSupportedMatmulIsa());
+}
+
+// Packing (quantizing) one activation row of `cols` floats for weights of `type`.
+void BM_PackActivations(benchmark::State& state, GgmlType type, int64_t cols, MatmulIsa isa) {
+  if (!SetMatmulIsaForTesting(isa).ok()) {
+    state.SkipWithError("ISA not supported");
+    return;
+  }
+  std::vector<float> x(cols);
+  std::mt19937 rng(2);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (auto& v : x) v = dist(rng);
+  PackedActivations packed;
+  for (auto _ : state) {
+    packed.Pack(type, x.data(), 1, cols);
+    benchmark::DoNotOptimize(packed.data());
+  }
+  state.SetItemsProcessed(state.iterations() * cols);
+  (void)SetMatmulIsaForTesting(BestSupportedMatmulIsa());
+}
+
+void RegisterAll() {
+  const GgmlType kTypes[] = {
+      GgmlType::kIQ1_S, GgmlType::kTQ1_0, GgmlType::kTQ2_0, GgmlType::kIQ1_M, GgmlType::kIQ2_XXS,
+      GgmlType::kQ2_K,  GgmlType::kQ4_K,  GgmlType::kQ6_K,  GgmlType::kQ4_0,  GgmlType::kQ8_0,
+      GgmlType::kBF16,  GgmlType::kF16,   GgmlType::kF32};
+  const int64_t kShapes[][2] = {{2048, 7168}, {7168, 2048}};
+  for (int isa = static_cast<int>(BestSupportedMatmulIsa()); isa >= 0; --isa) {
+    for (GgmlType type : kTypes) {
+      for (const auto& shape : kShapes) {
+        for (int threads : {1, 2}) {
+          for (int batch : {1, 4, 8}) {
+            const std::string name = std::string("BM_MatMul/") + GetTypeTraits(type).name + "/" +
+                                     std::to_string(shape[0]) + "x" + std::to_string(shape[1]) +
+                                     "/threads:" + std::to_string(threads) +
+                                     "/batch:" + std::to_string(batch) + "/" +
+                                     MatmulIsaName(static_cast<MatmulIsa>(isa));
+            benchmark::RegisterBenchmark(name.c_str(), BM_MatMul, type, shape[0], shape[1], threads,
+                                         batch, static_cast<MatmulIsa>(isa), kWorkingSetBytes)
+                ->UseRealTime()
+                ->Unit(benchmark::kMicrosecond)
+                ->MinTime(0.5);
+          }
+        }
+      }
+    }
+  }
+  for (int isa = static_cast<int>(BestSupportedMatmulIsa()); isa >= 0; --isa) {
+    const char* isa_name = MatmulIsaName(static_cast<MatmulIsa>(isa));
+    for (GgmlType type : kTypes) {
+      for (int batch : {1, 8}) {
+        const std::string name = std::string("BM_KernelInCache/") + GetTypeTraits(type).name +
+                                 "/256x7168/batch:" + std::to_string(batch) + "/" + isa_name;
+        benchmark::RegisterBenchmark(name.c_str(), BM_KernelInCache, type, 256, 7168, batch,
+                                     static_cast<MatmulIsa>(isa))
+            ->Unit(benchmark::kMicrosecond)
+            ->MinTime(0.2);
+      }
+      const std::string name =
+          std::string("BM_PackActivations/") + GetTypeTraits(type).name + "/7168/" + isa_name;
+      benchmark::RegisterBenchmark(name.c_str(), BM_PackActivations, type, 7168,
+                                   static_cast<MatmulIsa>(isa))
+          ->Unit(benchmark::kMicrosecond)
+          ->MinTime(0.2);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tritmoe
+
+int main(int argc, char** argv) {
+  tritmoe::RegisterAll();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
