@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "experts/dequantize.h"
@@ -11,65 +12,64 @@
 namespace tritmoe {
 namespace {
 
-float Dot(const float* a, const float* b, int64_t n) {
-  float s = 0.0f;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
+// Attention math runs through MatMul on float32 views (vectorized kernels), as llama.cpp runs
+// kq and kqv as F32 mul_mats.
+WeightView FloatView(const float* data, int64_t rows, int64_t cols) {
+  return WeightView{GgmlType::kF32, data, rows, cols};
 }
 
-// In-place softmax of scores [n] (n >= 1).
-void Softmax(float* scores, int64_t n) {
-  const float mx = *std::max_element(scores, scores + n);
-  float sum = 0.0f;
-  for (int64_t j = 0; j < n; ++j) {
-    scores[j] = std::exp(scores[j] - mx);
-    sum += scores[j];
+void FloatMatMul(const float* w, int64_t rows, int64_t cols, const float* x, int64_t n, float* y,
+                 ThreadPool& pool) {
+  MatMul(FloatView(w, rows, cols), x, n, y, pool, ActPrecision::kFloat);
+}
+
+// dst [cols][rows] = src [rows][cols] transposed; src rows are src_stride apart.
+void Transpose(const float* src, int64_t src_stride, int64_t rows, int64_t cols, float* dst) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * src_stride + c];
   }
-  const float inv = 1.0f / sum;
-  for (int64_t j = 0; j < n; ++j) scores[j] *= inv;
 }
 
 // Copies column block [col, col + n) of each of `rows` rows (stride `stride`) into dst [rows][n].
 void GatherCols(const float* src, int64_t stride, int64_t col, int64_t rows, int64_t n,
                 float* dst) {
-  for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * n, src + r * stride + col, n * 4);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(dst + r * n, src + r * stride + col, n * sizeof(float));
+  }
 }
 
-void ScatterCols(const float* src, int64_t rows, int64_t n, float* dst, int64_t stride,
-                 int64_t col) {
-  for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * stride + col, src + r * n, n * 4);
-}
-
-// Items per ParallelFor chunk so that a chunk holds at least ~64k multiply-adds: small loops then
-// run on the calling thread alone, which beats waking workers.
-int64_t Grain(int64_t work_per_item) {
-  constexpr int64_t kMinChunkWork = 1 << 16;
-  return std::max<int64_t>(1, kMinChunkWork / std::max<int64_t>(1, work_per_item));
+// Scales scores [n_q][n_keys] by kq_scale, masks keys after each query's position (query i sits
+// at position first_pos + i) and turns each row into probabilities.
+void CausalSoftmax(float* scores, int64_t n_q, int64_t n_keys, int64_t first_pos, float kq_scale) {
+  for (int64_t i = 0; i < n_q; ++i) {
+    float* sc = scores + i * n_keys;
+    const int64_t n = std::min(n_keys, first_pos + i + 1);
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < n; ++j) {
+      sc[j] *= kq_scale;
+      mx = std::max(mx, sc[j]);
+    }
+    float sum = 0.0f;
+    for (int64_t j = 0; j < n; ++j) {
+      sc[j] = std::exp(sc[j] - mx);
+      sum += sc[j];
+    }
+    const float inv = 1.0f / sum;
+    for (int64_t j = 0; j < n; ++j) sc[j] *= inv;
+    std::fill(sc + n, sc + n_keys, 0.0f);
+  }
 }
 
 }  // namespace
 
 void TransposedMatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool& pool) {
   const int64_t a = w.rows, b = w.cols;
-  std::vector<float> wf(a * b);
+  std::vector<float> wf(a * b), wt(a * b);
   const int64_t row_bytes = RowBytes(w.type, b);
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
-  pool.ParallelFor(a, Grain(b), [&](int64_t begin, int64_t end, int) {
-    for (int64_t r = begin; r < end; ++r)
-      DequantizeRow(w.type, base + r * row_bytes, &wf[r * b], b);
-  });
-  pool.ParallelFor(n, Grain(a * b), [&](int64_t begin, int64_t end, int) {
-    for (int64_t i = begin; i < end; ++i) {
-      float* yi = y + i * b;
-      std::fill(yi, yi + b, 0.0f);
-      const float* xi = x + i * a;
-      for (int64_t r = 0; r < a; ++r) {
-        const float xr = xi[r];
-        const float* wr = &wf[r * b];
-        for (int64_t c = 0; c < b; ++c) yi[c] += xr * wr[c];
-      }
-    }
-  });
+  for (int64_t r = 0; r < a; ++r) DequantizeRow(w.type, base + r * row_bytes, &wf[r * b], b);
+  Transpose(wf.data(), b, a, b, wt.data());
+  FloatMatMul(wt.data(), b, a, x, n, y, pool);
 }
 
 void MlaAttention(const ModelConfig& c, const LayerWeights& w, int il, const float* h,
@@ -112,88 +112,86 @@ void MlaAttention(const ModelConfig& c, const LayerWeights& w, int il, const flo
     seqs[s].cache->Read(il, 0, kv_off[s + 1] - kv_off[s], &kv[kv_off[s] * L]);
   }
 
-  // One query row: its sequence and position.
-  struct QueryRow {
-    int64_t t;       // step row
-    int64_t kv;      // offset of its sequence's rows in kv (and in naive decompressed buffers)
-    int64_t n_keys;  // causal: positions [0, pos]
-    int64_t naive_off;
-  };
-  std::vector<QueryRow> absorbed, naive;
-  int64_t naive_keys = 0;
-  std::vector<int64_t> naive_seq_off(seqs.size(), -1);
-  for (size_t s = 0; s < seqs.size(); ++s) {
-    const AttentionSeq& sq = seqs[s];
-    if (!sq.absorbed) {
-      naive_seq_off[s] = naive_keys;
-      naive_keys += kv_off[s + 1] - kv_off[s];
-    }
-    for (int64_t i = 0; i < sq.n_new; ++i) {
-      QueryRow r{sq.row_begin + i, kv_off[s], sq.n_past + i + 1, naive_seq_off[s]};
-      (sq.absorbed ? absorbed : naive).push_back(r);
-    }
-  }
-  int64_t max_keys = 1;
-  for (size_t s = 0; s < seqs.size(); ++s) max_keys = std::max(max_keys, kv_off[s + 1] - kv_off[s]);
-  std::vector<std::vector<float>> scratch(pool.size(), std::vector<float>(max_keys));
-
   std::vector<float> o(T * H * V, 0.0f);  // per-head outputs [T][H][V]
 
-  if (!absorbed.empty()) {
-    const int64_t Ta = absorbed.size();
-    std::vector<float> q_abs(Ta * H * R), o_lat(Ta * H * R);
-    std::vector<float> in(Ta * std::max(nope, R)), res(Ta * std::max(R, V));
+  // Absorbed form: q_abs[t][h] = K_h^T q_nope (latent space); per sequence, all its query rows
+  // (token, head) score against the latent rows at once, and the weighted latent sum goes out
+  // through V_h.
+  std::vector<int64_t> abs_rows;  // step rows of absorbed sequences
+  for (const AttentionSeq& sq : seqs) {
+    if (!sq.absorbed) continue;
+    for (int64_t i = 0; i < sq.n_new; ++i) abs_rows.push_back(sq.row_begin + i);
+  }
+  if (!abs_rows.empty()) {
+    const int64_t Ta = static_cast<int64_t>(abs_rows.size());
+    // Query rows [Ta][H][L] = q_abs ‖ q_pe.
+    std::vector<float> qa(Ta * H * L), in(Ta * std::max(nope, R)), res(Ta * std::max(R, V));
     for (int64_t hd = 0; hd < H; ++hd) {
       for (int64_t a = 0; a < Ta; ++a) {
-        std::memcpy(&in[a * nope], &q[(absorbed[a].t * H + hd) * qk], nope * 4);
+        const float* qt = &q[(abs_rows[a] * H + hd) * qk];
+        std::memcpy(&in[a * nope], qt, nope * sizeof(float));
+        std::memcpy(&qa[(a * H + hd) * L + R], qt + nope, nrot * sizeof(float));
       }
       if (c.kv_layout == KvProjLayout::kSplit) {
         MatMul(w.attn_k.At(hd), in.data(), Ta, res.data(), pool, precision);
       } else {
         TransposedMatMul(w.attn_k.At(hd), in.data(), Ta, res.data(), pool);
       }
-      ScatterCols(res.data(), Ta, R, q_abs.data(), H * R, hd * R);
+      for (int64_t a = 0; a < Ta; ++a) {
+        std::memcpy(&qa[(a * H + hd) * L], &res[a * R], R * sizeof(float));
+      }
     }
-    pool.ParallelFor(
-        Ta * H, Grain(max_keys * (L + R)), [&](int64_t begin, int64_t end, int thread) {
-          float* sc = scratch[thread].data();
-          for (int64_t item = begin; item < end; ++item) {
-            const QueryRow& r = absorbed[item / H];
-            const int64_t hd = item % H;
-            const float* qa = &q_abs[item * R];
-            const float* qp = &q[(r.t * H + hd) * qk + nope];
-            const float* keys = &kv[r.kv * L];
-            for (int64_t j = 0; j < r.n_keys; ++j) {
-              sc[j] = kq_scale * (Dot(qa, keys + j * L, R) + Dot(qp, keys + j * L + R, nrot));
-            }
-            Softmax(sc, r.n_keys);
-            float* ol = &o_lat[item * R];
-            std::fill(ol, ol + R, 0.0f);
-            for (int64_t j = 0; j < r.n_keys; ++j) {
-              const float p = sc[j];
-              const float* lat = keys + j * L;
-              for (int64_t d = 0; d < R; ++d) ol[d] += p * lat[d];
-            }
-          }
-        });
+    std::vector<float> o_lat(Ta * H * R), scores, lat_t;
+    int64_t a0 = 0;  // first absorbed row of the current sequence
+    for (size_t s = 0; s < seqs.size(); ++s) {
+      const AttentionSeq& sq = seqs[s];
+      if (!sq.absorbed) continue;
+      const int64_t n_kv = kv_off[s + 1] - kv_off[s], n_q = sq.n_new * H;
+      const float* keys = &kv[kv_off[s] * L];
+      scores.resize(n_q * n_kv);
+      FloatMatMul(keys, n_kv, L, &qa[a0 * H * L], n_q, scores.data(), pool);
+      for (int64_t i = 0; i < sq.n_new; ++i) {  // rows of token i are its H heads
+        for (int64_t hd = 0; hd < H; ++hd) {
+          CausalSoftmax(&scores[(i * H + hd) * n_kv], 1, n_kv, sq.n_past + i, kq_scale);
+        }
+      }
+      lat_t.resize(R * n_kv);
+      Transpose(keys, L, n_kv, R, lat_t.data());
+      FloatMatMul(lat_t.data(), R, n_kv, scores.data(), n_q, &o_lat[a0 * H * R], pool);
+      a0 += sq.n_new;
+    }
     for (int64_t hd = 0; hd < H; ++hd) {
       GatherCols(o_lat.data(), H * R, hd * R, Ta, R, in.data());
       MatMul(w.attn_v.At(hd), in.data(), Ta, res.data(), pool, precision);
       for (int64_t a = 0; a < Ta; ++a) {
-        std::memcpy(&o[(absorbed[a].t * H + hd) * V], &res[a * V], V * 4);
+        std::memcpy(&o[(abs_rows[a] * H + hd) * V], &res[a * V], V * sizeof(float));
       }
     }
   }
 
-  if (!naive.empty()) {
-    const int64_t N = naive_keys;
+  // Naive form: per head, decompress k_nope and v of every cached token of the naive sequences
+  // (one MatMul over all of them), then per sequence ordinary causal attention.
+  int64_t n_naive_keys = 0, max_naive_keys = 0, max_naive_q = 0;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    if (seqs[s].absorbed) continue;
+    n_naive_keys += kv_off[s + 1] - kv_off[s];
+    max_naive_keys = std::max(max_naive_keys, kv_off[s + 1] - kv_off[s]);
+    max_naive_q = std::max(max_naive_q, seqs[s].n_new);
+  }
+  if (n_naive_keys > 0) {
+    const int64_t N = n_naive_keys;
     std::vector<float> lat(N * R);
-    for (size_t s = 0; s < seqs.size(); ++s) {
+    std::vector<int64_t> naive_off(seqs.size(), 0);
+    for (int64_t s = 0, off = 0; s < static_cast<int64_t>(seqs.size()); ++s) {
       if (seqs[s].absorbed) continue;
-      GatherCols(&kv[kv_off[s] * L], L, 0, kv_off[s + 1] - kv_off[s], R,
-                 &lat[naive_seq_off[s] * R]);
+      naive_off[s] = off;
+      GatherCols(&kv[kv_off[s] * L], L, 0, kv_off[s + 1] - kv_off[s], R, &lat[off * R]);
+      off += kv_off[s + 1] - kv_off[s];
     }
     std::vector<float> k_nope(N * nope), v(N * V);
+    std::vector<float> keys(max_naive_keys * qk), v_t(V * max_naive_keys);
+    std::vector<float> qs(max_naive_q * qk), scores(max_naive_q * max_naive_keys),
+        os(max_naive_q * V);
     for (int64_t hd = 0; hd < H; ++hd) {
       if (c.kv_layout == KvProjLayout::kSplit) {
         TransposedMatMul(w.attn_k.At(hd), lat.data(), N, k_nope.data(), pool);
@@ -201,27 +199,25 @@ void MlaAttention(const ModelConfig& c, const LayerWeights& w, int il, const flo
         MatMul(w.attn_k.At(hd), lat.data(), N, k_nope.data(), pool, precision);
       }
       MatMul(w.attn_v.At(hd), lat.data(), N, v.data(), pool, precision);
-      pool.ParallelFor(
-          naive.size(), Grain(max_keys * (qk + V)), [&](int64_t begin, int64_t end, int thread) {
-            float* sc = scratch[thread].data();
-            for (int64_t item = begin; item < end; ++item) {
-              const QueryRow& r = naive[item];
-              const float* qn = &q[(r.t * H + hd) * qk];
-              const float* qp = qn + nope;
-              const float* kn = &k_nope[r.naive_off * nope];
-              const float* kp = &kv[r.kv * L + R];
-              for (int64_t j = 0; j < r.n_keys; ++j) {
-                sc[j] = kq_scale * (Dot(qn, kn + j * nope, nope) + Dot(qp, kp + j * L, nrot));
-              }
-              Softmax(sc, r.n_keys);
-              float* ot = &o[(r.t * H + hd) * V];
-              const float* vs = &v[r.naive_off * V];
-              for (int64_t j = 0; j < r.n_keys; ++j) {
-                const float p = sc[j];
-                for (int64_t d = 0; d < V; ++d) ot[d] += p * vs[j * V + d];
-              }
-            }
-          });
+      for (size_t s = 0; s < seqs.size(); ++s) {
+        const AttentionSeq& sq = seqs[s];
+        if (sq.absorbed) continue;
+        const int64_t n_kv = kv_off[s + 1] - kv_off[s], n_q = sq.n_new;
+        for (int64_t j = 0; j < n_kv; ++j) {  // K_j = k_nope_j ‖ k_pe_j
+          std::memcpy(&keys[j * qk], &k_nope[(naive_off[s] + j) * nope], nope * sizeof(float));
+          std::memcpy(&keys[j * qk + nope], &kv[(kv_off[s] + j) * L + R], nrot * sizeof(float));
+        }
+        for (int64_t i = 0; i < n_q; ++i) {
+          std::memcpy(&qs[i * qk], &q[((sq.row_begin + i) * H + hd) * qk], qk * sizeof(float));
+        }
+        FloatMatMul(keys.data(), n_kv, qk, qs.data(), n_q, scores.data(), pool);
+        CausalSoftmax(scores.data(), n_q, n_kv, sq.n_past, kq_scale);
+        Transpose(&v[naive_off[s] * V], V, n_kv, V, v_t.data());
+        FloatMatMul(v_t.data(), V, n_kv, scores.data(), n_q, os.data(), pool);
+        for (int64_t i = 0; i < n_q; ++i) {
+          std::memcpy(&o[((sq.row_begin + i) * H + hd) * V], &os[i * V], V * sizeof(float));
+        }
+      }
     }
   }
 
