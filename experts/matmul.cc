@@ -25,6 +25,8 @@ constexpr int64_t kAlign = 64;
 // Tokens whose packed activations are kept hot (in L2) while a thread sweeps its rows; a weight
 // row is re-read from memory once per such block.
 constexpr int64_t kActBlockBytes = 256 << 10;
+// Packed activation bytes of one token tile that one column pass may touch (half of a 48 KiB L1).
+constexpr int64_t kL1ActBytes = 24 << 10;
 
 int64_t RoundUp(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
 
@@ -78,26 +80,43 @@ void MatMulPacked(const WeightView& w, const PackedActivations& x, float* y, Thr
   if (rows == 0 || n_tokens == 0) return;
   const bool as_float = x.precision() == ActPrecision::kFloat;
   const TypeKernels& k = KernelsOrDie(x.isa(), as_float ? GgmlType::kF32 : w.type);
+  const TypeTraits& traits = GetTypeTraits(w.type);
   const int64_t row_bytes = RowBytes(w.type, cols);
   const auto* wbase = static_cast<const uint8_t*>(w.data);
   const int64_t stride = x.stride();
   const int64_t tok_block = std::max<int64_t>(kMaxTokenTile, kActBlockBytes / stride);
+  // Columns per pass: one token tile's activations for a pass stay in L1 while the thread sweeps
+  // its rows (a whole 7168-column row of 8 tokens would not). A multiple of both block sizes.
+  const int64_t tile = std::min<int64_t>(n_tokens, kMaxTokenTile);
+  const int64_t unit = std::max<int64_t>(traits.block_elems, k.act_block_elems);
+  int64_t chunk =
+      as_float ? cols : kL1ActBytes / (tile * k.act_block_bytes) * k.act_block_elems / unit * unit;
+  chunk = std::clamp<int64_t>(chunk, unit, cols);
 
   pool.ParallelFor(rows, 16, [&](int64_t r0, int64_t r1, int) {
     std::vector<float> decoded(as_float ? cols : 0);
     float out[kMaxTokenTile];
     for (int64_t t0 = 0; t0 < n_tokens; t0 += tok_block) {
       const int64_t t1 = std::min(n_tokens, t0 + tok_block);
-      for (int64_t r = r0; r < r1; ++r) {
-        const void* wrow = wbase + r * row_bytes;
-        if (as_float) {
-          DequantizeRow(w.type, wrow, decoded.data(), cols);
-          wrow = decoded.data();
-        }
-        for (int64_t t = t0; t < t1; t += kMaxTokenTile) {
-          const int nt = static_cast<int>(std::min<int64_t>(kMaxTokenTile, t1 - t));
-          k.dot(cols, wrow, x.data() + t * stride, stride, nt, out);
-          for (int i = 0; i < nt; ++i) y[(t + i) * rows + r] = out[i];
+      for (int64_t c0 = 0; c0 < cols; c0 += chunk) {
+        const int64_t nc = std::min(chunk, cols - c0);
+        const int64_t w_off = c0 / traits.block_elems * traits.block_bytes;
+        const int64_t a_off = c0 / k.act_block_elems * k.act_block_bytes;
+        for (int64_t r = r0; r < r1; ++r) {
+          const void* wrow = wbase + r * row_bytes + w_off;
+          if (as_float) {
+            DequantizeRow(w.type, wrow, decoded.data(), cols);
+            wrow = decoded.data();
+          }
+          for (int64_t t = t0; t < t1; t += kMaxTokenTile) {
+            const int nt = static_cast<int>(std::min<int64_t>(kMaxTokenTile, t1 - t));
+            k.dot(nc, wrow, x.data() + t * stride + a_off, stride, nt, out);
+            if (c0 == 0) {
+              for (int i = 0; i < nt; ++i) y[(t + i) * rows + r] = out[i];
+            } else {
+              for (int i = 0; i < nt; ++i) y[(t + i) * rows + r] += out[i];
+            }
+          }
         }
       }
     }

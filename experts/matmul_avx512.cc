@@ -345,43 +345,45 @@ constexpr std::array<uint64_t, 2048> MakeIq1sGridPlus1() {
 }
 alignas(64) constexpr std::array<uint64_t, 2048> kIq1sGridPlus1 = MakeIq1sGridPlus1();
 
-// IQ1_S: u = g + 1 in {0, 1, 2}; per sub-block Σ(g + δ)q = Σ u q − (1 − δ) Σ q, everything × 8:
-// scale 8(2s + 1) on the vpdpbusd lanes, (2s + 1)(8 − 8δ) on the bsums.
+// IQ1_S: codes u = (g + 1)(2s + 1) <= 30, pre-multiplied by the sub-block scale so that one
+// vpdpbusd chain per token covers the whole block. Per sub-block Σ(g + δ)q = Σ(g + 1)q − (1 − δ)Σq
+// with δ = ±1/8, so 8·dot = 8·Σ u q − Σ (2s + 1)(8 − 8δ)·bsums, scaled by d / 8.
 struct Iq1sDot {
   template <int NT>
   static void Run(int64_t n, const uint8_t* w, const uint8_t* act, int64_t stride, float* out) {
+    // Word lane m of chunk c (elements 2m, 2m + 1) belongs to sub-block 2c + m / 16.
     __m512i pick[4];
-    for (int c = 0; c < 4; ++c) pick[c] = Spread32(c);
+    for (int c = 0; c < 4; ++c) {
+      alignas(64) uint16_t q[32];
+      for (int m = 0; m < 32; ++m) q[m] = static_cast<uint16_t>(2 * c + m / 16);
+      pick[c] = _mm512_load_si512(q);
+    }
     __m512 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / kQK_K; ++i) {
       const uint8_t* b = w + 50 * i;
       const __m128i qh = Load128(b + 34);
+      const __m128i ls = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)),
+                                      _mm_set1_epi16(1));
+      const __m512i lsz = _mm512_castsi128_si512(ls);
       __m512i u[4];
       for (int c = 0; c < 4; ++c) {
         uint32_t idx[8];
         Iq1sIndices(b, c, idx);
-        u[c] = Lookup8(kIq1sGridPlus1.data(), idx);
+        // Byte products in 16-bit lanes: (g + 1) * ls <= 30 never carries into the next byte.
+        u[c] = _mm512_mullo_epi16(Lookup8(kIq1sGridPlus1.data(), idx),
+                                  _mm512_permutexvar_epi16(pick[c], lsz));
       }
-      const __m128i ls = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)),
-                                      _mm_set1_epi16(1));
-      const __m512i ls8 = _mm512_cvtepu16_epi32(_mm256_castsi128_si256(_mm_slli_epi16(ls, 3)));
-      __m512i scale[4];
-      for (int c = 0; c < 4; ++c) scale[c] = _mm512_permutexvar_epi32(pick[c], ls8);
       const __m256i cdelta = DupPairs16(_mm_mullo_epi16(
           ls, _mm_add_epi16(_mm_set1_epi16(7), _mm_slli_epi16(_mm_srli_epi16(qh, 15), 1))));
       const float dw = LoadFp16(b) * 0.125f;
       for (int t = 0; t < NT; ++t) {
         const BlockQ8K* a = reinterpret_cast<const BlockQ8K*>(act + t * stride) + i;
-        // |lane| <= 4 * 2 * 127 fits the low 16 bits; the scales' high 16 bits are 0.
-        __m512i s =
-            _mm512_sub_epi32(_mm512_setzero_si512(),
+        __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[0], Load512(a->qs));
+        for (int c = 1; c < 4; ++c) dot = _mm512_dpbusd_epi32(dot, u[c], Load512(a->qs + 64 * c));
+        const __m512i s =
+            _mm512_sub_epi32(_mm512_slli_epi32(dot, 3),
                              _mm512_zextsi256_si512(_mm256_madd_epi16(Load256(a->bsums), cdelta)));
-        for (int c = 0; c < 4; ++c) {
-          s = _mm512_dpwssd_epi32(
-              s, _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[c], Load512(a->qs + 64 * c)),
-              scale[c]);
-        }
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(dw * a->d), acc[t]);
       }
     }
