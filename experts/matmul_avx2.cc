@@ -49,6 +49,83 @@ struct GenericQ8K {
   }
 };
 
+// TQ1_0 / TQ2_0: one scale per block, codes u = value + 1. The int16 pair sums of all eight
+// vectors (<= 8 * 2 * 3 * 127) fit 16 bits, as does subtracting the 16 bsums (Σq = the +1).
+template <typename Dec>
+struct TernaryDot {
+  template <int NT>
+  static void Run(int64_t n, const uint8_t* w, const uint8_t* act, int64_t stride, float* out) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / kQK_K; ++i) {
+      const uint8_t* b = w + i * Dec::kBlockBytes;
+      __m256i u[8];
+      Dec::Codes(b, u);
+      const float dw = Dec::Scale(b);
+      for (int t = 0; t < NT; ++t) {
+        const BlockQ8K* a = reinterpret_cast<const BlockQ8K*>(act + t * stride) + i;
+        __m256i s16 =
+            _mm256_sub_epi16(_mm256_maddubs_epi16(u[0], Load256(a->qs)), Load256(a->bsums));
+        for (int c = 1; c < 8; ++c) {
+          s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[c], Load256(a->qs + 32 * c)));
+        }
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones)),
+                                 _mm256_set1_ps(dw * a->d), acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = HSum256(acc[t]);
+  }
+};
+
+// IQ1_S: codes (g + 1)(2s + 1) <= 30 pre-multiplied by the sub-block scale; the ±1/8 delta via
+// the bsums, all times 8 (see the AVX-512 kernel for the algebra).
+struct Iq1sDot {
+  template <int NT>
+  static void Run(int64_t n, const uint8_t* w, const uint8_t* act, int64_t stride, float* out) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / kQK_K; ++i) {
+      const uint8_t* b = w + 50 * i;
+      const uint8_t* qs = b + 2;
+      __m256i u[8];
+      for (int ib = 0; ib < 8; ++ib) {
+        const uint32_t qh = LoadU16(b + 34 + 2 * ib);
+        const uint8_t* q = qs + 4 * ib;
+        const __m256i g =
+            _mm256_setr_epi64x(static_cast<long long>(Iq1sGridPlus1(q[0] | ((qh << 8) & 0x700))),
+                               static_cast<long long>(Iq1sGridPlus1(q[1] | ((qh << 5) & 0x700))),
+                               static_cast<long long>(Iq1sGridPlus1(q[2] | ((qh << 2) & 0x700))),
+                               static_cast<long long>(Iq1sGridPlus1(q[3] | ((qh >> 1) & 0x700))));
+        // Byte products in 16-bit lanes: (g + 1) * ls <= 30 never carries into the next byte.
+        u[ib] = _mm256_mullo_epi16(
+            g, _mm256_set1_epi16(static_cast<int16_t>(2 * ((qh >> 12) & 7) + 1)));
+      }
+      const __m128i qh = Load128(b + 34);
+      const __m128i ls = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)),
+                                      _mm_set1_epi16(1));
+      const __m256i cdelta = DupPairs16(_mm_mullo_epi16(
+          ls, _mm_add_epi16(_mm_set1_epi16(7), _mm_slli_epi16(_mm_srli_epi16(qh, 15), 1))));
+      const float dw = LoadFp16(b) * 0.125f;
+      for (int t = 0; t < NT; ++t) {
+        const BlockQ8K* a = reinterpret_cast<const BlockQ8K*>(act + t * stride) + i;
+        __m256i dot = _mm256_setzero_si256();
+        for (int c = 0; c < 8; c += 2) {  // two pair sums <= 2 * 2 * 30 * 127 fit 16 bits
+          const __m256i p =
+              _mm256_add_epi16(_mm256_maddubs_epi16(u[c], Load256(a->qs + 32 * c)),
+                               _mm256_maddubs_epi16(u[c + 1], Load256(a->qs + 32 * c + 32)));
+          dot = _mm256_add_epi32(dot, _mm256_madd_epi16(p, ones));
+        }
+        const __m256i s = _mm256_sub_epi32(_mm256_slli_epi32(dot, 3),
+                                           _mm256_madd_epi16(Load256(a->bsums), cdelta));
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * a->d), acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) out[t] = HSum256(acc[t]);
+  }
+};
+
 inline __m256 LoadF32x8(const uint8_t* p) {
   return _mm256_loadu_ps(reinterpret_cast<const float*>(p));
 }
@@ -126,10 +203,12 @@ void FillAvx2Kernels(KernelTable* table) {
   table->For(GgmlType::kQ4_K) = Q8KKernels<DecodeQ4K>();
   table->For(GgmlType::kQ6_K) = Q8KKernels<DecodeQ6K>();
   table->For(GgmlType::kIQ2_XXS) = Q8KKernels<DecodeIq2xxs>();
-  table->For(GgmlType::kIQ1_S) = Q8KKernels<DecodeIq1s>();
+  table->For(GgmlType::kIQ1_S).dot = TiledDot<Iq1sDot>;
   table->For(GgmlType::kIQ1_M) = Q8KKernels<DecodeIq1m>();
   table->For(GgmlType::kTQ1_0) = Q8KKernels<DecodeTq1>();
   table->For(GgmlType::kTQ2_0) = Q8KKernels<DecodeTq2>();
+  table->For(GgmlType::kTQ1_0).dot = TiledDot<TernaryDot<DecodeTq1>>;
+  table->For(GgmlType::kTQ2_0).dot = TiledDot<TernaryDot<DecodeTq2>>;
 }
 
 }  // namespace tritmoe::matmul_internal

@@ -330,21 +330,6 @@ inline __m512i Spread16(int c) {
                            t + 3, t + 3, t + 3, t + 3);
 }
 
-// kIq1sGrid with 1 added to each byte: the grid values as unsigned codes g + 1 in {0, 1, 2}.
-constexpr std::array<uint64_t, 2048> MakeIq1sGridPlus1() {
-  std::array<uint64_t, 2048> t{};
-  for (int i = 0; i < 2048; ++i) {
-    uint64_t v = 0;
-    for (int k = 0; k < 8; ++k) {
-      const int g = static_cast<int8_t>(tables::kIq1sGrid[i] >> (8 * k));
-      v |= static_cast<uint64_t>(g + 1) << (8 * k);
-    }
-    t[i] = v;
-  }
-  return t;
-}
-alignas(64) constexpr std::array<uint64_t, 2048> kIq1sGridPlus1 = MakeIq1sGridPlus1();
-
 // IQ1_S: codes u = (g + 1)(2s + 1) <= 30, pre-multiplied by the sub-block scale so that one
 // vpdpbusd chain per token covers the whole block. Per sub-block Σ(g + δ)q = Σ(g + 1)q − (1 − δ)Σq
 // with δ = ±1/8, so 8·dot = 8·Σ u q − Σ (2s + 1)(8 − 8δ)·bsums, scaled by d / 8.

@@ -17,6 +17,7 @@
 
 #include <immintrin.h>
 
+#include <array>
 #include <cstdint>
 #include <cstring>
 
@@ -195,6 +196,22 @@ struct DecodeIq2xxs {
   }
 };
 
+// kIq1sGrid with 1 added to each byte: the grid values as unsigned codes g + 1 in {0, 1, 2}.
+constexpr std::array<uint64_t, 2048> MakeIq1sGridPlus1() {
+  std::array<uint64_t, 2048> t{};
+  for (int i = 0; i < 2048; ++i) {
+    uint64_t v = 0;
+    for (int k = 0; k < 8; ++k) {
+      const int g = static_cast<int8_t>(tables::kIq1sGrid[i] >> (8 * k));
+      v |= static_cast<uint64_t>(g + 1) << (8 * k);
+    }
+    t[i] = v;
+  }
+  return t;
+}
+alignas(64) inline constexpr std::array<uint64_t, 2048> kIq1sGridPlus1 = MakeIq1sGridPlus1();
+inline uint64_t Iq1sGridPlus1(uint32_t idx) { return kIq1sGridPlus1[idx]; }
+
 // Four 8-byte entries of the IQ1_S/IQ1_M grid (values -1, 0, 1) as one vector.
 inline __m256i Iq1Grid4(int i0, int i1, int i2, int i3) {
   return _mm256_setr_epi64x(tables::kIq1sGrid[i0], tables::kIq1sGrid[i1], tables::kIq1sGrid[i2],
@@ -272,11 +289,12 @@ struct DecodeIq1m {
 struct DecodeTq1 {
   static constexpr int kBlockBytes = 54;
   static constexpr bool kSeparateMin = false;  // dm == d
-  static void Decode(const uint8_t* b, DecodedBlock* db) {
+  // The 256 trits (0..2) in element order, 32 per vector.
+  static void Codes(const uint8_t* b, __m256i* u) {
     const __m256i q = Load256(b);
     for (int n = 0; n < 5; ++n) {
       const __m256i p = _mm256_set1_epi16(tables::kPow3Tq[n]);
-      Store256(db->u + 32 * n, TritDigits(q, p, p));
+      u[n] = TritDigits(q, p, p);
     }
     // qs[32..47] in both halves: digit 2k in the low half, 2k + 1 in the high half.
     const __m128i q2 = Load128(b + 32);
@@ -284,32 +302,43 @@ struct DecodeTq1 {
     for (int k = 0; k < 2; ++k) {
       const __m256i p = _mm256_set_m128i(_mm_set1_epi16(tables::kPow3Tq[2 * k + 1]),
                                          _mm_set1_epi16(tables::kPow3Tq[2 * k]));
-      Store256(db->u + 160 + 32 * k, TritDigits(qq, p, p));
+      u[5 + k] = TritDigits(qq, p, p);
     }
     // Elements 224..239: digit 4 of qs[32..47]; 240..255: element 240 + 4n + j = digit n of qh[j].
     const __m128i qh = _mm_set1_epi32(static_cast<int>(LoadU32(b + 48)));
     const __m256i last = _mm256_set_m128i(qh, q2);
     const __m256i p_even =
         _mm256_set_epi16(27, 27, 9, 9, 3, 3, 1, 1, 81, 81, 81, 81, 81, 81, 81, 81);
-    Store256(db->u + 224, TritDigits(last, p_even, p_even));
+    u[7] = TritDigits(last, p_even, p_even);
+  }
+  static float Scale(const uint8_t* b) { return LoadFp16(b + 52); }
+  static void Decode(const uint8_t* b, DecodedBlock* db) {
+    __m256i u[8];
+    Codes(b, u);
+    for (int c = 0; c < 8; ++c) Store256(db->u + 32 * c, u[c]);
     FillScales(db, 1, 1);
-    db->d = db->dm = LoadFp16(b + 52);
+    db->d = db->dm = Scale(b);
   }
 };
 
 struct DecodeTq2 {
   static constexpr int kBlockBytes = 66;
   static constexpr bool kSeparateMin = false;  // dm == d
-  static void Decode(const uint8_t* b, DecodedBlock* db) {
+  // The 256 codes (0..3) in element order, 32 per vector.
+  static void Codes(const uint8_t* b, __m256i* u) {
     const __m256i m3 = _mm256_set1_epi8(3);
     for (int h = 0; h < 2; ++h) {
       const __m256i q = Load256(b + 32 * h);
-      for (int l = 0; l < 4; ++l) {
-        Store256(db->u + 128 * h + 32 * l, _mm256_and_si256(_mm256_srli_epi16(q, 2 * l), m3));
-      }
+      for (int l = 0; l < 4; ++l) u[4 * h + l] = _mm256_and_si256(_mm256_srli_epi16(q, 2 * l), m3);
     }
+  }
+  static float Scale(const uint8_t* b) { return LoadFp16(b + 64); }
+  static void Decode(const uint8_t* b, DecodedBlock* db) {
+    __m256i u[8];
+    Codes(b, u);
+    for (int c = 0; c < 8; ++c) Store256(db->u + 32 * c, u[c]);
     FillScales(db, 1, 1);
-    db->d = db->dm = LoadFp16(b + 64);
+    db->d = db->dm = Scale(b);
   }
 };
 
