@@ -62,38 +62,40 @@ void CausalSoftmax(float* scores, int64_t n_q, int64_t n_keys, int64_t first_pos
 
 }  // namespace
 
-void TransposedMatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool& pool) {
+void TransposedMatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool& pool,
+                      Workspace& ws) {
   const int64_t a = w.rows, b = w.cols;
-  std::vector<float> wf(a * b), wt(a * b);
+  float* wf = ws.Get(Buf::kTransW, a * b);
+  float* wt = ws.Get(Buf::kTransWT, a * b);
   const int64_t row_bytes = RowBytes(w.type, b);
   const uint8_t* base = static_cast<const uint8_t*>(w.data);
   for (int64_t r = 0; r < a; ++r) DequantizeRow(w.type, base + r * row_bytes, &wf[r * b], b);
-  Transpose(wf.data(), b, a, b, wt.data());
-  FloatMatMul(wt.data(), b, a, x, n, y, pool);
+  Transpose(wf, b, a, b, wt);
+  FloatMatMul(wt, b, a, x, n, y, pool);
 }
 
 void MlaAttention(const ModelConfig& c, const LayerWeights& w, int il, const float* h,
                   int64_t n_rows, std::span<const AttentionSeq> seqs, const RopeTable& rope,
-                  float* out, ThreadPool& pool, ActPrecision precision) {
+                  float* out, ThreadPool& pool, ActPrecision precision, Workspace& ws) {
   const int64_t H = c.n_head, nope = c.qk_nope, nrot = c.qk_rope, qk = c.qk_head();
   const int64_t V = c.v_head, R = c.kv_lora_rank, L = c.latent_row();
   const float kq_scale = c.kq_scale;
   const int64_t T = n_rows;
 
   // Queries [T][H][qk].
-  std::vector<float> q(T * H * qk);
+  float* q = ws.Get(Buf::kQ, T * H * qk);
   if (c.q_lora_rank > 0) {
-    std::vector<float> cq(T * c.q_lora_rank);
-    MatMul(w.attn_q_a, h, T, cq.data(), pool, precision);
-    RmsNorm(cq.data(), T, c.q_lora_rank, w.attn_q_a_norm.data(), c.rms_eps, cq.data());
-    MatMul(w.attn_q_b, cq.data(), T, q.data(), pool, precision);
+    float* cq = ws.Get(Buf::kCq, T * c.q_lora_rank);
+    MatMul(w.attn_q_a, h, T, cq, pool, precision);
+    RmsNorm(cq, T, c.q_lora_rank, w.attn_q_a_norm.data(), c.rms_eps, cq);
+    MatMul(w.attn_q_b, cq, T, q, pool, precision);
   } else {
-    MatMul(w.attn_q, h, T, q.data(), pool, precision);
+    MatMul(w.attn_q, h, T, q, pool, precision);
   }
   // Latent rows [T][L]: RoPE on k_pe before the norm on the latent (the norm does not touch it).
-  std::vector<float> kv_new(T * L);
-  MatMul(w.attn_kv_a_mqa, h, T, kv_new.data(), pool, precision);
-  RmsNorm(kv_new.data(), L, T, R, w.attn_kv_a_norm.data(), c.rms_eps, kv_new.data(), L);
+  float* kv_new = ws.Get(Buf::kKvNew, T * L);
+  MatMul(w.attn_kv_a_mqa, h, T, kv_new, pool, precision);
+  RmsNorm(kv_new, L, T, R, w.attn_kv_a_norm.data(), c.rms_eps, kv_new, L);
   for (int64_t t = 0; t < T; ++t) {
     rope.Apply(t, &kv_new[t * L + R]);
     for (int64_t hd = 0; hd < H; ++hd) rope.Apply(t, &q[(t * H + hd) * qk + nope]);
@@ -107,12 +109,13 @@ void MlaAttention(const ModelConfig& c, const LayerWeights& w, int il, const flo
     sq.cache->Write(il, sq.n_past, sq.n_new, &kv_new[sq.row_begin * L]);
     kv_off[s + 1] = kv_off[s] + sq.n_past + sq.n_new;
   }
-  std::vector<float> kv(kv_off.back() * L);
+  float* kv = ws.Get(Buf::kKv, kv_off.back() * L);
   for (size_t s = 0; s < seqs.size(); ++s) {
     seqs[s].cache->Read(il, 0, kv_off[s + 1] - kv_off[s], &kv[kv_off[s] * L]);
   }
 
-  std::vector<float> o(T * H * V, 0.0f);  // per-head outputs [T][H][V]
+  // Per-head outputs [T][H][V]; every (row, head) is written by one of the two forms below.
+  float* o = ws.Get(Buf::kO, T * H * V);
 
   // Absorbed form: q_abs[t][h] = K_h^T q_nope (latent space); per sequence, all its query rows
   // (token, head) score against the latent rows at once, and the weighted latent sum goes out
@@ -125,7 +128,9 @@ void MlaAttention(const ModelConfig& c, const LayerWeights& w, int il, const flo
   if (!abs_rows.empty()) {
     const int64_t Ta = static_cast<int64_t>(abs_rows.size());
     // Query rows [Ta][H][L] = q_abs ‖ q_pe.
-    std::vector<float> qa(Ta * H * L), in(Ta * std::max(nope, R)), res(Ta * std::max(R, V));
+    float* qa = ws.Get(Buf::kQa, Ta * H * L);
+    float* in = ws.Get(Buf::kIn, Ta * std::max(nope, R));
+    float* res = ws.Get(Buf::kRes, Ta * std::max(R, V));
     for (int64_t hd = 0; hd < H; ++hd) {
       for (int64_t a = 0; a < Ta; ++a) {
         const float* qt = &q[(abs_rows[a] * H + hd) * qk];
@@ -133,36 +138,36 @@ void MlaAttention(const ModelConfig& c, const LayerWeights& w, int il, const flo
         std::memcpy(&qa[(a * H + hd) * L + R], qt + nope, nrot * sizeof(float));
       }
       if (c.kv_layout == KvProjLayout::kSplit) {
-        MatMul(w.attn_k.At(hd), in.data(), Ta, res.data(), pool, precision);
+        MatMul(w.attn_k.At(hd), in, Ta, res, pool, precision);
       } else {
-        TransposedMatMul(w.attn_k.At(hd), in.data(), Ta, res.data(), pool);
+        TransposedMatMul(w.attn_k.At(hd), in, Ta, res, pool, ws);
       }
       for (int64_t a = 0; a < Ta; ++a) {
         std::memcpy(&qa[(a * H + hd) * L], &res[a * R], R * sizeof(float));
       }
     }
-    std::vector<float> o_lat(Ta * H * R), scores, lat_t;
+    float* o_lat = ws.Get(Buf::kOLat, Ta * H * R);
     int64_t a0 = 0;  // first absorbed row of the current sequence
     for (size_t s = 0; s < seqs.size(); ++s) {
       const AttentionSeq& sq = seqs[s];
       if (!sq.absorbed) continue;
       const int64_t n_kv = kv_off[s + 1] - kv_off[s], n_q = sq.n_new * H;
       const float* keys = &kv[kv_off[s] * L];
-      scores.resize(n_q * n_kv);
-      FloatMatMul(keys, n_kv, L, &qa[a0 * H * L], n_q, scores.data(), pool);
+      float* scores = ws.Get(Buf::kScores, n_q * n_kv);
+      FloatMatMul(keys, n_kv, L, &qa[a0 * H * L], n_q, scores, pool);
       for (int64_t i = 0; i < sq.n_new; ++i) {  // rows of token i are its H heads
         for (int64_t hd = 0; hd < H; ++hd) {
           CausalSoftmax(&scores[(i * H + hd) * n_kv], 1, n_kv, sq.n_past + i, kq_scale);
         }
       }
-      lat_t.resize(R * n_kv);
-      Transpose(keys, L, n_kv, R, lat_t.data());
-      FloatMatMul(lat_t.data(), R, n_kv, scores.data(), n_q, &o_lat[a0 * H * R], pool);
+      float* lat_t = ws.Get(Buf::kLatT, R * n_kv);
+      Transpose(keys, L, n_kv, R, lat_t);
+      FloatMatMul(lat_t, R, n_kv, scores, n_q, &o_lat[a0 * H * R], pool);
       a0 += sq.n_new;
     }
     for (int64_t hd = 0; hd < H; ++hd) {
-      GatherCols(o_lat.data(), H * R, hd * R, Ta, R, in.data());
-      MatMul(w.attn_v.At(hd), in.data(), Ta, res.data(), pool, precision);
+      GatherCols(o_lat, H * R, hd * R, Ta, R, in);
+      MatMul(w.attn_v.At(hd), in, Ta, res, pool, precision);
       for (int64_t a = 0; a < Ta; ++a) {
         std::memcpy(&o[(abs_rows[a] * H + hd) * V], &res[a * V], V * sizeof(float));
       }
@@ -180,7 +185,7 @@ void MlaAttention(const ModelConfig& c, const LayerWeights& w, int il, const flo
   }
   if (n_naive_keys > 0) {
     const int64_t N = n_naive_keys;
-    std::vector<float> lat(N * R);
+    float* lat = ws.Get(Buf::kLat, N * R);
     std::vector<int64_t> naive_off(seqs.size(), 0);
     for (int64_t s = 0, off = 0; s < static_cast<int64_t>(seqs.size()); ++s) {
       if (seqs[s].absorbed) continue;
@@ -188,17 +193,20 @@ void MlaAttention(const ModelConfig& c, const LayerWeights& w, int il, const flo
       GatherCols(&kv[kv_off[s] * L], L, 0, kv_off[s + 1] - kv_off[s], R, &lat[off * R]);
       off += kv_off[s + 1] - kv_off[s];
     }
-    std::vector<float> k_nope(N * nope), v(N * V);
-    std::vector<float> keys(max_naive_keys * qk), v_t(V * max_naive_keys);
-    std::vector<float> qs(max_naive_q * qk), scores(max_naive_q * max_naive_keys),
-        os(max_naive_q * V);
+    float* k_nope = ws.Get(Buf::kKNope, N * nope);
+    float* v = ws.Get(Buf::kV, N * V);
+    float* keys = ws.Get(Buf::kKeys, max_naive_keys * qk);
+    float* v_t = ws.Get(Buf::kVT, V * max_naive_keys);
+    float* qs = ws.Get(Buf::kQs, max_naive_q * qk);
+    float* scores = ws.Get(Buf::kScores, max_naive_q * max_naive_keys);
+    float* os = ws.Get(Buf::kOs, max_naive_q * V);
     for (int64_t hd = 0; hd < H; ++hd) {
       if (c.kv_layout == KvProjLayout::kSplit) {
-        TransposedMatMul(w.attn_k.At(hd), lat.data(), N, k_nope.data(), pool);
+        TransposedMatMul(w.attn_k.At(hd), lat, N, k_nope, pool, ws);
       } else {
-        MatMul(w.attn_k.At(hd), lat.data(), N, k_nope.data(), pool, precision);
+        MatMul(w.attn_k.At(hd), lat, N, k_nope, pool, precision);
       }
-      MatMul(w.attn_v.At(hd), lat.data(), N, v.data(), pool, precision);
+      MatMul(w.attn_v.At(hd), lat, N, v, pool, precision);
       for (size_t s = 0; s < seqs.size(); ++s) {
         const AttentionSeq& sq = seqs[s];
         if (sq.absorbed) continue;
@@ -210,10 +218,10 @@ void MlaAttention(const ModelConfig& c, const LayerWeights& w, int il, const flo
         for (int64_t i = 0; i < n_q; ++i) {
           std::memcpy(&qs[i * qk], &q[((sq.row_begin + i) * H + hd) * qk], qk * sizeof(float));
         }
-        FloatMatMul(keys.data(), n_kv, qk, qs.data(), n_q, scores.data(), pool);
-        CausalSoftmax(scores.data(), n_q, n_kv, sq.n_past, kq_scale);
-        Transpose(&v[naive_off[s] * V], V, n_kv, V, v_t.data());
-        FloatMatMul(v_t.data(), V, n_kv, scores.data(), n_q, os.data(), pool);
+        FloatMatMul(keys, n_kv, qk, qs, n_q, scores, pool);
+        CausalSoftmax(scores, n_q, n_kv, sq.n_past, kq_scale);
+        Transpose(&v[naive_off[s] * V], V, n_kv, V, v_t);
+        FloatMatMul(v_t, V, n_kv, scores, n_q, os, pool);
         for (int64_t i = 0; i < n_q; ++i) {
           std::memcpy(&o[((sq.row_begin + i) * H + hd) * V], &os[i * V], V * sizeof(float));
         }
@@ -221,7 +229,7 @@ void MlaAttention(const ModelConfig& c, const LayerWeights& w, int il, const flo
     }
   }
 
-  MatMul(w.attn_output, o.data(), T, out, pool, precision);
+  MatMul(w.attn_output, o, T, out, pool, precision);
 }
 
 }  // namespace tritmoe

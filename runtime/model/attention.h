@@ -20,6 +20,7 @@
 #include "runtime/model/model_config.h"
 #include "runtime/model/rope.h"
 #include "runtime/model/weights.h"
+#include "runtime/model/workspace.h"
 
 namespace tritmoe {
 
@@ -44,10 +45,11 @@ struct AttentionSeq {
 // cache, then writes out [n_rows][n_embd] = attn_output(attention).
 void MlaAttention(const ModelConfig& config, const LayerWeights& layer, int il, const float* h,
                   int64_t n_rows, std::span<const AttentionSeq> seqs, const RopeTable& rope,
-                  float* out, ThreadPool& pool, ActPrecision precision);
+                  float* out, ThreadPool& pool, ActPrecision precision, Workspace& ws);
 
 // y [n][w.cols] = x [n][w.rows] * W: the product with W transposed, for the orientations of the
 // kv up-projection that MatMul cannot take directly. W is decoded to float once per call.
-void TransposedMatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool& pool);
+void TransposedMatMul(const WeightView& w, const float* x, int64_t n, float* y, ThreadPool& pool,
+                      Workspace& ws);
 
 }  // namespace tritmoe

@@ -1,7 +1,5 @@
 #include "runtime/model/embedding.h"
 
-#include <vector>
-
 #include "experts/dequantize.h"
 #include "runtime/model/rms_norm.h"
 
@@ -16,11 +14,11 @@ void EmbedTokens(const WeightView& table, const int32_t* tokens, int64_t n_token
 }
 
 void LmHead(const WeightView& output, const float* norm, float eps, const float* x, int64_t n,
-            float* logits, ThreadPool& pool, ActPrecision precision) {
+            float* logits, ThreadPool& pool, ActPrecision precision, Workspace& ws) {
   if (n == 0) return;
-  std::vector<float> h(n * output.cols);
-  RmsNorm(x, n, output.cols, norm, eps, h.data());
-  MatMul(output, h.data(), n, logits, pool, precision);
+  float* h = ws.Get(Buf::kLmNorm, n * output.cols);
+  RmsNorm(x, n, output.cols, norm, eps, h);
+  MatMul(output, h, n, logits, pool, precision);
 }
 
 }  // namespace tritmoe

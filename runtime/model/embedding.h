@@ -5,6 +5,7 @@
 
 #include "base/thread_pool.h"
 #include "experts/matmul.h"
+#include "runtime/model/workspace.h"
 
 namespace tritmoe {
 
@@ -14,6 +15,6 @@ void EmbedTokens(const WeightView& table, const int32_t* tokens, int64_t n_token
 
 // logits [n][output.rows] = output * RmsNorm(x [n][output.cols], norm).
 void LmHead(const WeightView& output, const float* norm, float eps, const float* x, int64_t n,
-            float* logits, ThreadPool& pool, ActPrecision precision);
+            float* logits, ThreadPool& pool, ActPrecision precision, Workspace& ws);
 
 }  // namespace tritmoe

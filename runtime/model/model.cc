@@ -130,19 +130,21 @@ absl::Status Model::Step(std::span<const SequenceInput> batch, StepOutput* out) 
   const int64_t T = static_cast<int64_t>(tokens.size());
   const RopeTable rope(c.rope, positions.data(), T);
 
-  std::vector<float> x(T * D), h(T * D), f(T * D);
-  EmbedTokens(weights_.token_embd(), tokens.data(), T, x.data());
+  float* x = ws_.Get(Buf::kX, T * D);
+  float* h = ws_.Get(Buf::kH, T * D);
+  float* f = ws_.Get(Buf::kF, T * D);
+  EmbedTokens(weights_.token_embd(), tokens.data(), T, x);
   for (int il = 0; il < c.n_layer; ++il) {
     const LayerWeights& lw = weights_.layer(il);
-    RmsNorm(x.data(), T, D, lw.attn_norm.data(), c.rms_eps, h.data());
-    MlaAttention(c, lw, il, h.data(), T, seqs, rope, f.data(), pool, prec);
+    RmsNorm(x, T, D, lw.attn_norm.data(), c.rms_eps, h);
+    MlaAttention(c, lw, il, h, T, seqs, rope, f, pool, prec, ws_);
     for (int64_t i = 0; i < T * D; ++i) x[i] += f[i];
-    RmsNorm(x.data(), T, D, lw.ffn_norm.data(), c.rms_eps, h.data());
+    RmsNorm(x, T, D, lw.ffn_norm.data(), c.rms_eps, h);
     if (c.IsMoeLayer(il)) {
-      RETURN_IF_ERROR(MoeForward(c, il, lw, weights_.local_experts(), h.data(), T, f.data(),
-                                 *exchange_, pool, prec));
+      RETURN_IF_ERROR(
+          MoeForward(c, il, lw, weights_.local_experts(), h, T, f, *exchange_, pool, prec, ws_));
     } else {
-      SwiGluFfn(lw.dense, h.data(), T, f.data(), pool, prec);
+      SwiGluFfn(lw.dense, h, T, f, pool, prec, ws_);
     }
     for (int64_t i = 0; i < T * D; ++i) x[i] += f[i];
   }
@@ -169,11 +171,11 @@ absl::Status Model::Step(std::span<const SequenceInput> batch, StepOutput* out) 
     out->n_rows[s] = static_cast<int64_t>(rows.size()) - out->first_row[s];
   }
   const int64_t n_out = static_cast<int64_t>(rows.size());
-  std::vector<float> sel(n_out * D);
+  float* sel = ws_.Get(Buf::kSelected, n_out * D);
   for (int64_t i = 0; i < n_out; ++i) std::memcpy(&sel[i * D], &x[rows[i] * D], D * sizeof(float));
   out->logits.resize(n_out * c.n_vocab);
-  LmHead(weights_.output(), weights_.output_norm().data(), c.rms_eps, sel.data(), n_out,
-         out->logits.data(), pool, prec);
+  LmHead(weights_.output(), weights_.output_norm().data(), c.rms_eps, sel, n_out,
+         out->logits.data(), pool, prec, ws_);
   return absl::OkStatus();
 }
 

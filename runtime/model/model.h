@@ -29,6 +29,7 @@
 #include "runtime/model/kv_cache.h"
 #include "runtime/model/model_config.h"
 #include "runtime/model/weights.h"
+#include "runtime/model/workspace.h"
 
 namespace tritmoe {
 
@@ -115,6 +116,7 @@ class Model {
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<ExpertExchange> local_exchange_;
   ExpertExchange* exchange_ = nullptr;
+  Workspace ws_;  // temporaries of Step, reused across steps
 };
 
 }  // namespace tritmoe

@@ -9,7 +9,8 @@
 namespace tritmoe {
 
 absl::Status RunExperts(const LayerWeights& layer, const std::vector<bool>& local_experts,
-                        ExpertBatch* batch, ThreadPool& pool, ActPrecision precision) {
+                        ExpertBatch* batch, ThreadPool& pool, ActPrecision precision,
+                        Workspace& ws) {
   const int64_t D = batch->n_embd;
   for (size_t i = 0; i < batch->experts.size(); ++i) {
     const int32_t e = batch->experts[i];
@@ -19,7 +20,7 @@ absl::Status RunExperts(const LayerWeights& layer, const std::vector<bool>& loca
     }
     const int64_t begin = batch->offsets[i], n = batch->offsets[i + 1] - begin;
     SwiGluFfn(layer.Expert(e), batch->input.data() + begin * D, n, batch->output.data() + begin * D,
-              pool, precision);
+              pool, precision, ws);
   }
   return absl::OkStatus();
 }
@@ -27,20 +28,20 @@ absl::Status RunExperts(const LayerWeights& layer, const std::vector<bool>& loca
 absl::Status MoeForward(const ModelConfig& config, int layer_index, const LayerWeights& layer,
                         const std::vector<bool>& local_experts, const float* h2, int64_t n_tokens,
                         float* y, ExpertExchange& exchange, ThreadPool& pool,
-                        ActPrecision precision, Routing* routing_out) {
+                        ActPrecision precision, Workspace& ws, Routing* routing_out) {
   const int64_t D = config.n_embd;
-  std::vector<float> logits(n_tokens * config.n_expert);
-  MatMul(layer.ffn_gate_inp, h2, n_tokens, logits.data(), pool, ActPrecision::kFloat);
+  float* logits = ws.Get(Buf::kRouterLogits, n_tokens * config.n_expert);
+  MatMul(layer.ffn_gate_inp, h2, n_tokens, logits, pool, ActPrecision::kFloat);
   Routing routing;
-  Route(RouterConfig::FromModel(config), logits.data(),
+  Route(RouterConfig::FromModel(config), logits,
         layer.exp_probs_b.empty() ? nullptr : layer.exp_probs_b.data(), n_tokens, &routing);
   ExpertBatch batch;
   RETURN_IF_ERROR(exchange.Dispatch(layer_index, h2, D, routing, &batch));
-  RETURN_IF_ERROR(RunExperts(layer, local_experts, &batch, pool, precision));
+  RETURN_IF_ERROR(RunExperts(layer, local_experts, &batch, pool, precision, ws));
   RETURN_IF_ERROR(exchange.Combine(batch, routing, y));
   if (layer.shared.present()) {
-    std::vector<float> sh(n_tokens * D);
-    SwiGluFfn(layer.shared, h2, n_tokens, sh.data(), pool, precision);
+    float* sh = ws.Get(Buf::kShared, n_tokens * D);
+    SwiGluFfn(layer.shared, h2, n_tokens, sh, pool, precision, ws);
     for (int64_t i = 0; i < n_tokens * D; ++i) y[i] += sh[i];
   }
   if (routing_out != nullptr) *routing_out = std::move(routing);
