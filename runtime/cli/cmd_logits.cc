@@ -41,7 +41,8 @@ absl::StatusOr<std::vector<int32_t>> ReadTokenFile(const std::string& path) {
 
 absl::Status RunLogits(const std::string& model_path, const std::string& tokens_path,
                        const std::string& out_path, const std::string& precision,
-                       const std::string& kv_type, const std::string& attention, int threads) {
+                       const std::string& kv_type, const std::string& attention, int threads,
+                       bool verbose) {
   ModelOptions opts;
   if (precision == "float") {
     opts.precision = ActPrecision::kFloat;
@@ -71,6 +72,7 @@ absl::Status RunLogits(const std::string& model_path, const std::string& tokens_
   auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(model_path, opts);
   if (!model.ok()) return model.status();
+  if (verbose) std::fprintf(stderr, "%s\n", (*model)->config().DebugString().c_str());
   absl::StatusOr<std::unique_ptr<KvCache>> cache = (*model)->NewKvCache(n);
   if (!cache.ok()) return cache.status();
   auto t1 = std::chrono::steady_clock::now();
@@ -103,6 +105,7 @@ void RegisterLogitsCommand(CLI::App& app, absl::Status* result) {
     std::string kv_type = "f16";
     std::string attention = "auto";
     int threads = 0;
+    bool verbose = false;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
@@ -122,9 +125,10 @@ void RegisterLogitsCommand(CLI::App& app, absl::Status* result) {
                   "MLA form: auto (naive prefill, absorbed decode), naive or absorbed")
       ->capture_default_str();
   cmd->add_option("--threads,-t", args->threads, "Threads (0: all cores)");
+  cmd->add_flag("--verbose,-v", args->verbose, "Print the model configuration");
   cmd->callback([args, result] {
     *result = RunLogits(args->model, args->tokens, args->out, args->precision, args->kv_type,
-                        args->attention, args->threads);
+                        args->attention, args->threads, args->verbose);
   });
 }
 
