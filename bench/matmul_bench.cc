@@ -58,7 +58,7 @@ void SaneScales(GgmlType type, uint8_t* b) {
 }
 
 // Random block bytes with sane scales: the kernels' speed does not depend on the values.
-std::vector<uint8_t> MakeWeights(GgmlType type, int64_t bytes, uint32_t seed) {
+std::vector<uint8_t> MakeWeightsUncached(GgmlType type, int64_t bytes, uint32_t seed) {
   std::vector<uint8_t> w(bytes);
   std::mt19937_64 rng(seed);
   for (int64_t i = 0; i + 8 <= bytes; i += 8) {
@@ -92,6 +92,20 @@ std::vector<uint8_t> MakeWeights(GgmlType type, int64_t bytes, uint32_t seed) {
   return w;
 }
 
+// The last type's weights, kept so that repetitions and shapes do not refill 384 MiB each time.
+const std::vector<uint8_t>& MakeWeights(GgmlType type, int64_t bytes, uint32_t seed) {
+  static auto* cache = new std::vector<uint8_t>();
+  static GgmlType cached_type = GgmlType::kF32;
+  if (cache->empty() || cached_type != type || static_cast<int64_t>(cache->size()) < bytes) {
+    cache->clear();
+    cache->shrink_to_fit();
+    *cache =
+        MakeWeightsUncached(type, std::max(bytes, kWorkingSetBytes + (int64_t{64} << 20)), seed);
+    cached_type = type;
+  }
+  return *cache;
+}
+
 // working_set: bytes of distinct weights cycled through (at least two matrices' worth).
 void BM_MatMul(benchmark::State& state, GgmlType type, int64_t rows, int64_t cols, int threads,
                int batch, MatmulIsa isa, int64_t working_set) {
@@ -101,7 +115,7 @@ void BM_MatMul(benchmark::State& state, GgmlType type, int64_t rows, int64_t col
   }
   const int64_t matrix_bytes = rows * RowBytes(type, cols);
   const int64_t n_matrices = std::max<int64_t>(2, (working_set + matrix_bytes - 1) / matrix_bytes);
-  const std::vector<uint8_t> weights = MakeWeights(type, matrix_bytes * n_matrices, 1);
+  const std::vector<uint8_t>& weights = MakeWeights(type, matrix_bytes * n_matrices, 1);
   std::vector<float> x(batch * cols);
   std::mt19937 rng(2);
   std::normal_distribution<float> dist(0.0f, 1.0f);
@@ -131,7 +145,7 @@ void BM_KernelInCache(benchmark::State& state, GgmlType type, int64_t rows, int6
     return;
   }
   const int64_t matrix_bytes = rows * RowBytes(type, cols);
-  const std::vector<uint8_t> weights = MakeWeights(type, matrix_bytes, 1);
+  const std::vector<uint8_t>& weights = MakeWeights(type, matrix_bytes, 1);
   std::vector<float> x(batch * cols);
   std::mt19937 rng(2);
   std::normal_distribution<float> dist(0.0f, 1.0f);

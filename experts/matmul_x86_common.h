@@ -69,18 +69,16 @@ inline __m256i DupPairs16(__m128i v) {
 }
 
 // Per-lane trit digit: for each byte b with multiplier p (3^n), ((b * p mod 256) * 3) >> 8.
-// p_even / p_odd: the multipliers of the even / odd bytes as 16-bit lanes.
+// p_even / p_odd: the multipliers of the even / odd bytes as 16-bit lanes. With the byte in the
+// high half of a 16-bit lane, mullo leaves (b * p mod 256) << 8 and mulhi by 3 gives the digit.
 inline __m256i TritDigits(__m256i b, __m256i p_even, __m256i p_odd) {
-  const __m256i lo_mask = _mm256_set1_epi16(0x00FF);
-  const __m256i m_even = _mm256_and_si256(_mm256_mullo_epi16(b, p_even), lo_mask);
-  const __m256i m_odd =
-      _mm256_andnot_si256(lo_mask, _mm256_mullo_epi16(_mm256_andnot_si256(lo_mask, b), p_odd));
-  const __m256i m = _mm256_or_si256(m_even, m_odd);
-  // (m * 3) >> 8 is 1 for m >= 86 and 2 for m >= 171.
-  const __m256i ge1 = _mm256_cmpeq_epi8(_mm256_max_epu8(m, _mm256_set1_epi8(86)), m);
-  const __m256i ge2 =
-      _mm256_cmpeq_epi8(_mm256_max_epu8(m, _mm256_set1_epi8(static_cast<char>(171))), m);
-  return _mm256_sub_epi8(_mm256_sub_epi8(_mm256_setzero_si256(), ge1), ge2);
+  const __m256i hi_mask = _mm256_set1_epi16(static_cast<int16_t>(0xFF00));
+  const __m256i m_even = _mm256_mullo_epi16(_mm256_slli_epi16(b, 8), p_even);
+  const __m256i m_odd = _mm256_mullo_epi16(_mm256_and_si256(b, hi_mask), p_odd);
+  const __m256i t_even = _mm256_mulhi_epu16(m_even, _mm256_set1_epi16(3));
+  const __m256i t_odd = _mm256_and_si256(_mm256_mulhi_epu16(m_odd, _mm256_set1_epi16(3 << 8)),
+                                         hi_mask);  // (m * 3) with its high byte = the digit
+  return _mm256_or_si256(t_even, t_odd);
 }
 
 inline void FillScales(DecodedBlock* db, int16_t sc, int16_t msc) {
