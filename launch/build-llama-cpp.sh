@@ -80,7 +80,7 @@ fi
 #   llama-cli needs the server + web UI in this llama.cpp version (LLAMA_BUILD_SERVER);
 #   llama-completion is the classic prompt->text CLI and is built instead.
 #   LLAMA_TARGETS="llama ggml llama-gguf" builds only the libraries (+ llama-gguf, no llama-common):
-#   enough for tools/llama_logits, and about 40% less compile time.
+#   enough for tools/llama_logits, and skips llama-common (a large part of the compile).
 read -r -a TARGETS <<< "${LLAMA_TARGETS:-llama ggml llama-quantize llama-tokenize llama-gguf llama-completion llama-gguf-split}"
 
 # Extra flags: make sure nothing enables AMX / AVX512-FP16 (only if the compiler knows them).
@@ -113,7 +113,9 @@ if [[ "${LLAMA_FORCE:-0}" != 1 ]] && up_to_date; then
   exit 0
 fi
 
-for t in npm git cmake tar sha1sum; do
+need_tools=(git cmake tar sha1sum)
+[[ -n "${LLAMA_TGZ:-}" ]] || need_tools+=(npm)
+for t in "${need_tools[@]}"; do
   command -v "$t" >/dev/null || die "missing tool: $t (apt-get install nodejs npm git cmake build-essential)"
 done
 
