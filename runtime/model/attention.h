@@ -24,6 +24,10 @@
 
 namespace tritmoe {
 
+// Naive costs ~H * (qk_nope + v) * kv_lora per cached token once, then qk + v per query-key pair
+// and head; absorbed costs ~2 * kv_lora per pair and head. So naive wins for long prefills and
+// absorbed for decode. llama.cpp runs split-layout files absorbed throughout (and legacy files
+// naive): kAbsorbed with quantized activations reproduces its numerics on split-layout files.
 enum class AttentionForm {
   kAuto,  // absorbed for a sequence with one new token, naive otherwise
   kNaive,
