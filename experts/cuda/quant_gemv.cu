@@ -1,0 +1,916 @@
+// Quantized GEMV / small-batch GEMM kernels for decode: y[t][r] = sum_c W[r][c] * x[t][c] for up
+// to 8 activation rows per MMA, weights in the tiled GPU layout (quant_gemv_launch.h).
+//
+// Design (see the notes in experts/cuda/README.md):
+// * Activations are quantized once per call to int8 per 256 columns (one float scale, like
+//   llama.cpp's Q8_K) and laid out in MMA-fragment order.
+// * Each warp owns a 16-row tile column; per 32-column sub-block it decodes its fragment of the
+//   weights to int8 in registers and issues one mma.sync.m16n8k32 (s8/u8 x s8 -> s32) with the 8
+//   activation rows as N. Sub-block scales are folded into the integer operand where they fit
+//   (IQ1_S) or applied to the int32 result per sub-block; offsets (IQ1_S's +1/8 shift and grid
+//   bias, Q4_K's mins) are rank-8 terms computed by two extra MMAs per tile against the
+//   per-sub-block activation sums.
+// * A CTA of W warps works on one (expert, 8-token chunk, 16-row group) item, splitting the
+//   column blocks between its warps and reducing through shared memory; CTAs loop over items
+//   (grid = resident CTAs) so that lookup tables are loaded into shared memory once per CTA.
+// * Weights are streamed with L1::no_allocate loads; activations stay cached.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+
+#include "experts/cuda/quant_gemv_launch.h"
+#include "experts/quant_tables.h"
+
+namespace tritmoe::gpu_internal {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Lookup tables in device memory, initialised at compile time from the host constexpr tables.
+
+template <size_t... I>
+__device__ const uint32_t kIq1sGridGpuDev[sizeof...(I)] = {tables::kIq1sGridGpu[I]...};
+template <size_t... I>
+__device__ __forceinline__ const uint32_t* Iq1sGridGpuDev(std::index_sequence<I...>) {
+  return kIq1sGridGpuDev<I...>;
+}
+template <size_t... I>
+__device__ const uint64_t kIq2xxsGridDev[sizeof...(I)] = {tables::kIq2xxsGrid[I]...};
+template <size_t... I>
+__device__ __forceinline__ const uint64_t* Iq2xxsGridDev(std::index_sequence<I...>) {
+  return kIq2xxsGridDev<I...>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small device helpers.
+
+// Weights are read once: keep them out of L1 so that the activations stay there.
+__device__ __forceinline__ uint4 LdStream16(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint2 LdStream8(const void* p) {
+  uint2 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];"
+               : "=r"(v.x), "=r"(v.y)
+               : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint32_t LdStream4(const void* p) {
+  uint32_t v;
+  asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint32_t LdStream2(const void* p) {
+  unsigned short v;
+  asm volatile("ld.global.nc.L1::no_allocate.u16 %0, [%1];" : "=h"(v) : "l"(p));
+  return v;
+}
+
+// D = A(16x32, row) * B(32x8, col) + D with A unsigned or signed bytes and B signed bytes.
+// Fragments (g = lane / 4, t = lane % 4): a0 = A[g][4t..4t+3], a1 = A[g+8][4t..],
+// a2 = A[g][16+4t..], a3 = A[g+8][16+4t..]; b0 = B[4t..4t+3][g], b1 = B[16+4t..][g];
+// d0,d1 = D[g][2t, 2t+1], d2,d3 = D[g+8][2t, 2t+1].
+__device__ __forceinline__ void MmaU8S8(int (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                        uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void MmaS8S8(int (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                        uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ float HalfLo(uint32_t v) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(v & 0xFFFF)));
+}
+__device__ __forceinline__ float HalfHi(uint32_t v) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(v >> 16)));
+}
+
+// Calls f(std::integral_constant<int, i>) for i = 0..N-1, so that i can index templates.
+template <class F, int... I>
+__device__ __forceinline__ void StaticForImpl(F&& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, class F>
+__device__ __forceinline__ void StaticFor(F&& f) {
+  StaticForImpl(f, std::make_integer_sequence<int, N>{});
+}
+
+// Bits [kPos, kPos + kLen) of a little-endian bit string held in 32-bit words (kLen <= 25).
+template <int kPos, int kLen, int kWords>
+__device__ __forceinline__ uint32_t Bits(const uint32_t (&w)[kWords]) {
+  constexpr int k = kPos / 32, sh = kPos % 32;
+  constexpr uint32_t mask = (1u << kLen) - 1;
+  if constexpr (sh + kLen <= 32) {
+    return (w[k] >> sh) & mask;
+  } else {
+    return __funnelshift_r(w[k], w[k + 1], sh) & mask;
+  }
+}
+
+// The correction term of a tile: K[r][tok] = sum_ib coef(r, ib) * qsum(tok, ib), from the
+// correction A operands (row g and g+8: bytes {c0(2t), c1(2t), c0(2t+1), c1(2t+1)}, the term for
+// sub-block ib being (c0 + c1) * qsum_ib) and the activation's qs bytes (lo, hi halves).
+__device__ __forceinline__ void CorrectionMma(int (&k)[4], uint32_t a_r0, uint32_t a_r1,
+                                              uint32_t b_lo, uint32_t b_hi) {
+  int lo[4] = {0, 0, 0, 0}, hi[4] = {0, 0, 0, 0};
+  MmaS8S8(lo, a_r0, a_r1, 0, 0, b_lo, 0);
+  MmaS8S8(hi, a_r0, a_r1, 0, 0, b_hi, 0);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) k[i] = lo[i] + 128 * hi[i];
+}
+
+// The activation side of one tile, as seen by lane (g, t).
+struct ActFrag {
+  uint32_t q[16];  // B operands of token slot g: q[2ib] = b0, q[2ib + 1] = b1 of sub-block ib
+  float d[2];      // scales of token slots 2t, 2t+1 (the lane's D columns)
+  int sum[2];      // sums of q over the 256 columns for slots 2t, 2t+1
+  uint32_t corr_lo, corr_hi;  // correction B operands of slot g
+};
+
+struct Lane {
+  int lane, g, t;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Per-type tile decoders. Each provides the lane's weight registers (W), how to load them from a
+// tile, and how to multiply a tile with an ActFrag, adding to acc[4] (the lane's D elements:
+// rows g, g, g+8, g+8 x token slots 2t, 2t+1, 2t, 2t+1).
+
+// IQ1_S tile (800 B): [0,512) lane*16, [512,640) lane*4, [640,704) lane*2: the lane's 176-bit
+// string of 16 grid indices (index n = 2*ib + rsel at bits 11n..11n+10, rsel 0: row g, 1: row
+// g+8; group t of each sub-block); [704,768) group*8: 16 nibbles s | sigma<<3 (nibble n as
+// above); [768,800) group*4: fp16 d of rows g (low half) and g+8.
+// Weight = d * (2s+1) * (grid + (sigma ? -1/8 : 1/8)). The grid comes from iq1s_grid_gpu
+// (nibbles grid+1), so A = (2s+1) * (grid+1) fits a u8 and the offset
+// (2s+1) * (delta - 1) = ((2s+1) * (-8 +- 1)) / 8 goes to the correction MMA.
+struct Iq1s {
+  static constexpr int kTileBytes = 800;
+  static constexpr int kTableBytes = 2048 * 4;
+  static constexpr bool kPrefetch = true;
+  static constexpr bool kNeedCorr = true;
+  struct W {
+    uint32_t s[6];
+    uint2 sc;
+    uint32_t d;
+  };
+  __device__ static void LoadTable(uint8_t* smem) {
+    const uint32_t* src = Iq1sGridGpuDev(std::make_index_sequence<2048>());
+    auto* dst = reinterpret_cast<uint32_t*>(smem);
+    for (int i = threadIdx.x; i < 2048; i += blockDim.x) dst[i] = src[i];
+  }
+  __device__ static void Load(W& w, const uint8_t* tile, const Lane& l) {
+    const uint4 a = LdStream16(tile + l.lane * 16);
+    w.s[0] = a.x;
+    w.s[1] = a.y;
+    w.s[2] = a.z;
+    w.s[3] = a.w;
+    w.s[4] = LdStream4(tile + 512 + l.lane * 4);
+    w.s[5] = LdStream2(tile + 640 + l.lane * 2);
+    w.sc = LdStream8(tile + 704 + l.g * 8);
+    w.d = LdStream4(tile + 768 + l.g * 4);
+  }
+  // Byte offset of the grid entry of index n in the shared table.
+  template <int n>
+  __device__ static uint32_t Offset(const W& w) {
+    constexpr int bit = 11 * n, k = bit / 32, sh = bit % 32;
+    if constexpr (sh < 2) {
+      return (w.s[k] << (2 - sh)) & 0x1FFC;
+    } else if constexpr (sh + 11 <= 32) {
+      return (w.s[k] >> (sh - 2)) & 0x1FFC;
+    } else {
+      return __funnelshift_r(w.s[k], w.s[k + 1], sh - 2) & 0x1FFC;
+    }
+  }
+  template <int n>
+  __device__ static uint32_t Scale(const W& w) {  // 2s + 1 of nibble n
+    constexpr int bit = 4 * (n % 8);
+    const uint32_t v = n < 8 ? w.sc.x : w.sc.y;
+    if constexpr (bit == 0) {
+      return ((v << 1) & 0xE) | 1;
+    } else {
+      return ((v >> (bit - 1)) & 0xE) | 1;
+    }
+  }
+  // Correction operand of one row: {-8m, +-m} for sub-blocks 2t and 2t+1.
+  __device__ static uint32_t CorrA(const W& w, int t, int rsel) {
+    const uint32_t v = (t < 2 ? w.sc.x : w.sc.y) >> (16 * (t & 1) + 4 * rsel);
+    uint32_t out = 0;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint32_t nib = (v >> (8 * h)) & 0xF;
+      const int m = 2 * static_cast<int>(nib & 7) + 1;
+      const int c0 = -8 * m;
+      const int c1 = (nib & 8) ? -m : m;
+      out |= ((static_cast<uint32_t>(c0) & 0xFF) | ((static_cast<uint32_t>(c1) & 0xFF) << 8))
+             << (16 * h);
+    }
+    return out;
+  }
+  __device__ static void Compute(const W& w, const ActFrag& a, const uint8_t* smem, const Lane& l,
+                                 float (&acc)[4]) {
+    int c[4] = {0, 0, 0, 0};
+    StaticFor<8>([&](auto ib_c) {
+      constexpr int ib = decltype(ib_c)::value;
+      const uint32_t e0 = *reinterpret_cast<const uint32_t*>(smem + Offset<2 * ib>(w));
+      const uint32_t e1 = *reinterpret_cast<const uint32_t*>(smem + Offset<2 * ib + 1>(w));
+      const uint32_t m0 = Scale<2 * ib>(w), m1 = Scale<2 * ib + 1>(w);
+      MmaU8S8(c, (e0 & 0x0F0F0F0F) * m0, (e1 & 0x0F0F0F0F) * m1, ((e0 >> 4) & 0x0F0F0F0F) * m0,
+              ((e1 >> 4) & 0x0F0F0F0F) * m1, a.q[2 * ib], a.q[2 * ib + 1]);
+    });
+    int k[4];
+    CorrectionMma(k, CorrA(w, l.t, 0), CorrA(w, l.t, 1), a.corr_lo, a.corr_hi);
+    const float d0 = HalfLo(w.d) * 0.125f, d1 = HalfHi(w.d) * 0.125f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      acc[i] += static_cast<float>(8 * c[i] + k[i]) * ((i < 2 ? d0 : d1) * a.d[i & 1]);
+    }
+  }
+};
+
+// TQ2_0 tile (1056 B): [0,1024) lane*32: for rows g, g+8 (rsel) and halves h: the 8 qs bytes
+// 32h + 8t .. 32h + 8t + 7 at rsel*16 + h*8; [1024,1056) group*4: fp16 d of rows g, g+8.
+// Element 128h + 32l + m = ((qs[32h + m] >> 2l) & 3) - 1, so sub-block ib = 4h + l.
+struct Tq2 {
+  static constexpr int kTileBytes = 1056;
+  static constexpr int kTableBytes = 0;
+  static constexpr bool kPrefetch = true;
+  static constexpr bool kNeedCorr = false;
+  struct W {
+    uint32_t q[8];
+    uint32_t d;
+  };
+  __device__ static void LoadTable(uint8_t*) {}
+  __device__ static void Load(W& w, const uint8_t* tile, const Lane& l) {
+    const uint4 a = LdStream16(tile + l.lane * 32);
+    const uint4 b = LdStream16(tile + l.lane * 32 + 16);
+    w.q[0] = a.x;
+    w.q[1] = a.y;
+    w.q[2] = a.z;
+    w.q[3] = a.w;
+    w.q[4] = b.x;
+    w.q[5] = b.y;
+    w.q[6] = b.z;
+    w.q[7] = b.w;
+    w.d = LdStream4(tile + 1024 + l.g * 4);
+  }
+  __device__ static void Compute(const W& w, const ActFrag& a, const uint8_t*, const Lane&,
+                                 float (&acc)[4]) {
+    int c[4] = {0, 0, 0, 0};
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+#pragma unroll
+      for (int s = 0; s < 4; ++s) {
+        const int ib = 4 * h + s;
+        MmaU8S8(c, (w.q[2 * h] >> (2 * s)) & 0x03030303, (w.q[4 + 2 * h] >> (2 * s)) & 0x03030303,
+                (w.q[2 * h + 1] >> (2 * s)) & 0x03030303, (w.q[5 + 2 * h] >> (2 * s)) & 0x03030303,
+                a.q[2 * ib], a.q[2 * ib + 1]);
+      }
+    }
+    const float d0 = HalfLo(w.d), d1 = HalfHi(w.d);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      acc[i] += static_cast<float>(c[i] - a.sum[i & 1]) * ((i < 2 ? d0 : d1) * a.d[i & 1]);
+    }
+  }
+};
+
+// TQ1_0 tile (864 B), trits re-encoded per lane: for each of rows g, g+8 the lane owns 64 trits
+// (its 8 columns of each sub-block), in 16 A registers rho = 2*ib + (j >= 4) of 4 bytes j % 4.
+// Base-3 bytes (5 trits, most significant first, byte = ceil(v * 256 / 243) as in TQ1_0):
+// word W0 byte k -> registers 0..4 (trit n -> rho = n), W1 -> 5..9, W2 -> 10..14, and one byte X
+// of 4 trits -> register 15 (trit n -> byte n).
+// [0,512) lane*16: R0.W0, R0.W1, R1.W0, R1.W1; [512,768) lane*8: R0.W2, R1.W2;
+// [768,832) lane*2: R0.X, R1.X; [832,864) group*4: fp16 d of rows g, g+8.
+struct Tq1 {
+  static constexpr int kTileBytes = 864;
+  static constexpr int kTableBytes = 0;
+  static constexpr bool kPrefetch = true;
+  static constexpr bool kNeedCorr = false;
+  struct W {
+    uint32_t w[6];  // R0.W0, R0.W1, R1.W0, R1.W1, R0.W2, R1.W2
+    uint32_t x;     // R0.X | R1.X << 8
+    uint32_t d;
+  };
+  __device__ static void LoadTable(uint8_t*) {}
+  __device__ static void Load(W& w, const uint8_t* tile, const Lane& l) {
+    const uint4 a = LdStream16(tile + l.lane * 16);
+    const uint2 b = LdStream8(tile + 512 + l.lane * 8);
+    w.w[0] = a.x;
+    w.w[1] = a.y;
+    w.w[2] = a.z;
+    w.w[3] = a.w;
+    w.w[4] = b.x;
+    w.w[5] = b.y;
+    w.x = LdStream2(tile + 768 + l.lane * 2);
+    w.d = LdStream4(tile + 832 + l.g * 4);
+  }
+  // Trit registers kBase..kBase+4 of a base-3 word: even/odd bytes in 16-bit lanes so that one
+  // multiply by 3 advances two bytes without carries; trit n of byte b is
+  // ((b * 3^n mod 256) * 3) >> 8, i.e. byte 1 of each lane after the multiply.
+  template <int kBase>
+  __device__ static void Trits5(uint32_t word, uint32_t (&r)[16]) {
+    uint32_t e = __byte_perm(word, 0, 0x4240), o = __byte_perm(word, 0, 0x4341);
+#pragma unroll
+    for (int n = 0; n < 5; ++n) {
+      const uint32_t ye = e * 3, yo = o * 3;
+      r[kBase + n] = __byte_perm(ye, yo, 0x7351);
+      e = ye & 0x00FF00FF;
+      o = yo & 0x00FF00FF;
+    }
+  }
+  // The 4 trits of one byte, trit n to byte n.
+  __device__ static uint32_t Trits4(uint32_t x) {
+    const uint32_t y01 = ((x * 0x00030001u) & 0x00FF00FF) * 3;  // x, 3x in 16-bit lanes
+    const uint32_t y23 = ((x * 0x001B0009u) & 0x00FF00FF) * 3;  // 9x, 27x
+    return __byte_perm(y01, y23, 0x7531);
+  }
+  __device__ static void Compute(const W& w, const ActFrag& a, const uint8_t*, const Lane&,
+                                 float (&acc)[4]) {
+    uint32_t r0[16], r1[16];
+    Trits5<0>(w.w[0], r0);
+    Trits5<5>(w.w[1], r0);
+    Trits5<10>(w.w[4], r0);
+    r0[15] = Trits4(w.x & 0xFF);
+    Trits5<0>(w.w[2], r1);
+    Trits5<5>(w.w[3], r1);
+    Trits5<10>(w.w[5], r1);
+    r1[15] = Trits4(w.x >> 8);
+    int c[4] = {0, 0, 0, 0};
+#pragma unroll
+    for (int ib = 0; ib < 8; ++ib) {
+      MmaU8S8(c, r0[2 * ib], r1[2 * ib], r0[2 * ib + 1], r1[2 * ib + 1], a.q[2 * ib],
+              a.q[2 * ib + 1]);
+    }
+    const float d0 = HalfLo(w.d), d1 = HalfHi(w.d);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      acc[i] += static_cast<float>(c[i] - a.sum[i & 1]) * ((i < 2 ? d0 : d1) * a.d[i & 1]);
+    }
+  }
+};
+
+// Q8_0 tile (4352 B): 8 planes of 512 B, plane ib at ib*512 + lane*16: row g's qs[8t..8t+7] of
+// block ib, then row g+8's; [4096,4352) group*32: fp16 d of block ib of rows g (word ib, low
+// half) and g+8 (high half).
+struct Q8 {
+  static constexpr int kTileBytes = 4352;
+  static constexpr int kTableBytes = 0;
+  static constexpr bool kPrefetch = false;
+  static constexpr bool kNeedCorr = false;
+  struct W {
+    uint4 p[8];
+    uint4 d[2];
+  };
+  __device__ static void LoadTable(uint8_t*) {}
+  __device__ static void Load(W& w, const uint8_t* tile, const Lane& l) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) w.p[i] = LdStream16(tile + i * 512 + l.lane * 16);
+    w.d[0] = LdStream16(tile + 4096 + l.g * 32);
+    w.d[1] = LdStream16(tile + 4096 + l.g * 32 + 16);
+  }
+  __device__ static void Compute(const W& w, const ActFrag& a, const uint8_t*, const Lane&,
+                                 float (&acc)[4]) {
+    // int32 -> float through the exponent bias: |dot| <= 32*127*127 < 2^22.
+    constexpr int kBias = 0x4B400000;
+    constexpr float kBiasF = 12582912.0f;
+    float tile[4] = {0, 0, 0, 0};
+#pragma unroll
+    for (int ib = 0; ib < 8; ++ib) {
+      int c[4] = {kBias, kBias, kBias, kBias};
+      MmaS8S8(c, w.p[ib].x, w.p[ib].z, w.p[ib].y, w.p[ib].w, a.q[2 * ib], a.q[2 * ib + 1]);
+      const uint32_t dw = (&w.d[ib / 4].x)[ib % 4];
+      const float d0 = HalfLo(dw), d1 = HalfHi(dw);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) tile[i] += (__int_as_float(c[i]) - kBiasF) * (i < 2 ? d0 : d1);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[i] += tile[i] * a.d[i & 1];
+  }
+};
+
+// Q4_K tile (2304 B): 4 planes of 512 B, plane c at c*512 + lane*16: qs[32c + 8t .. +7] of row g,
+// then of row g+8 (low nibbles: sub-block 2c, high: 2c+1); [2048,2304) group*32: the first 16
+// bytes of the GGUF block (d, dmin, 12 packed scale bytes) of row g, then of row g+8.
+struct Q4k {
+  static constexpr int kTileBytes = 2304;
+  static constexpr int kTableBytes = 0;
+  static constexpr bool kPrefetch = false;
+  static constexpr bool kNeedCorr = true;
+  struct W {
+    uint4 p[4];
+    uint4 s[2];
+  };
+  __device__ static void LoadTable(uint8_t*) {}
+  __device__ static void Load(W& w, const uint8_t* tile, const Lane& l) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w.p[i] = LdStream16(tile + i * 512 + l.lane * 16);
+    w.s[0] = LdStream16(tile + 2048 + l.g * 32);
+    w.s[1] = LdStream16(tile + 2048 + l.g * 32 + 16);
+  }
+  __device__ static void Compute(const W& w, const ActFrag& a, const uint8_t*, const Lane& l,
+                                 float (&acc)[4]) {
+    // 6-bit scales and mins as bytes: sc[0..3], sc[4..7], m[0..3], m[4..7] per row.
+    uint32_t sc[2][2], mn[2][2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const uint4 s = w.s[r];
+      sc[r][0] = s.y & 0x3F3F3F3F;
+      sc[r][1] = (s.w & 0x0F0F0F0F) | ((s.y >> 2) & 0x30303030);
+      mn[r][0] = s.z & 0x3F3F3F3F;
+      mn[r][1] = ((s.w >> 4) & 0x0F0F0F0F) | ((s.z >> 2) & 0x30303030);
+    }
+    int acc_i[4] = {0, 0, 0, 0};
+#pragma unroll
+    for (int ib = 0; ib < 8; ++ib) {
+      const uint4 p = w.p[ib / 2];
+      const int sh = 4 * (ib % 2);
+      int c[4] = {0, 0, 0, 0};
+      MmaU8S8(c, (p.x >> sh) & 0x0F0F0F0F, (p.z >> sh) & 0x0F0F0F0F, (p.y >> sh) & 0x0F0F0F0F,
+              (p.w >> sh) & 0x0F0F0F0F, a.q[2 * ib], a.q[2 * ib + 1]);
+      const int s0 = (sc[0][ib / 4] >> (8 * (ib % 4))) & 0xFF;
+      const int s1 = (sc[1][ib / 4] >> (8 * (ib % 4))) & 0xFF;
+      acc_i[0] += s0 * c[0];
+      acc_i[1] += s0 * c[1];
+      acc_i[2] += s1 * c[2];
+      acc_i[3] += s1 * c[3];
+    }
+    // Mins: correction operand {m(2t), 0, m(2t+1), 0} per row.
+    const uint32_t sel = (2 * (l.t & 1)) | (4 << 4) | ((2 * (l.t & 1) + 1) << 8) | (4 << 12);
+    const uint32_t ca0 = __byte_perm(mn[0][l.t >> 1], 0, sel);
+    const uint32_t ca1 = __byte_perm(mn[1][l.t >> 1], 0, sel);
+    int k[4];
+    CorrectionMma(k, ca0, ca1, a.corr_lo, a.corr_hi);
+    const float d[2] = {HalfLo(w.s[0].x), HalfLo(w.s[1].x)};
+    const float dmin[2] = {HalfHi(w.s[0].x), HalfHi(w.s[1].x)};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      acc[i] += a.d[i & 1] *
+                (d[i / 2] * static_cast<float>(acc_i[i]) - dmin[i / 2] * static_cast<float>(k[i]));
+    }
+  }
+};
+
+// Q6_K tile (3360 B): 6 planes of 512 B, plane 3h + k' at (3h + k')*512 + lane*16, each row g's
+// 8 bytes then row g+8's: k' = 0: ql[64h + 8t ..], k' = 1: ql[64h + 32 + 8t ..],
+// k' = 2: qh[32h + 8t ..]; [3072,3328) group*32: the 16 int8 scales of row g, then of row g+8;
+// [3328,3360) group*4: fp16 d of rows g, g+8.
+// Each lane's 8 columns of a sub-block lie in one 16-column scale group (t / 2), so a sub-block
+// takes two MMAs, each with half of the lanes' A operands zeroed.
+struct Q6k {
+  static constexpr int kTileBytes = 3360;
+  static constexpr int kTableBytes = 0;
+  static constexpr bool kPrefetch = false;
+  static constexpr bool kNeedCorr = false;
+  struct W {
+    uint4 p[6];
+    uint4 s[2];
+    uint32_t d;
+  };
+  __device__ static void LoadTable(uint8_t*) {}
+  __device__ static void Load(W& w, const uint8_t* tile, const Lane& l) {
+#pragma unroll
+    for (int i = 0; i < 6; ++i) w.p[i] = LdStream16(tile + i * 512 + l.lane * 16);
+    w.s[0] = LdStream16(tile + 3072 + l.g * 32);
+    w.s[1] = LdStream16(tile + 3072 + l.g * 32 + 16);
+    w.d = LdStream4(tile + 3328 + l.g * 4);
+  }
+  // Signed q - 32 of four 6-bit values: (q + 96) ^ 0x80 never carries between bytes.
+  __device__ static uint32_t Q6(uint32_t lo_word, int lo_shift, uint32_t hi_word, int hi_shift) {
+    const uint32_t q =
+        ((lo_word >> lo_shift) & 0x0F0F0F0F) | (((hi_word >> hi_shift) & 0x03030303) << 4);
+    return (q + 0x60606060) ^ 0x80808080;
+  }
+  __device__ static int Scale(const uint4& s, int idx) {
+    const uint32_t word = (&s.x)[idx / 4];
+    return static_cast<int8_t>(static_cast<uint8_t>(word >> (8 * (idx % 4))));
+  }
+  __device__ static void Compute(const W& w, const ActFrag& a, const uint8_t*, const Lane& l,
+                                 float (&acc)[4]) {
+    const uint32_t keep = l.t < 2 ? 0xFFFFFFFFu : 0u;  // lanes of scale group 0
+    int acc_i[4] = {0, 0, 0, 0};
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int ib = 4 * h + k;
+        const uint4 lo = w.p[3 * h + (k & 1)];
+        const uint4 hi = w.p[3 * h + 2];
+        const int ls = 4 * (k >> 1), hs = 2 * k;
+        const uint32_t a0 = Q6(lo.x, ls, hi.x, hs), a2 = Q6(lo.y, ls, hi.y, hs);
+        const uint32_t a1 = Q6(lo.z, ls, hi.z, hs), a3 = Q6(lo.w, ls, hi.w, hs);
+        int c0[4] = {0, 0, 0, 0}, c1[4] = {0, 0, 0, 0};
+        MmaS8S8(c0, a0 & keep, a1 & keep, a2 & keep, a3 & keep, a.q[2 * ib], a.q[2 * ib + 1]);
+        MmaS8S8(c1, a0 & ~keep, a1 & ~keep, a2 & ~keep, a3 & ~keep, a.q[2 * ib], a.q[2 * ib + 1]);
+        const int idx = 8 * h + 2 * k;
+        const int s00 = Scale(w.s[0], idx), s01 = Scale(w.s[0], idx + 1);
+        const int s10 = Scale(w.s[1], idx), s11 = Scale(w.s[1], idx + 1);
+        acc_i[0] += s00 * c0[0] + s01 * c1[0];
+        acc_i[1] += s00 * c0[1] + s01 * c1[1];
+        acc_i[2] += s10 * c0[2] + s11 * c1[2];
+        acc_i[3] += s10 * c0[3] + s11 * c1[3];
+      }
+    }
+    const float d0 = HalfLo(w.d), d1 = HalfHi(w.d);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      acc[i] += static_cast<float>(acc_i[i]) * ((i < 2 ? d0 : d1) * a.d[i & 1]);
+    }
+  }
+};
+
+// IQ2_XXS tile (1056 B): [0,512) lane*16: grid index byte n = 2*ib + rsel of the lane's group t;
+// [512,768) lane*8, [768,896) lane*4, [896,960) lane*2: the lane's 112-bit string of 7-bit sign
+// indices (n at bits 7n..7n+6); [960,1024) group*8: 16 nibbles ls (nibble n); [1024,1056)
+// group*4: fp16 d of rows g, g+8. Weight = d * (2ls+1)/8 * grid * sign.
+struct Iq2xxs {
+  static constexpr int kTileBytes = 1056;
+  static constexpr int kTableBytes = 256 * 8;
+  static constexpr bool kPrefetch = true;
+  static constexpr bool kNeedCorr = false;
+  struct W {
+    uint32_t gi[4];
+    uint32_t sg[4];  // 112-bit sign string (last word 16 bits)
+    uint2 ls;
+    uint32_t d;
+  };
+  __device__ static void LoadTable(uint8_t* smem) {
+    const uint64_t* src = Iq2xxsGridDev(std::make_index_sequence<256>());
+    auto* dst = reinterpret_cast<uint64_t*>(smem);
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) dst[i] = src[i];
+  }
+  __device__ static void Load(W& w, const uint8_t* tile, const Lane& l) {
+    const uint4 a = LdStream16(tile + l.lane * 16);
+    w.gi[0] = a.x;
+    w.gi[1] = a.y;
+    w.gi[2] = a.z;
+    w.gi[3] = a.w;
+    const uint2 b = LdStream8(tile + 512 + l.lane * 8);
+    w.sg[0] = b.x;
+    w.sg[1] = b.y;
+    w.sg[2] = LdStream4(tile + 768 + l.lane * 4);
+    w.sg[3] = LdStream2(tile + 896 + l.lane * 2);
+    w.ls = LdStream8(tile + 960 + l.g * 8);
+    w.d = LdStream4(tile + 1024 + l.g * 4);
+  }
+  // Signed grid bytes: grid value times (-1 where the sign bit is set), 4 elements.
+  __device__ static uint32_t Signed(uint32_t grid, uint32_t bits4) {
+    const uint32_t m = ((bits4 * 0x00204081u) & 0x01010101u) * 0xFFu;
+    return (grid ^ m) + (m & 0x01010101u);
+  }
+  template <int n>
+  __device__ static void Operands(const W& w, const uint8_t* smem, uint32_t& lo, uint32_t& hi) {
+    const uint32_t gi = (w.gi[n / 4] >> (8 * (n % 4))) & 0xFF;
+    const uint2 grid = *reinterpret_cast<const uint2*>(smem + gi * 8);
+    const uint32_t s7 = Bits<7 * n, 7>(w.sg);
+    const uint32_t s8 = s7 | ((__popc(s7) & 1) << 7);  // the 8th sign makes the parity even
+    lo = Signed(grid.x, s8 & 0xF);
+    hi = Signed(grid.y, s8 >> 4);
+  }
+  template <int n>
+  __device__ static int Scale(const W& w) {
+    const uint32_t v = n < 8 ? w.ls.x : w.ls.y;
+    return 2 * static_cast<int>((v >> (4 * (n % 8))) & 0xF) + 1;
+  }
+  __device__ static void Compute(const W& w, const ActFrag& a, const uint8_t* smem, const Lane&,
+                                 float (&acc)[4]) {
+    int acc_i[4] = {0, 0, 0, 0};
+    StaticFor<8>([&](auto ib_c) {
+      constexpr int ib = decltype(ib_c)::value;
+      uint32_t a0, a1, a2, a3;
+      Operands<2 * ib>(w, smem, a0, a2);
+      Operands<2 * ib + 1>(w, smem, a1, a3);
+      int c[4] = {0, 0, 0, 0};
+      MmaS8S8(c, a0, a1, a2, a3, a.q[2 * ib], a.q[2 * ib + 1]);
+      const int m0 = Scale<2 * ib>(w), m1 = Scale<2 * ib + 1>(w);
+      acc_i[0] += m0 * c[0];
+      acc_i[1] += m0 * c[1];
+      acc_i[2] += m1 * c[2];
+      acc_i[3] += m1 * c[3];
+    });
+    const float d0 = HalfLo(w.d) * 0.125f, d1 = HalfHi(w.d) * 0.125f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      acc[i] += static_cast<float>(acc_i[i]) * ((i < 2 ? d0 : d1) * a.d[i & 1]);
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// The GEMV kernel.
+
+struct KernelParams {
+  const uint8_t* w;
+  int64_t expert_stride;
+  int rows, nkb, n_rg;
+  int n_experts, max_chunks, n_tokens;
+  const int32_t* offsets;
+  const int32_t* x_rows;
+  const uint8_t* act;
+  float* y;
+  int64_t y_stride;
+};
+
+template <bool kNeedCorr>
+__device__ __forceinline__ void LoadAct(ActFrag& a, const KernelParams& p, int kb, int xb, int xc0,
+                                        int xc1, const Lane& l) {
+  if (xb >= 0) {
+    const uint8_t* rec = p.act + (static_cast<int64_t>(xb) * p.nkb + kb) * kActRecordBytes;
+    const uint4* q = reinterpret_cast<const uint4*>(rec + l.t * 64);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint4 v = __ldg(q + i);
+      a.q[4 * i] = v.x;
+      a.q[4 * i + 1] = v.y;
+      a.q[4 * i + 2] = v.z;
+      a.q[4 * i + 3] = v.w;
+    }
+    if constexpr (kNeedCorr) {
+      const uint2 c = __ldg(reinterpret_cast<const uint2*>(rec + kActQsOffset + l.t * 8));
+      a.corr_lo = c.x;
+      a.corr_hi = c.y;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < 16; ++i) a.q[i] = 0;
+    a.corr_lo = a.corr_hi = 0;
+  }
+  const int xc[2] = {xc0, xc1};
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    if (xc[i] >= 0) {
+      const uint2 m = __ldg(reinterpret_cast<const uint2*>(
+          p.act + (static_cast<int64_t>(xc[i]) * p.nkb + kb) * kActRecordBytes + kActMetaOffset));
+      a.d[i] = __uint_as_float(m.x);
+      a.sum[i] = static_cast<int>(m.y);
+    } else {
+      a.d[i] = 0.0f;
+      a.sum[i] = 0;
+    }
+  }
+}
+
+template <class T, int kWarps>
+__global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
+    GemvKernel(const KernelParams p) {
+  __shared__ __align__(16) uint8_t table[T::kTableBytes > 0 ? T::kTableBytes : 16];
+  __shared__ float red[kWarps > 1 ? kWarps - 1 : 1][32][4];
+  T::LoadTable(table);
+  __syncthreads();
+
+  Lane l;
+  l.lane = threadIdx.x & 31;
+  l.g = l.lane >> 2;
+  l.t = l.lane & 3;
+  const int warp = threadIdx.x >> 5;
+  const int n_items = p.n_experts * p.max_chunks * p.n_rg;
+
+  for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
+    const int rg = item % p.n_rg;
+    const int rest = item / p.n_rg;
+    const int tc = rest % p.max_chunks;
+    const int e = rest / p.max_chunks;
+    int begin = 0, end = p.n_tokens;
+    if (p.offsets != nullptr) {
+      begin = __ldg(p.offsets + e);
+      end = __ldg(p.offsets + e + 1);
+    }
+    const int start = begin + 8 * tc;
+    const int nv = min(8, end - start);
+    if (nv <= 0) continue;  // uniform across the CTA
+    auto xrow = [&](int slot) {
+      if (slot >= nv) return -1;
+      return p.x_rows != nullptr ? __ldg(p.x_rows + start + slot) : start + slot;
+    };
+    const int xb = xrow(l.g), xc0 = xrow(2 * l.t), xc1 = xrow(2 * l.t + 1);
+    const uint8_t* wbase =
+        p.w + e * p.expert_stride + static_cast<int64_t>(rg) * p.nkb * T::kTileBytes;
+
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if constexpr (T::kPrefetch) {
+      // Two tiles in flight per warp: load the next while multiplying the current.
+      int kb = warp;
+      if (kb < p.nkb) {
+        typename T::W w0, w1;
+        ActFrag a0, a1;
+        T::Load(w0, wbase + kb * T::kTileBytes, l);
+        LoadAct<T::kNeedCorr>(a0, p, kb, xb, xc0, xc1, l);
+        while (true) {
+          int kn = kb + kWarps;
+          if (kn < p.nkb) {
+            T::Load(w1, wbase + kn * T::kTileBytes, l);
+            LoadAct<T::kNeedCorr>(a1, p, kn, xb, xc0, xc1, l);
+          }
+          T::Compute(w0, a0, table, l, acc);
+          if (kn >= p.nkb) break;
+          kb = kn;
+          kn = kb + kWarps;
+          if (kn < p.nkb) {
+            T::Load(w0, wbase + kn * T::kTileBytes, l);
+            LoadAct<T::kNeedCorr>(a0, p, kn, xb, xc0, xc1, l);
+          }
+          T::Compute(w1, a1, table, l, acc);
+          if (kn >= p.nkb) break;
+          kb = kn;
+        }
+      }
+    } else {
+      for (int kb = warp; kb < p.nkb; kb += kWarps) {
+        typename T::W w;
+        ActFrag a;
+        T::Load(w, wbase + kb * T::kTileBytes, l);
+        LoadAct<T::kNeedCorr>(a, p, kb, xb, xc0, xc1, l);
+        T::Compute(w, a, table, l, acc);
+      }
+    }
+
+    // Split-K reduction over the CTA's warps, then warp 0 writes its D elements.
+    if (warp > 0) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) red[warp - 1][l.lane][i] = acc[i];
+    }
+    __syncthreads();
+    if (warp == 0) {
+#pragma unroll
+      for (int w = 0; w < kWarps - 1; ++w) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[i] += red[w][l.lane][i];
+      }
+      const int row0 = rg * 16 + l.g;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int row = row0 + 8 * (i >> 1);
+        const int slot = 2 * l.t + (i & 1);
+        if (slot < nv && row < p.rows) p.y[(start + slot) * p.y_stride + row] = acc[i];
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation quantization: one warp per (row, 256-column block); lane L takes columns 8L..8L+7,
+// i.e. sub-block ib = L / 4 and thread-in-group t = L % 4 of the fragment layout.
+__global__ void QuantizeActKernel(const float* __restrict__ x, int64_t n_rows, int cols,
+                                  uint8_t* __restrict__ act) {
+  const int64_t warp_id = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  const int nkb = cols / 256;
+  if (warp_id >= n_rows * nkb) return;
+  const int64_t row = warp_id / nkb;
+  const int kb = static_cast<int>(warp_id % nkb);
+  const float4* src = reinterpret_cast<const float4*>(x + row * cols + kb * 256 + lane * 8);
+  const float4 v0 = src[0], v1 = src[1];
+  const float v[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+  float amax = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(v[j]));
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFF, amax, o));
+  const float d = amax / 127.0f;
+  const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+  int sum = 0;
+  uint32_t packed[2] = {0, 0};
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int q = __float2int_rn(v[j] * id);
+    sum += q;
+    packed[j / 4] |= (static_cast<uint32_t>(q) & 0xFF) << (8 * (j % 4));
+  }
+  const int ib = lane >> 2, t = lane & 3;
+  uint8_t* rec = act + warp_id * kActRecordBytes;  // warp_id = row * nkb + kb
+  *reinterpret_cast<uint2*>(rec + t * 64 + ib * 8) = make_uint2(packed[0], packed[1]);
+  int sub = sum + __shfl_xor_sync(0xFFFFFFFF, sum, 1);
+  sub += __shfl_xor_sync(0xFFFFFFFF, sub, 2);
+  int total = sub;
+#pragma unroll
+  for (int o = 4; o < 32; o <<= 1) total += __shfl_xor_sync(0xFFFFFFFF, total, o);
+  if (t == 0) {
+    const uint32_t lo = static_cast<uint32_t>(sub & 127);
+    const uint32_t hi = static_cast<uint32_t>(sub >> 7) & 0xFF;
+    uint8_t* qs = rec + kActQsOffset + (ib / 2) * 8 + (ib % 2) * 2;
+    *reinterpret_cast<uint16_t*>(qs) = static_cast<uint16_t>(lo | (lo << 8));
+    *reinterpret_cast<uint16_t*>(qs + 4) = static_cast<uint16_t>(hi | (hi << 8));
+  }
+  if (lane == 0) {
+    *reinterpret_cast<uint2*>(rec + kActMetaOffset) =
+        make_uint2(__float_as_uint(d), static_cast<uint32_t>(total));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launch.
+
+struct DeviceLimits {
+  int sms = 0;
+};
+
+DeviceLimits GetLimits() {
+  // One entry per device index; the multiprocessor count never changes for a device.
+  static int cached[64] = {0};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return {132};
+  if (dev < 0 || dev >= 64) return {132};
+  if (cached[dev] == 0) {
+    int sms = 0;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) sms = 132;
+    cached[dev] = sms;
+  }
+  return {cached[dev]};
+}
+
+template <class T, int kWarps>
+cudaError_t LaunchTyped(const KernelParams& kp, int n_items, cudaStream_t stream) {
+  const DeviceLimits lim = GetLimits();
+  // Resident CTAs per SM, per device (queried once: it depends only on the kernel and the chip).
+  static int cached_per_sm[64] = {0};
+  int dev = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err != cudaSuccess) return err;
+  int per_sm = dev >= 0 && dev < 64 ? cached_per_sm[dev] : 0;
+  if (per_sm == 0) {
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, GemvKernel<T, kWarps>, kWarps * 32,
+                                                        0);
+    if (err != cudaSuccess) return err;
+    per_sm = std::max(1, per_sm);
+    if (dev >= 0 && dev < 64) cached_per_sm[dev] = per_sm;
+  }
+  const int grid = std::max(1, std::min(n_items, per_sm * lim.sms));
+  GemvKernel<T, kWarps><<<grid, kWarps * 32, 0, stream>>>(kp);
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t LaunchForType(const KernelParams& kp, cudaStream_t stream) {
+  const int n_items = kp.n_experts * kp.max_chunks * kp.n_rg;
+  // More warps per item (split-K) when there are few items, so that enough warps stream.
+  const int target_warps = 24 * GetLimits().sms;
+  if (n_items * 4 >= target_warps || kp.nkb <= 4) return LaunchTyped<T, 4>(kp, n_items, stream);
+  if (n_items * 8 >= target_warps || kp.nkb <= 8) return LaunchTyped<T, 8>(kp, n_items, stream);
+  return LaunchTyped<T, 16>(kp, n_items, stream);
+}
+
+}  // namespace
+
+cudaError_t LaunchQuantizeActivations(const float* x, int64_t n_rows, int cols, uint8_t* act,
+                                      cudaStream_t stream) {
+  if (n_rows <= 0) return cudaSuccess;
+  const int64_t warps = n_rows * (cols / 256);
+  const int threads = 256;
+  const int64_t blocks = (warps * 32 + threads - 1) / threads;
+  QuantizeActKernel<<<static_cast<unsigned>(blocks), threads, 0, stream>>>(x, n_rows, cols, act);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchGemv(const GemvLaunch& g, cudaStream_t stream) {
+  KernelParams kp;
+  kp.w = static_cast<const uint8_t*>(g.w);
+  kp.expert_stride = g.expert_stride;
+  kp.rows = g.rows;
+  kp.nkb = g.cols / kTileCols;
+  kp.n_rg = (g.rows + kTileRows - 1) / kTileRows;
+  kp.n_experts = g.offsets != nullptr ? g.n_experts : 1;
+  const int max_tokens = g.offsets != nullptr ? g.max_tokens_per_expert : g.n_tokens;
+  kp.max_chunks = (max_tokens + 7) / 8;
+  kp.n_tokens = g.n_tokens;
+  kp.offsets = g.offsets;
+  kp.x_rows = g.x_rows;
+  kp.act = g.act;
+  kp.y = g.y;
+  kp.y_stride = g.y_stride;
+  if (kp.max_chunks <= 0 || kp.n_rg <= 0 || kp.nkb <= 0) return cudaSuccess;
+  switch (g.type_id) {
+    case kTypeIQ1_S:
+      return LaunchForType<Iq1s>(kp, stream);
+    case kTypeTQ1_0:
+      return LaunchForType<Tq1>(kp, stream);
+    case kTypeTQ2_0:
+      return LaunchForType<Tq2>(kp, stream);
+    case kTypeIQ2_XXS:
+      return LaunchForType<Iq2xxs>(kp, stream);
+    case kTypeQ4_K:
+      return LaunchForType<Q4k>(kp, stream);
+    case kTypeQ6_K:
+      return LaunchForType<Q6k>(kp, stream);
+    case kTypeQ8_0:
+      return LaunchForType<Q8>(kp, stream);
+    default:
+      return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace tritmoe::gpu_internal
