@@ -49,7 +49,17 @@ __attribute__((target("avx2"))) uint64_t SumAvx2(const uint8_t* p, int64_t n) {
 uint8_t* Buffer() {
   static uint8_t* const buf = [] {
     auto* p = static_cast<uint8_t*>(std::aligned_alloc(4096, kBufferBytes));
-    std::memset(p, 1, kBufferBytes);  // touch every page
+    // Distinct pseudo-random contents on every page, so that no page can be shared or
+    // deduplicated by the OS or hypervisor (identical pages could be served from one frame).
+    uint64_t state = 0x9E3779B97F4A7C15ULL;
+    for (int64_t i = 0; i < kBufferBytes; i += 8) {
+      state += 0x9E3779B97F4A7C15ULL;
+      uint64_t z = state;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+      z ^= z >> 31;
+      std::memcpy(p + i, &z, 8);
+    }
     return p;
   }();
   return buf;

@@ -25,8 +25,10 @@ constexpr int64_t kAlign = 64;
 // Tokens whose packed activations are kept hot (in L2) while a thread sweeps its rows; a weight
 // row is re-read from memory once per such block.
 constexpr int64_t kActBlockBytes = 256 << 10;
-// Packed activation bytes of one token tile that one column pass may touch (half of a 48 KiB L1).
-constexpr int64_t kL1ActBytes = 24 << 10;
+// Packed activation bytes of one token tile that one column pass may touch (2/3 of a 48 KiB L1),
+// but never passes so short that the weight rows are read in small pieces.
+constexpr int64_t kL1ActBytes = 32 << 10;
+constexpr int64_t kMinChunkCols = 2048;
 
 int64_t RoundUp(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
 
@@ -89,9 +91,9 @@ void MatMulPacked(const WeightView& w, const PackedActivations& x, float* y, Thr
   // its rows (a whole 7168-column row of 8 tokens would not). A multiple of both block sizes.
   const int64_t tile = std::min<int64_t>(n_tokens, kMaxTokenTile);
   const int64_t unit = std::max<int64_t>(traits.block_elems, k.act_block_elems);
-  int64_t chunk =
-      as_float ? cols : kL1ActBytes / (tile * k.act_block_bytes) * k.act_block_elems / unit * unit;
-  chunk = std::clamp<int64_t>(chunk, unit, cols);
+  const int64_t fit = kL1ActBytes / (tile * k.act_block_bytes) * k.act_block_elems;
+  const int64_t chunk =
+      as_float ? cols : std::min(cols, std::max(kMinChunkCols, fit) / unit * unit);
 
   pool.ParallelFor(rows, 16, [&](int64_t r0, int64_t r1, int) {
     std::vector<float> decoded(as_float ? cols : 0);
