@@ -278,20 +278,16 @@ struct Tq1Dot {
 
 // ---- IQ1_S, IQ1_M, IQ2_XXS: grid lookups -----------------------------------------------------
 
-// Eight 8-byte grid entries as one vector. Scalar loads beat vpgatherdq/dd here, and indices
-// computed in general registers beat indices computed in a vector and extracted (docs/PERF.md).
+// Eight 8-byte grid entries as one vector: one merge-masked broadcast load per entry (cheaper
+// than vmovq/vpinsrq/vinserti assembly, and than vpgatherqq, on the CPUs measured; docs/PERF.md).
 template <typename Index>
 inline __m512i Lookup8(const uint64_t* grid, const Index* idx) {
-  const __m128i a =
-      _mm_set_epi64x(static_cast<long long>(grid[idx[1]]), static_cast<long long>(grid[idx[0]]));
-  const __m128i b =
-      _mm_set_epi64x(static_cast<long long>(grid[idx[3]]), static_cast<long long>(grid[idx[2]]));
-  const __m128i c =
-      _mm_set_epi64x(static_cast<long long>(grid[idx[5]]), static_cast<long long>(grid[idx[4]]));
-  const __m128i d =
-      _mm_set_epi64x(static_cast<long long>(grid[idx[7]]), static_cast<long long>(grid[idx[6]]));
-  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(b, a)), _mm256_set_m128i(d, c),
-                            1);
+  __m512i v = _mm512_set1_epi64(static_cast<long long>(grid[idx[0]]));
+  for (int l = 1; l < 8; ++l) {
+    v = _mm512_mask_set1_epi64(v, static_cast<__mmask8>(1u << l),
+                               static_cast<long long>(grid[idx[l]]));
+  }
+  return v;
 }
 
 // The 11-bit grid indices of IQ1_S sub-blocks 2c and 2c + 1 (formats.md §2.9): pdep spreads the
