@@ -10,15 +10,23 @@
 //   (IQ1_S) or applied to the int32 result per sub-block; offsets (IQ1_S's +1/8 shift and grid
 //   bias, Q4_K's mins) are rank-8 terms computed by two extra MMAs per tile against the
 //   per-sub-block activation sums.
-// * A CTA of W warps works on one (expert, 8-token chunk, 16-row group) item, splitting the
-//   column blocks between its warps and reducing through shared memory; CTAs loop over items
-//   (grid = resident CTAs) so that lookup tables are loaded into shared memory once per CTA.
-// * Weights are streamed with L1::no_allocate loads; activations stay cached.
+// * Two kernels share the per-type decoders. Split-K (GemvKernel): a CTA of W warps works on
+//   one (expert, 8-token chunk, 16-row group) item, its warps taking different column blocks
+//   (register double-buffering) and reducing through shared memory; best when there are few
+//   items (dense decode GEMVs) and for the 4.5+ bpw types. Pipelined (GemvPipelinedKernel): a
+//   CTA owns W row groups (one per warp) and walks all column blocks, with weight tiles and
+//   activation records streamed into shared-memory stages by cp.async and the activations
+//   shared by the warps; used for low-bit types when there are many items (grouped experts).
+//   Both loop over items (grid = resident CTAs), so lookup tables reach shared memory once per
+//   CTA.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <utility>
 
 #include "experts/cuda/quant_gemv_launch.h"
@@ -46,30 +54,29 @@ __device__ __forceinline__ const uint64_t* Iq2xxsGridDev(std::index_sequence<I..
 // ---------------------------------------------------------------------------------------------
 // Small device helpers.
 
-// Weights are read once: keep them out of L1 so that the activations stay there.
-__device__ __forceinline__ uint4 LdStream16(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
+// Where a tile's bytes are read from: global memory (the register-prefetch kernel) or a
+// shared-memory stage filled by cp.async (the pipelined kernel).
+struct GlobalLd {
+  __device__ static uint4 L16(const void* p) { return __ldg(static_cast<const uint4*>(p)); }
+  __device__ static uint2 L8(const void* p) { return __ldg(static_cast<const uint2*>(p)); }
+  __device__ static uint32_t L4(const void* p) { return __ldg(static_cast<const uint32_t*>(p)); }
+  __device__ static uint32_t L2(const void* p) { return __ldg(static_cast<const uint16_t*>(p)); }
+};
+struct SharedLd {
+  __device__ static uint4 L16(const void* p) { return *static_cast<const uint4*>(p); }
+  __device__ static uint2 L8(const void* p) { return *static_cast<const uint2*>(p); }
+  __device__ static uint32_t L4(const void* p) { return *static_cast<const uint32_t*>(p); }
+  __device__ static uint32_t L2(const void* p) { return *static_cast<const uint16_t*>(p); }
+};
+
+__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem));
 }
-__device__ __forceinline__ uint2 LdStream8(const void* p) {
-  uint2 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];"
-               : "=r"(v.x), "=r"(v.y)
-               : "l"(p));
-  return v;
-}
-__device__ __forceinline__ uint32_t LdStream4(const void* p) {
-  uint32_t v;
-  asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
-  return v;
-}
-__device__ __forceinline__ uint32_t LdStream2(const void* p) {
-  unsigned short v;
-  asm volatile("ld.global.nc.L1::no_allocate.u16 %0, [%1];" : "=h"(v) : "l"(p));
-  return v;
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;"); }
+template <int kPending>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending));
 }
 
 // D = A(16x32, row) * B(32x8, col) + D with A unsigned or signed bytes and B signed bytes.
@@ -173,16 +180,17 @@ struct Iq1s {
     auto* dst = reinterpret_cast<uint32_t*>(smem);
     for (int i = threadIdx.x; i < 2048; i += blockDim.x) dst[i] = src[i];
   }
+  template <class Ld>
   __device__ static void Load(W& w, const uint8_t* tile, const Lane& l) {
-    const uint4 a = LdStream16(tile + l.lane * 16);
+    const uint4 a = Ld::L16(tile + l.lane * 16);
     w.s[0] = a.x;
     w.s[1] = a.y;
     w.s[2] = a.z;
     w.s[3] = a.w;
-    w.s[4] = LdStream4(tile + 512 + l.lane * 4);
-    w.s[5] = LdStream2(tile + 640 + l.lane * 2);
-    w.sc = LdStream8(tile + 704 + l.g * 8);
-    w.d = LdStream4(tile + 768 + l.g * 4);
+    w.s[4] = Ld::L4(tile + 512 + l.lane * 4);
+    w.s[5] = Ld::L2(tile + 640 + l.lane * 2);
+    w.sc = Ld::L8(tile + 704 + l.g * 8);
+    w.d = Ld::L4(tile + 768 + l.g * 4);
   }
   // Byte offset of the grid entry of index n in the shared table.
   template <int n>
@@ -196,15 +204,10 @@ struct Iq1s {
       return __funnelshift_r(w.s[k], w.s[k + 1], sh - 2) & 0x1FFC;
     }
   }
+  // 2s + 1 of nibble n, from the nibble words with every nibble already turned into 2s + 1.
   template <int n>
-  __device__ static uint32_t Scale(const W& w) {  // 2s + 1 of nibble n
-    constexpr int bit = 4 * (n % 8);
-    const uint32_t v = n < 8 ? w.sc.x : w.sc.y;
-    if constexpr (bit == 0) {
-      return ((v << 1) & 0xE) | 1;
-    } else {
-      return ((v >> (bit - 1)) & 0xE) | 1;
-    }
+  __device__ static uint32_t Scale(uint32_t m_lo, uint32_t m_hi) {
+    return ((n < 8 ? m_lo : m_hi) >> (4 * (n % 8))) & 0xF;
   }
   // Correction operand of one row: {-8m, +-m} for sub-blocks 2t and 2t+1.
   __device__ static uint32_t CorrA(const W& w, int t, int rsel) {
@@ -224,11 +227,13 @@ struct Iq1s {
   __device__ static void Compute(const W& w, const ActFrag& a, const uint8_t* smem, const Lane& l,
                                  float (&acc)[4]) {
     int c[4] = {0, 0, 0, 0};
+    const uint32_t m_lo = ((w.sc.x << 1) & 0xEEEEEEEE) | 0x11111111;  // 8 x (2s + 1)
+    const uint32_t m_hi = ((w.sc.y << 1) & 0xEEEEEEEE) | 0x11111111;
     StaticFor<8>([&](auto ib_c) {
       constexpr int ib = decltype(ib_c)::value;
       const uint32_t e0 = *reinterpret_cast<const uint32_t*>(smem + Offset<2 * ib>(w));
       const uint32_t e1 = *reinterpret_cast<const uint32_t*>(smem + Offset<2 * ib + 1>(w));
-      const uint32_t m0 = Scale<2 * ib>(w), m1 = Scale<2 * ib + 1>(w);
+      const uint32_t m0 = Scale<2 * ib>(m_lo, m_hi), m1 = Scale<2 * ib + 1>(m_lo, m_hi);
       MmaU8S8(c, (e0 & 0x0F0F0F0F) * m0, (e1 & 0x0F0F0F0F) * m1, ((e0 >> 4) & 0x0F0F0F0F) * m0,
               ((e1 >> 4) & 0x0F0F0F0F) * m1, a.q[2 * ib], a.q[2 * ib + 1]);
     });
@@ -255,9 +260,10 @@ struct Tq2 {
     uint32_t d;
   };
   __device__ static void LoadTable(uint8_t*) {}
+  template <class Ld>
   __device__ static void Load(W& w, const uint8_t* tile, const Lane& l) {
-    const uint4 a = LdStream16(tile + l.lane * 32);
-    const uint4 b = LdStream16(tile + l.lane * 32 + 16);
+    const uint4 a = Ld::L16(tile + l.lane * 32);
+    const uint4 b = Ld::L16(tile + l.lane * 32 + 16);
     w.q[0] = a.x;
     w.q[1] = a.y;
     w.q[2] = a.z;
@@ -266,20 +272,27 @@ struct Tq2 {
     w.q[5] = b.y;
     w.q[6] = b.z;
     w.q[7] = b.w;
-    w.d = LdStream4(tile + 1024 + l.g * 4);
+    w.d = Ld::L4(tile + 1024 + l.g * 4);
   }
   __device__ static void Compute(const W& w, const ActFrag& a, const uint8_t*, const Lane&,
                                  float (&acc)[4]) {
-    int c[4] = {0, 0, 0, 0};
+    // Codes are masked in place (code << 2s, at most 192: still a u8) rather than shifted down,
+    // one accumulator per shift s; the exact sums are scaled back by 4^-s once per tile.
+    int cs[4][4] = {};
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
 #pragma unroll
-      for (int s = 0; s < 4; ++s) {
-        const int ib = 4 * h + s;
-        MmaU8S8(c, (w.q[2 * h] >> (2 * s)) & 0x03030303, (w.q[4 + 2 * h] >> (2 * s)) & 0x03030303,
-                (w.q[2 * h + 1] >> (2 * s)) & 0x03030303, (w.q[5 + 2 * h] >> (2 * s)) & 0x03030303,
+      for (int sh = 0; sh < 4; ++sh) {
+        const int ib = 4 * h + sh;
+        const uint32_t m = 0x03030303u << (2 * sh);
+        MmaU8S8(cs[sh], w.q[2 * h] & m, w.q[4 + 2 * h] & m, w.q[2 * h + 1] & m, w.q[5 + 2 * h] & m,
                 a.q[2 * ib], a.q[2 * ib + 1]);
       }
+    }
+    int c[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      c[i] = cs[0][i] + (cs[1][i] >> 2) + (cs[2][i] >> 4) + (cs[3][i] >> 6);
     }
     const float d0 = HalfLo(w.d), d1 = HalfHi(w.d);
 #pragma unroll
@@ -307,17 +320,18 @@ struct Tq1 {
     uint32_t d;
   };
   __device__ static void LoadTable(uint8_t*) {}
+  template <class Ld>
   __device__ static void Load(W& w, const uint8_t* tile, const Lane& l) {
-    const uint4 a = LdStream16(tile + l.lane * 16);
-    const uint2 b = LdStream8(tile + 512 + l.lane * 8);
+    const uint4 a = Ld::L16(tile + l.lane * 16);
+    const uint2 b = Ld::L8(tile + 512 + l.lane * 8);
     w.w[0] = a.x;
     w.w[1] = a.y;
     w.w[2] = a.z;
     w.w[3] = a.w;
     w.w[4] = b.x;
     w.w[5] = b.y;
-    w.x = LdStream2(tile + 768 + l.lane * 2);
-    w.d = LdStream4(tile + 832 + l.g * 4);
+    w.x = Ld::L2(tile + 768 + l.lane * 2);
+    w.d = Ld::L4(tile + 832 + l.g * 4);
   }
   // Trit registers kBase..kBase+4 of a base-3 word: even/odd bytes in 16-bit lanes so that one
   // multiply by 3 advances two bytes without carries; trit n of byte b is
@@ -377,11 +391,12 @@ struct Q8 {
     uint4 d[2];
   };
   __device__ static void LoadTable(uint8_t*) {}
+  template <class Ld>
   __device__ static void Load(W& w, const uint8_t* tile, const Lane& l) {
 #pragma unroll
-    for (int i = 0; i < 8; ++i) w.p[i] = LdStream16(tile + i * 512 + l.lane * 16);
-    w.d[0] = LdStream16(tile + 4096 + l.g * 32);
-    w.d[1] = LdStream16(tile + 4096 + l.g * 32 + 16);
+    for (int i = 0; i < 8; ++i) w.p[i] = Ld::L16(tile + i * 512 + l.lane * 16);
+    w.d[0] = Ld::L16(tile + 4096 + l.g * 32);
+    w.d[1] = Ld::L16(tile + 4096 + l.g * 32 + 16);
   }
   __device__ static void Compute(const W& w, const ActFrag& a, const uint8_t*, const Lane&,
                                  float (&acc)[4]) {
@@ -416,11 +431,12 @@ struct Q4k {
     uint4 s[2];
   };
   __device__ static void LoadTable(uint8_t*) {}
+  template <class Ld>
   __device__ static void Load(W& w, const uint8_t* tile, const Lane& l) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) w.p[i] = LdStream16(tile + i * 512 + l.lane * 16);
-    w.s[0] = LdStream16(tile + 2048 + l.g * 32);
-    w.s[1] = LdStream16(tile + 2048 + l.g * 32 + 16);
+    for (int i = 0; i < 4; ++i) w.p[i] = Ld::L16(tile + i * 512 + l.lane * 16);
+    w.s[0] = Ld::L16(tile + 2048 + l.g * 32);
+    w.s[1] = Ld::L16(tile + 2048 + l.g * 32 + 16);
   }
   __device__ static void Compute(const W& w, const ActFrag& a, const uint8_t*, const Lane& l,
                                  float (&acc)[4]) {
@@ -451,8 +467,8 @@ struct Q4k {
     }
     // Mins: correction operand {m(2t), 0, m(2t+1), 0} per row.
     const uint32_t sel = (2 * (l.t & 1)) | (4 << 4) | ((2 * (l.t & 1) + 1) << 8) | (4 << 12);
-    const uint32_t ca0 = __byte_perm(mn[0][l.t >> 1], 0, sel);
-    const uint32_t ca1 = __byte_perm(mn[1][l.t >> 1], 0, sel);
+    const uint32_t ca0 = __byte_perm(l.t < 2 ? mn[0][0] : mn[0][1], 0, sel);
+    const uint32_t ca1 = __byte_perm(l.t < 2 ? mn[1][0] : mn[1][1], 0, sel);
     int k[4];
     CorrectionMma(k, ca0, ca1, a.corr_lo, a.corr_hi);
     const float d[2] = {HalfLo(w.s[0].x), HalfLo(w.s[1].x)};
@@ -482,12 +498,13 @@ struct Q6k {
     uint32_t d;
   };
   __device__ static void LoadTable(uint8_t*) {}
+  template <class Ld>
   __device__ static void Load(W& w, const uint8_t* tile, const Lane& l) {
 #pragma unroll
-    for (int i = 0; i < 6; ++i) w.p[i] = LdStream16(tile + i * 512 + l.lane * 16);
-    w.s[0] = LdStream16(tile + 3072 + l.g * 32);
-    w.s[1] = LdStream16(tile + 3072 + l.g * 32 + 16);
-    w.d = LdStream4(tile + 3328 + l.g * 4);
+    for (int i = 0; i < 6; ++i) w.p[i] = Ld::L16(tile + i * 512 + l.lane * 16);
+    w.s[0] = Ld::L16(tile + 3072 + l.g * 32);
+    w.s[1] = Ld::L16(tile + 3072 + l.g * 32 + 16);
+    w.d = Ld::L4(tile + 3328 + l.g * 4);
   }
   // Signed q - 32 of four 6-bit values: (q + 96) ^ 0x80 never carries between bytes.
   __device__ static uint32_t Q6(uint32_t lo_word, int lo_shift, uint32_t hi_word, int hi_shift) {
@@ -553,19 +570,20 @@ struct Iq2xxs {
     auto* dst = reinterpret_cast<uint64_t*>(smem);
     for (int i = threadIdx.x; i < 256; i += blockDim.x) dst[i] = src[i];
   }
+  template <class Ld>
   __device__ static void Load(W& w, const uint8_t* tile, const Lane& l) {
-    const uint4 a = LdStream16(tile + l.lane * 16);
+    const uint4 a = Ld::L16(tile + l.lane * 16);
     w.gi[0] = a.x;
     w.gi[1] = a.y;
     w.gi[2] = a.z;
     w.gi[3] = a.w;
-    const uint2 b = LdStream8(tile + 512 + l.lane * 8);
+    const uint2 b = Ld::L8(tile + 512 + l.lane * 8);
     w.sg[0] = b.x;
     w.sg[1] = b.y;
-    w.sg[2] = LdStream4(tile + 768 + l.lane * 4);
-    w.sg[3] = LdStream2(tile + 896 + l.lane * 2);
-    w.ls = LdStream8(tile + 960 + l.g * 8);
-    w.d = LdStream4(tile + 1024 + l.g * 4);
+    w.sg[2] = Ld::L4(tile + 768 + l.lane * 4);
+    w.sg[3] = Ld::L2(tile + 896 + l.lane * 2);
+    w.ls = Ld::L8(tile + 960 + l.g * 8);
+    w.d = Ld::L4(tile + 1024 + l.g * 4);
   }
   // Signed grid bytes: grid value times (-1 where the sign bit is set), 4 elements.
   __device__ static uint32_t Signed(uint32_t grid, uint32_t bits4) {
@@ -707,12 +725,12 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
       if (kb < p.nkb) {
         typename T::W w0, w1;
         ActFrag a0, a1;
-        T::Load(w0, wbase + kb * T::kTileBytes, l);
+        T::template Load<GlobalLd>(w0, wbase + kb * T::kTileBytes, l);
         LoadAct<T::kNeedCorr>(a0, p, kb, xb, xc0, xc1, l);
         while (true) {
           int kn = kb + kWarps;
           if (kn < p.nkb) {
-            T::Load(w1, wbase + kn * T::kTileBytes, l);
+            T::template Load<GlobalLd>(w1, wbase + kn * T::kTileBytes, l);
             LoadAct<T::kNeedCorr>(a1, p, kn, xb, xc0, xc1, l);
           }
           T::Compute(w0, a0, table, l, acc);
@@ -720,7 +738,7 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
           kb = kn;
           kn = kb + kWarps;
           if (kn < p.nkb) {
-            T::Load(w0, wbase + kn * T::kTileBytes, l);
+            T::template Load<GlobalLd>(w0, wbase + kn * T::kTileBytes, l);
             LoadAct<T::kNeedCorr>(a0, p, kn, xb, xc0, xc1, l);
           }
           T::Compute(w1, a1, table, l, acc);
@@ -732,7 +750,7 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
       for (int kb = warp; kb < p.nkb; kb += kWarps) {
         typename T::W w;
         ActFrag a;
-        T::Load(w, wbase + kb * T::kTileBytes, l);
+        T::template Load<GlobalLd>(w, wbase + kb * T::kTileBytes, l);
         LoadAct<T::kNeedCorr>(a, p, kb, xb, xc0, xc1, l);
         T::Compute(w, a, table, l, acc);
       }
@@ -759,6 +777,171 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
       }
     }
     __syncthreads();
+  }
+}
+
+// The pipelined kernel, for launches with many (expert, row block) items: a CTA of kWarps warps
+// owns kWarps consecutive 16-row groups (one per warp) and walks all column blocks, streaming the
+// weight tiles of its row groups and the activation records of its tokens into a ring of
+// shared-memory stages with cp.async (many stages in flight: low-bit tiles are small, and HBM
+// needs ~64 KB in flight per SM). The activations of a column block are loaded once per CTA and
+// shared by its warps. No split-K, so no reduction.
+template <class T, int kWarps>
+struct Pipe {
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kActBytes = 8 * kActRecordBytes;
+  static constexpr int kStageBytes = kWarps * T::kTileBytes + kActBytes;
+  static constexpr int kRing = 46 * 1024;  // bytes of stages per CTA
+  static constexpr int kStages =
+      kRing / kStageBytes < 2 ? 2 : (kRing / kStageBytes > 8 ? 8 : kRing / kStageBytes);
+  static constexpr int kSmemBytes = kStages * kStageBytes;  // dynamic; the table is static
+  // 16-byte copies per thread and stage (weights of kWarps tiles, 8 activation records).
+  static constexpr int kTileChunks = T::kTileBytes / 16;
+  static constexpr int kRecChunks = kActRecordBytes / 16;
+  static constexpr int kWCopies = (kWarps * kTileChunks + kThreads - 1) / kThreads;
+  static constexpr int kACopies = (8 * kRecChunks + kThreads - 1) / kThreads;
+};
+
+template <bool kNeedCorr>
+__device__ __forceinline__ void LoadActShared(ActFrag& a, const uint8_t* recs, int nv,
+                                              const Lane& l) {
+  if (l.g < nv) {
+    const uint8_t* rec = recs + l.g * kActRecordBytes;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint4 v = *reinterpret_cast<const uint4*>(rec + l.t * 64 + 16 * i);
+      a.q[4 * i] = v.x;
+      a.q[4 * i + 1] = v.y;
+      a.q[4 * i + 2] = v.z;
+      a.q[4 * i + 3] = v.w;
+    }
+    if constexpr (kNeedCorr) {
+      const uint2 c = *reinterpret_cast<const uint2*>(rec + kActQsOffset + l.t * 8);
+      a.corr_lo = c.x;
+      a.corr_hi = c.y;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < 16; ++i) a.q[i] = 0;
+    a.corr_lo = a.corr_hi = 0;
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int slot = 2 * l.t + i;
+    if (slot < nv) {
+      const uint2 m =
+          *reinterpret_cast<const uint2*>(recs + slot * kActRecordBytes + kActMetaOffset);
+      a.d[i] = __uint_as_float(m.x);
+      a.sum[i] = static_cast<int>(m.y);
+    } else {
+      a.d[i] = 0.0f;
+      a.sum[i] = 0;
+    }
+  }
+}
+
+template <class T, int kWarps>
+__global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
+    GemvPipelinedKernel(const KernelParams p) {
+  using P = Pipe<T, kWarps>;
+  __shared__ __align__(16) uint8_t table[T::kTableBytes > 0 ? T::kTableBytes : 16];
+  extern __shared__ __align__(16) uint8_t stages[];
+  T::LoadTable(table);  // visible after the first item's __syncthreads
+
+  Lane l;
+  l.lane = threadIdx.x & 31;
+  l.g = l.lane >> 2;
+  l.t = l.lane & 3;
+  const int warp = threadIdx.x >> 5;
+  const int n_rb = (p.n_rg + kWarps - 1) / kWarps;
+  const int n_items = p.n_experts * p.max_chunks * n_rb;
+
+  for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
+    const int rb = item % n_rb;
+    const int rest = item / n_rb;
+    const int tc = rest % p.max_chunks;
+    const int e = rest / p.max_chunks;
+    int begin = 0, end = p.n_tokens;
+    if (p.offsets != nullptr) {
+      begin = __ldg(p.offsets + e);
+      end = __ldg(p.offsets + e + 1);
+    }
+    const int start = begin + 8 * tc;
+    const int nv = min(8, end - start);
+    if (nv <= 0) continue;  // uniform across the CTA
+    __syncthreads();        // the previous item is done with the stages
+    const int rg0 = rb * kWarps;
+    const int n_w = min(kWarps, p.n_rg - rg0);  // row groups present in this block
+
+    // This thread's copies: source at column block 0 (advancing by a tile / a record per column
+    // block) and destination offset within a stage; null source = nothing to copy.
+    const uint8_t* wsrc[P::kWCopies];
+    int wdst[P::kWCopies];
+#pragma unroll
+    for (int j = 0; j < P::kWCopies; ++j) {
+      const int c = threadIdx.x + j * P::kThreads;
+      const int wi = c / P::kTileChunks, off = (c % P::kTileChunks) * 16;
+      wsrc[j] = wi < n_w ? p.w + e * p.expert_stride +
+                               static_cast<int64_t>(rg0 + wi) * p.nkb * T::kTileBytes + off
+                         : nullptr;
+      wdst[j] = wi * T::kTileBytes + off;
+    }
+    const uint8_t* asrc[P::kACopies];
+    int adst[P::kACopies];
+#pragma unroll
+    for (int j = 0; j < P::kACopies; ++j) {
+      const int c = threadIdx.x + j * P::kThreads;
+      const int slot = c / P::kRecChunks, off = (c % P::kRecChunks) * 16;
+      asrc[j] = nullptr;
+      if (slot < nv) {
+        const int xr = p.x_rows != nullptr ? __ldg(p.x_rows + start + slot) : start + slot;
+        asrc[j] = p.act + static_cast<int64_t>(xr) * p.nkb * kActRecordBytes + off;
+      }
+      adst[j] = kWarps * T::kTileBytes + slot * kActRecordBytes + off;
+    }
+    auto issue = [&](int kb) {
+      uint8_t* st = stages + (kb % P::kStages) * P::kStageBytes;
+#pragma unroll
+      for (int j = 0; j < P::kWCopies; ++j) {
+        if (wsrc[j] != nullptr) CpAsync16(st + wdst[j], wsrc[j] + kb * T::kTileBytes);
+      }
+#pragma unroll
+      for (int j = 0; j < P::kACopies; ++j) {
+        if (asrc[j] != nullptr) CpAsync16(st + adst[j], asrc[j] + kb * kActRecordBytes);
+      }
+    };
+
+#pragma unroll 1
+    for (int s = 0; s < P::kStages - 1; ++s) {
+      if (s < p.nkb) issue(s);
+      CpAsyncCommit();  // empty groups keep the wait count uniform
+    }
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll 1
+    for (int kb = 0; kb < p.nkb; ++kb) {
+      CpAsyncWait<P::kStages - 2>();
+      __syncthreads();  // stage kb is complete for all threads; stage kb-1 is free again
+      if (kb + P::kStages - 1 < p.nkb) issue(kb + P::kStages - 1);
+      CpAsyncCommit();
+      if (warp < n_w) {
+        const uint8_t* st = stages + (kb % P::kStages) * P::kStageBytes;
+        typename T::W w;
+        ActFrag a;
+        T::template Load<SharedLd>(w, st + warp * T::kTileBytes, l);
+        LoadActShared<T::kNeedCorr>(a, st + kWarps * T::kTileBytes, nv, l);
+        T::Compute(w, a, table, l, acc);
+      }
+    }
+    CpAsyncWait<0>();
+    if (warp < n_w) {
+      const int row0 = (rg0 + warp) * 16 + l.g;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int row = row0 + 8 * (i >> 1);
+        const int slot = 2 * l.t + (i & 1);
+        if (slot < nv && row < p.rows) p.y[(start + slot) * p.y_stride + row] = acc[i];
+      }
+    }
   }
 }
 
@@ -854,17 +1037,77 @@ cudaError_t LaunchTyped(const KernelParams& kp, int n_items, cudaStream_t stream
   return cudaGetLastError();
 }
 
+template <class T, int kWarps>
+cudaError_t LaunchPipelined(const KernelParams& kp, int n_items, cudaStream_t stream) {
+  using P = Pipe<T, kWarps>;
+  const DeviceLimits lim = GetLimits();
+  static int cached_per_sm[64] = {0};
+  int dev = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err != cudaSuccess) return err;
+  int per_sm = dev >= 0 && dev < 64 ? cached_per_sm[dev] : 0;
+  if (per_sm == 0) {
+    err = cudaFuncSetAttribute(GemvPipelinedKernel<T, kWarps>,
+                               cudaFuncAttributeMaxDynamicSharedMemorySize, P::kSmemBytes);
+    if (err != cudaSuccess) return err;
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, GemvPipelinedKernel<T, kWarps>,
+                                                        kWarps * 32, P::kSmemBytes);
+    if (err != cudaSuccess) return err;
+    per_sm = std::max(1, per_sm);
+    if (dev >= 0 && dev < 64) cached_per_sm[dev] = per_sm;
+  }
+  const int grid = std::max(1, std::min(n_items, per_sm * lim.sms));
+  GemvPipelinedKernel<T, kWarps><<<grid, kWarps * 32, P::kSmemBytes, stream>>>(kp);
+  return cudaGetLastError();
+}
+
+// Which kernel: 0 automatic, 1 split-K, 2 pipelined with 4 warps, 3 pipelined with 8 warps.
+// TRITMOE_GEMV_KERNEL=splitk|pipe4|pipe8 forces one (benchmarks); tests call
+// SetGemvKernelForTesting. By default the pipelined kernel runs when it has at least one item
+// per SM, else split-K.
+std::atomic<int> g_kernel_choice{-1};
+
+int KernelChoice() {
+  int c = g_kernel_choice.load(std::memory_order_relaxed);
+  if (c < 0) {
+    c = 0;
+    if (const char* v = std::getenv("TRITMOE_GEMV_KERNEL")) {
+      if (std::strcmp(v, "splitk") == 0) c = 1;
+      if (std::strcmp(v, "pipe4") == 0) c = 2;
+      if (std::strcmp(v, "pipe8") == 0) c = 3;
+    }
+    g_kernel_choice.store(c, std::memory_order_relaxed);
+  }
+  return c;
+}
+
 template <class T>
 cudaError_t LaunchForType(const KernelParams& kp, cudaStream_t stream) {
-  const int n_items = kp.n_experts * kp.max_chunks * kp.n_rg;
-  // More warps per item (split-K) when there are few items, so that enough warps stream.
-  const int target_warps = 24 * GetLimits().sms;
+  const int sms = GetLimits().sms;
+  const int per_item = kp.n_experts * kp.max_chunks;
+  const int items8 = per_item * ((kp.n_rg + 7) / 8), items4 = per_item * ((kp.n_rg + 3) / 4);
+  const int choice = KernelChoice();
+  // The pipelined kernel is for the small (low-bit) tiles; the 4.5+ bpw types already stream at
+  // 70-100% of HBM with the register-prefetch kernel.
+  if constexpr (T::kTileBytes <= 1056) {
+    if (choice == 3 || (choice == 0 && items8 >= sms)) {
+      return LaunchPipelined<T, 8>(kp, items8, stream);
+    }
+    if (choice == 2 || (choice == 0 && items4 >= sms)) {
+      return LaunchPipelined<T, 4>(kp, items4, stream);
+    }
+  }
+  // Split-K: more warps per item when there are few items, so that enough warps stream.
+  const int n_items = per_item * kp.n_rg;
+  const int target_warps = 24 * sms;
   if (n_items * 4 >= target_warps || kp.nkb <= 4) return LaunchTyped<T, 4>(kp, n_items, stream);
   if (n_items * 8 >= target_warps || kp.nkb <= 8) return LaunchTyped<T, 8>(kp, n_items, stream);
   return LaunchTyped<T, 16>(kp, n_items, stream);
 }
 
 }  // namespace
+
+void SetGemvKernelForTesting(int choice) { g_kernel_choice.store(choice); }
 
 cudaError_t LaunchQuantizeActivations(const float* x, int64_t n_rows, int cols, uint8_t* act,
                                       cudaStream_t stream) {

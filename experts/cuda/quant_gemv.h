@@ -89,7 +89,8 @@ struct GpuExpertRouting {
   const int32_t* x_rows = nullptr;  // device [n_pairs]: activation row of each pair, or nullptr
                                     // when pair p reads activation row p (e.g. down projections)
   int max_pairs_per_expert = 0;     // host upper bound on offsets[e+1] - offsets[e] (sizes the
-                                    // grid; e.g. the number of tokens for top-k routing)
+                                    // grid; e.g. the number of tokens for top-k routing). Pairs
+                                    // beyond it are not computed. x_rows[p] < x.n_rows.
 };
 
 // y[p][r] = sum_c W_e[r][c] * x[x_rows[p]][c] for each expert e and pair p of e; y: device

@@ -94,4 +94,9 @@ cudaError_t LaunchQuantizeActivations(const float* x, int64_t n_rows, int cols, 
                                       cudaStream_t stream);
 cudaError_t LaunchGemv(const GemvLaunch& launch, cudaStream_t stream);
 
+// Forces the kernel variant of later launches: 0 automatic, 1 split-K (few items: every warp of
+// a CTA takes different column blocks of the same rows), 2 / 3 pipelined with 4 / 8 warps
+// (many items: cp.async stages, a warp per 16-row group). For tests and benchmarks.
+void SetGemvKernelForTesting(int choice);
+
 }  // namespace tritmoe::gpu_internal

@@ -26,6 +26,7 @@
 
 #include "experts/cuda/device_buffer.h"
 #include "experts/cuda/quant_gemv.h"
+#include "experts/cuda/quant_gemv_launch.h"
 #include "experts/dequantize.h"
 #include "experts/fp16.h"
 #include "experts/quant_type.h"
@@ -265,7 +266,15 @@ DeviceMatrix Upload(GgmlType type, const std::vector<std::vector<uint8_t>>& expe
   return m;
 }
 
-TEST(QuantGemvGpuTest, DenseMatchesCpuTwins) {
+// Every GPU test runs with each kernel variant forced (the automatic choice depends on the
+// problem size): 1 split-K, 2 pipelined (4 warps), 3 pipelined (8 warps).
+class QuantGemvGpuTest : public ::testing::TestWithParam<int> {
+ protected:
+  void SetUp() override { gpu_internal::SetGemvKernelForTesting(GetParam()); }
+  void TearDown() override { gpu_internal::SetGemvKernelForTesting(0); }
+};
+
+TEST_P(QuantGemvGpuTest, DenseMatchesCpuTwins) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(7);
   struct Shape {
@@ -311,13 +320,13 @@ TEST(QuantGemvGpuTest, DenseMatchesCpuTwins) {
       }
     }
     const double rel = std::sqrt(stats.err2 / stats.ref2);
-    std::printf("%-8s dense: %d outputs, ||y - y_float|| / ||y_float|| = %.2e\n",
-                TypeName(type).c_str(), stats.checked, rel);
+    std::printf("%-8s kernel %d dense: %d outputs, ||y - y_float|| / ||y_float|| = %.2e\n",
+                TypeName(type).c_str(), GetParam(), stats.checked, rel);
     EXPECT_LT(rel, 2e-2) << TypeName(type);
   }
 }
 
-TEST(QuantGemvGpuTest, GroupedExpertsMatchCpuTwins) {
+TEST_P(QuantGemvGpuTest, GroupedExpertsMatchCpuTwins) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(11);
   const int n_experts = 7, n_tokens = 12, top_k = 3;
@@ -390,7 +399,7 @@ TEST(QuantGemvGpuTest, GroupedExpertsMatchCpuTwins) {
 
 // The decode shapes of DeepSeek-V3 experts, once each, against the exact twin (catches
 // indexing that only breaks with many column blocks or row groups).
-TEST(QuantGemvGpuTest, DeepSeekExpertShapes) {
+TEST_P(QuantGemvGpuTest, DeepSeekExpertShapes) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(3);
   for (GgmlType type : {GgmlType::kIQ1_S, GgmlType::kTQ1_0, GgmlType::kTQ2_0}) {
@@ -425,6 +434,12 @@ TEST(QuantGemvGpuTest, DeepSeekExpertShapes) {
     }
   }
 }
+
+std::string KernelName(const ::testing::TestParamInfo<int>& info) {
+  static const char* const kNames[] = {"auto", "splitk", "pipe4", "pipe8"};
+  return kNames[info.param];
+}
+INSTANTIATE_TEST_SUITE_P(Kernels, QuantGemvGpuTest, ::testing::Values(1, 2, 3), KernelName);
 
 }  // namespace
 }  // namespace tritmoe
