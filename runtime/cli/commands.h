@@ -11,5 +11,8 @@ void RegisterDevicesCommand(CLI::App& app, absl::Status* result);
 void RegisterBenchA2aCommand(CLI::App& app, absl::Status* result);
 void RegisterLogitsCommand(CLI::App& app, absl::Status* result);
 void RegisterInspectCommand(CLI::App& app, absl::Status* result);
+void RegisterGenModelCommand(CLI::App& app, absl::Status* result);
+void RegisterGenerateCommand(CLI::App& app, absl::Status* result);
+void RegisterTokenizeCommand(CLI::App& app, absl::Status* result);
 
 }  // namespace tritmoe

@@ -12,6 +12,9 @@ int main(int argc, char** argv) {
   tritmoe::RegisterBenchA2aCommand(app, &result);
   tritmoe::RegisterLogitsCommand(app, &result);
   tritmoe::RegisterInspectCommand(app, &result);
+  tritmoe::RegisterGenModelCommand(app, &result);
+  tritmoe::RegisterGenerateCommand(app, &result);
+  tritmoe::RegisterTokenizeCommand(app, &result);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
