@@ -1,0 +1,113 @@
+// The engine: one model served by N ranks in lockstep. Rank 0 (the driver) decides every step;
+// every rank executes it. Attention is data-parallel (each sequence and its KV cache live on one
+// rank, its owner); routed experts are partitioned across ranks (ExpertPlacement) and reached
+// through the MoE exchange inside Model::Step. Commands (generate, logits, bench-decode, serve)
+// talk only to the driver's Engine; worker ranks sit in RunWorker.
+//
+//   // every rank:
+//   ASSIGN_OR_RETURN(auto engine, Engine::Create(options, comm));
+//   if (engine->is_driver()) {
+//     EngineStep step;
+//     step.start.push_back({.id = 7, .sampling = params, .capacity = 4096});
+//     step.items.push_back({.id = 7, .tokens = prompt, .sample = true});
+//     ASSIGN_OR_RETURN(EngineStepResult r, engine->Step(step));   // r.tokens[0]: first token
+//     ...
+//     RETURN_IF_ERROR(engine->Shutdown());                       // workers' RunWorker returns
+//   } else {
+//     RETURN_IF_ERROR(engine->RunWorker());
+//   }
+//
+// Contracts:
+//   * Step is collective: the driver broadcasts the step (a serialized EngineStep) and every rank
+//     runs its owned items through Model::Step (with zero tokens when it owns none, still taking
+//     part in every MoE exchange), samples its sequences with their own Sampler, and the sampled
+//     tokens (and requested logits) are gathered back to the driver in item order.
+//   * Placement of sequences: a new sequence goes to the rank with the fewest live sequences
+//     (ties: lowest rank); it stays there until released. Results do not depend on placement:
+//     greedy tokens and logits equal those of np=1 (within float reduction order).
+//   * Errors: a bad step (unknown or duplicate id, a sequence out of room, bad sampling params) is
+//     rejected by the driver before it is broadcast, with InvalidArgument naming the id, and the
+//     engine stays usable. An error inside the collective (a rank failed) is fatal: the caller
+//     must end the job (MpiSession::Abort); every rank reports it rather than hanging.
+//   * Thread use: one thread calls Step (the server's scheduler thread); not reentrant.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "comm/communicator.h"
+#include "runtime/model/model.h"
+#include "runtime/model/model_config.h"
+#include "runtime/text/sampler.h"
+#include "runtime/text/tokenizer.h"
+
+namespace tritmoe {
+
+struct EngineOptions {
+  std::string model_path;  // GGUF (any shard of a split set); same on every rank
+  ModelOptions model;  // threads, kv_type, precision, ... (local_experts/exchange: set by Engine)
+  // Expert placement: "contiguous" (default), "balanced:<routing-stats file>", or a placement file.
+  std::string placement = "contiguous";
+  int max_sequences = 64;          // live sequences job-wide
+  int max_tokens_per_step = 2048;  // tokens of all items of one step, job-wide (sizes buffers)
+
+  absl::Status Validate() const;
+};
+
+// Starts a sequence: allocates its KV cache on its owner rank and its sampler.
+struct SequenceStart {
+  uint64_t id = 0;          // chosen by the driver; unique among live sequences
+  SamplingParams sampling;  // validated at Step
+  int64_t capacity = 0;     // KV tokens to reserve (prompt + max new tokens); <= max_context()
+};
+
+// New tokens of one live sequence in one step.
+struct EngineItem {
+  uint64_t id = 0;
+  std::vector<int32_t> tokens;                  // at least one; appended to the sequence's KV cache
+  bool sample = true;                           // sample the next token after the last of `tokens`
+  LogitsRequest logits = LogitsRequest::kNone;  // also return logits (logits command, tests)
+};
+
+struct EngineStep {
+  std::vector<SequenceStart> start;  // created before the items run
+  std::vector<EngineItem> items;     // distinct ids, each started now or earlier
+  std::vector<uint64_t> release;     // freed after the items run (KV cache and sampler)
+};
+
+struct EngineStepResult {
+  std::vector<int32_t> tokens;  // per item: the sampled token, or -1 when sample was false
+  // Per item, the requested logits rows, n_vocab floats each (empty for kNone).
+  std::vector<std::vector<float>> logits;
+};
+
+class Engine {
+ public:
+  // Collective: every rank loads the replicated tensors and only its own experts, and checks that
+  // every rank opened the same model with the same options (a mismatch fails on every rank).
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options,
+                                                        Communicator* comm);
+  virtual ~Engine() = default;
+
+  bool is_driver() const { return rank() == 0; }
+  virtual int rank() const = 0;
+  virtual int num_ranks() const = 0;
+  virtual const ModelConfig& config() const = 0;
+  virtual const Tokenizer& tokenizer() const = 0;
+  virtual int64_t max_context() const = 0;
+  // Bytes of the model file this rank has mapped for its weights (replicated + own experts).
+  virtual int64_t weight_bytes_loaded() const = 0;
+
+  // Driver only: runs one step on every rank (see the contracts above).
+  virtual absl::StatusOr<EngineStepResult> Step(const EngineStep& step) = 0;
+  // Driver only: ends every worker's RunWorker with OK. Idempotent.
+  virtual absl::Status Shutdown() = 0;
+  // Workers only: executes the driver's steps until Shutdown (OK) or a failure (error).
+  virtual absl::Status RunWorker() = 0;
+};
+
+}  // namespace tritmoe
