@@ -79,6 +79,17 @@ struct EngineStep {
   std::vector<uint64_t> release;     // freed after the items run (KV cache and sampler)
 };
 
+// One rank as seen at start-up (gathered, the same on every rank).
+struct EngineRankInfo {
+  int pid = 0;
+  std::string host;
+  int threads = 0;                // model threads of that rank
+  int64_t replicated_bytes = 0;   // tensor bytes outside the routed experts
+  int64_t expert_bytes = 0;       // its own routed experts, all MoE layers
+  int64_t file_tensor_bytes = 0;  // every tensor of the file
+  int num_local_experts = 0;      // experts it holds, summed over the MoE layers
+};
+
 struct EngineStepResult {
   std::vector<int32_t> tokens;  // per item: the sampled token, or -1 when sample was false
   // Per item, the requested logits rows, n_vocab floats each (empty for kNone).
@@ -89,6 +100,9 @@ class Engine {
  public:
   // Collective: every rank loads the replicated tensors and only its own experts, and checks that
   // every rank opened the same model with the same options (a mismatch fails on every rank).
+  // Failures found before or by that check (bad options, a file one rank cannot open, a
+  // mismatch) are returned on EVERY rank, marked with IsAgreedFailure: no rank is left inside a
+  // collective, so the job may end normally. Any other error must end the job (Abort).
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options,
                                                         Communicator* comm);
   virtual ~Engine() = default;
@@ -101,6 +115,11 @@ class Engine {
   virtual int64_t max_context() const = 0;
   // Bytes of the model file this rank has mapped for its weights (replicated + own experts).
   virtual int64_t weight_bytes_loaded() const = 0;
+  // Every rank's start-up facts, indexed by rank (for the start-up report and tests).
+  virtual const std::vector<EngineRankInfo>& ranks() const = 0;
+  // Model threads of this rank (options.model.threads, or when 0: max(1, cores / ranks on this
+  // host), so that oversubscribed ranks share the cores instead of fighting over them).
+  virtual int threads() const = 0;
 
   // Driver only: runs one step on every rank (see the contracts above).
   virtual absl::StatusOr<EngineStepResult> Step(const EngineStep& step) = 0;
@@ -109,5 +128,8 @@ class Engine {
   // Workers only: executes the driver's steps until Shutdown (OK) or a failure (error).
   virtual absl::Status RunWorker() = 0;
 };
+
+// True for an error that every rank of the job returned at the same point (see Engine::Create).
+bool IsAgreedFailure(const absl::Status& status);
 
 }  // namespace tritmoe
