@@ -32,6 +32,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path,
   ASSIGN_OR_RETURN(m->gguf_, gguf::GgufModel::Open(path));
   ASSIGN_OR_RETURN(m->config_, ModelConfig::FromGguf(*m->gguf_));
   ASSIGN_OR_RETURN(m->weights_, Weights::Bind(*m->gguf_, m->config_, options.local_experts));
+  if (options.expert_source != nullptr) {
+    RETURN_IF_ERROR(options.expert_source->Attach(m->config_, m->weights_));
+  }
   m->max_context_ = options.max_context > 0 ? options.max_context : m->config_.context_length;
   m->pool_ =
       std::make_unique<ThreadPool>(options.threads > 0 ? options.threads : DefaultThreadCount());
@@ -142,7 +145,8 @@ absl::Status Model::Step(std::span<const SequenceInput> batch, StepOutput* out) 
     RmsNorm(x, T, D, lw.ffn_norm.data(), c.rms_eps, h);
     if (c.IsMoeLayer(il)) {
       RETURN_IF_ERROR(
-          MoeForward(c, il, lw, weights_.local_experts(), h, T, f, *exchange_, pool, prec, ws_));
+          MoeForward(c, il, lw, weights_.local_experts(), h, T, f, *exchange_, pool, prec, ws_,
+                     options_.expert_source));
     } else {
       SwiGluFfn(lw.dense, h, T, f, pool, prec, ws_);
     }

@@ -33,6 +33,8 @@
 
 namespace tritmoe {
 
+class ExpertSource;  // runtime/model/moe.h
+
 struct ModelOptions {
   int threads = 0;  // 0: DefaultThreadCount()
   // kQuantized: activations quantized for the dot products, as llama.cpp's CPU backend (fast);
@@ -47,6 +49,9 @@ struct ModelOptions {
   // Dispatch/combine of the MoE layers; nullptr: a LocalExpertExchange owned by the model.
   // Not owned; must outlive the model.
   ExpertExchange* exchange = nullptr;
+  // Where the MoE layers get their routed experts' weights (runtime/model/moe.h); nullptr: in
+  // place from the mapped file. Not owned; must outlive the model; Load attaches it.
+  ExpertSource* expert_source = nullptr;
 
   absl::Status Validate() const;
 };

@@ -8,7 +8,8 @@
 
 namespace tritmoe {
 
-absl::Status RunExperts(const LayerWeights& layer, const std::vector<bool>& local_experts,
+absl::Status RunExperts(int layer_index, const LayerWeights& layer,
+                        const std::vector<bool>& local_experts, ExpertSource* source,
                         ExpertBatch* batch, ThreadPool& pool, ActPrecision precision,
                         Workspace& ws) {
   const int64_t D = batch->n_embd;
@@ -18,18 +19,27 @@ absl::Status RunExperts(const LayerWeights& layer, const std::vector<bool>& loca
       return absl::FailedPreconditionError(
           absl::StrCat("MoE: expert ", e, " was dispatched to a rank that does not hold it"));
     }
-    const int64_t begin = batch->offsets[i], n = batch->offsets[i + 1] - begin;
-    SwiGluFfn(layer.Expert(e), batch->input.data() + begin * D, n, batch->output.data() + begin * D,
-              pool, precision, ws);
   }
-  return absl::OkStatus();
+  auto run = [&](size_t i, const FfnWeights& w) {
+    const int64_t begin = batch->offsets[i], n = batch->offsets[i + 1] - begin;
+    SwiGluFfn(w, batch->input.data() + begin * D, n, batch->output.data() + begin * D, pool,
+              precision, ws);
+  };
+  if (source == nullptr) {
+    for (size_t i = 0; i < batch->experts.size(); ++i) run(i, layer.Expert(batch->experts[i]));
+    return absl::OkStatus();
+  }
+  return source->ForEachExpert(layer_index, batch->experts, run);
 }
 
 absl::Status MoeForward(const ModelConfig& config, int layer_index, const LayerWeights& layer,
                         const std::vector<bool>& local_experts, const float* h2, int64_t n_tokens,
                         float* y, ExpertExchange& exchange, ThreadPool& pool,
-                        ActPrecision precision, Workspace& ws, Routing* routing_out) {
+                        ActPrecision precision, Workspace& ws, ExpertSource* source,
+                        Routing* routing_out) {
   const int64_t D = config.n_embd;
+  // First, so that a prefetch of the next layer's experts overlaps this whole block.
+  if (source != nullptr) source->BeginLayer(layer_index, h2, n_tokens, pool);
   float* logits = ws.Get(Buf::kRouterLogits, n_tokens * config.n_expert);
   MatMul(layer.ffn_gate_inp, h2, n_tokens, logits, pool, ActPrecision::kFloat);
   Routing routing;
@@ -37,7 +47,8 @@ absl::Status MoeForward(const ModelConfig& config, int layer_index, const LayerW
         layer.exp_probs_b.empty() ? nullptr : layer.exp_probs_b.data(), n_tokens, &routing);
   ExpertBatch batch;
   RETURN_IF_ERROR(exchange.Dispatch(layer_index, h2, D, routing, &batch));
-  RETURN_IF_ERROR(RunExperts(layer, local_experts, &batch, pool, precision, ws));
+  RETURN_IF_ERROR(
+      RunExperts(layer_index, layer, local_experts, source, &batch, pool, precision, ws));
   RETURN_IF_ERROR(exchange.Combine(batch, routing, y));
   if (layer.shared.present()) {
     float* sh = ws.Get(Buf::kShared, n_tokens * D);

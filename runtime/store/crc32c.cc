@@ -1,0 +1,76 @@
+#include "runtime/store/crc32c.h"
+
+#include <array>
+#include <cstring>
+
+namespace tritmoe {
+namespace {
+
+constexpr uint32_t kPolyReflected = 0x82F63B78u;
+
+struct Table {
+  std::array<std::array<uint32_t, 256>, 8> t{};
+  constexpr Table() {
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c >> 1) ^ ((c & 1) ? kPolyReflected : 0);
+      t[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; ++i) {
+      for (int s = 1; s < 8; ++s) t[s][i] = (t[s - 1][i] >> 8) ^ t[0][t[s - 1][i] & 0xFF];
+    }
+  }
+};
+constexpr Table kTable;
+
+// Slicing-by-8 over the raw (pre/post-inverted by the caller) register.
+uint32_t UpdatePortable(uint32_t c, const uint8_t* p, size_t n) {
+  const auto& t = kTable.t;
+  while (n >= 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    w ^= c;
+    c = t[7][w & 0xFF] ^ t[6][(w >> 8) & 0xFF] ^ t[5][(w >> 16) & 0xFF] ^ t[4][(w >> 24) & 0xFF] ^
+        t[3][(w >> 32) & 0xFF] ^ t[2][(w >> 40) & 0xFF] ^ t[1][(w >> 48) & 0xFF] ^ t[0][w >> 56];
+    p += 8;
+    n -= 8;
+  }
+  while (n-- > 0) c = (c >> 8) ^ t[0][(c ^ *p++) & 0xFF];
+  return c;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) uint32_t UpdateSse42(uint32_t c, const uint8_t* p, size_t n) {
+  uint64_t c64 = c;
+  while (n >= 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    c64 = __builtin_ia32_crc32di(c64, w);
+    p += 8;
+    n -= 8;
+  }
+  c = static_cast<uint32_t>(c64);
+  while (n-- > 0) c = __builtin_ia32_crc32qi(c, *p++);
+  return c;
+}
+
+bool HaveSse42() {
+  static const bool have = __builtin_cpu_supports("sse4.2");
+  return have;
+}
+#endif
+
+}  // namespace
+
+uint32_t Crc32cPortable(const void* data, size_t n, uint32_t crc) {
+  return ~UpdatePortable(~crc, static_cast<const uint8_t*>(data), n);
+}
+
+uint32_t Crc32c(const void* data, size_t n, uint32_t crc) {
+#if defined(__x86_64__)
+  if (HaveSse42()) return ~UpdateSse42(~crc, static_cast<const uint8_t*>(data), n);
+#endif
+  return Crc32cPortable(data, n, crc);
+}
+
+}  // namespace tritmoe
