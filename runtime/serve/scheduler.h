@@ -1,0 +1,168 @@
+// Continuous batching on the driver rank: the scheduler owns the admission queue and the running
+// batch, and drives Engine::Step.
+//
+// Every step is built from, in this order:
+//   1. one decode token for every running sequence that has finished its prompt;
+//   2. the next prefill chunk of running sequences still in their prompt (oldest first);
+//   3. newly admitted requests (FCFS) with their first prefill chunk, while fewer than
+//      max_num_seqs run and the KV budget has room for prompt + max_tokens;
+// all bounded by max_num_batched_tokens tokens per step (chunked prefill: a long prompt takes
+// several steps; the last chunk samples the first token). Requests join and leave between steps:
+// a finished, cancelled, aborted or timed-out sequence is released in the next step.
+//
+// Threads: Run() is the scheduler loop and must run on the thread that may call the engine
+// (with MPI, the thread that initialized it). Submit, Abort, Stop and stats() may be called from
+// any thread (the HTTP and gRPC handlers).
+//
+// Failures: a request that fails alone gets an error Status on its stream; the server goes on.
+// An engine error other than InvalidArgument is fatal (the job must end): every request gets
+// Unavailable, new ones are refused, and Run returns the error.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "runtime/engine/engine.h"
+#include "runtime/serve/output_processor.h"
+#include "runtime/serve/request_stream.h"
+#include "runtime/serve/serve_request.h"
+#include "runtime/serve/server_metrics.h"
+
+namespace tritmoe {
+
+struct SchedulerOptions {
+  int max_num_seqs = 64;              // running sequences; <= EngineOptions::max_sequences
+  int max_num_batched_tokens = 2048;  // tokens per step; <= EngineOptions::max_tokens_per_step
+  int max_waiting = 4096;             // admission queue; beyond it Submit is ResourceExhausted
+  // KV cache tokens that running requests may reserve in total (each reserves prompt +
+  // max_tokens); 0: no limit beyond max_num_seqs sequences of max_model_len.
+  int64_t kv_cache_tokens = 0;
+  // How long an idle scheduler sleeps before rechecking deadlines.
+  absl::Duration idle_wait = absl::Milliseconds(50);
+
+  // InvalidArgument naming the field. max_num_batched_tokens must be >= max_num_seqs (every
+  // running sequence decodes one token per step).
+  absl::Status Validate() const;
+};
+
+struct SchedulerStats {
+  int running = 0;
+  int waiting = 0;
+  double kv_usage = 0;  // reserved / budget
+  int64_t steps = 0;
+  bool draining = false;
+};
+
+class Scheduler {
+ public:
+  // engine and metrics must outlive the scheduler; metrics may be null.
+  static absl::StatusOr<std::unique_ptr<Scheduler>> Create(Engine* engine,
+                                                           const SchedulerOptions& options,
+                                                           ServerMetrics* metrics);
+  ~Scheduler();
+
+  // Queues a request. ResourceExhausted when the queue is full, Unavailable once stopping,
+  // AlreadyExists when its request_id is live.
+  absl::StatusOr<std::shared_ptr<RequestStream>> Submit(ServeRequest request);
+
+  // Ends the live requests with these ids (finish reason kAbort); returns how many were live.
+  int Abort(const std::vector<std::string>& request_ids);
+
+  // The loop. Returns after Stop (OK) once every live request got its terminal event, or with
+  // the engine's error.
+  absl::Status Run();
+
+  // Stops admitting requests; after `drain`, ends the live ones with kAbort and makes Run
+  // return. Callable from any thread (e.g. a signal watcher), any number of times.
+  void Stop(absl::Duration drain = absl::ZeroDuration());
+
+  SchedulerStats stats() const;
+  const SchedulerOptions& options() const { return options_; }
+  int64_t kv_budget() const { return kv_budget_; }
+
+ private:
+  struct Sequence {
+    uint64_t id = 0;  // engine sequence id
+    ServeRequest request;
+    std::shared_ptr<RequestStream> stream;
+    std::unique_ptr<OutputProcessor> output;
+    int64_t capacity = 0;  // KV tokens reserved
+    size_t prefilled = 0;  // prompt tokens already in the KV cache
+    int32_t last_token = -1;
+    bool started = false;  // the engine knows the sequence
+    bool done = false;     // terminal event pushed
+    ServeClock::time_point first_scheduled{};
+    ServeClock::time_point first_token{};
+    ServeClock::time_point last_token_time{};
+  };
+
+  // Wakes the loop. Shared with the request streams (Cancel/Abort), which may outlive us.
+  class WakeSignal {
+   public:
+    void Notify();
+    // Returns when notified (consuming it) or after `timeout`.
+    void WaitFor(absl::Duration timeout);
+
+   private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool pending_ = false;
+  };
+
+  Scheduler(Engine* engine, const SchedulerOptions& options, ServerMetrics* metrics);
+
+  // Moves submissions into waiting_, handles cancel/abort/deadline/stop. Returns false when the
+  // loop should end.
+  bool Intake();
+  // Ends a sequence: pushes the terminal event and marks it for release if started.
+  void FinishOk(Sequence* seq, ServeFinish finish);
+  void FinishError(Sequence* seq, absl::Status status, const char* reason);
+  // Common end: marks for release, returns the KV reservation, forgets the request id.
+  void Retire(Sequence* seq);
+  // Delivers one sampled token.
+  void Emit(Sequence* seq, int32_t token, ServeClock::time_point now);
+  // Fails every live request (fatal engine error).
+  void FailAll(const absl::Status& status);
+  void PublishStats();
+
+  Engine* const engine_;
+  const SchedulerOptions options_;
+  ServerMetrics* const metrics_;
+  const int64_t kv_budget_;
+
+  const std::shared_ptr<WakeSignal> wake_ = std::make_shared<WakeSignal>();
+
+  // Shared with other threads.
+  mutable std::mutex mu_;
+  std::deque<std::unique_ptr<Sequence>> submitted_;
+  absl::flat_hash_map<std::string, std::weak_ptr<RequestStream>> live_;  // by request_id
+  bool stopping_ = false;
+  ServeClock::time_point stop_deadline_{};
+  absl::Status fatal_;
+  // Published by the loop for stats().
+  std::atomic<int> n_running_{0};
+  std::atomic<int> n_waiting_{0};
+  std::atomic<int64_t> kv_reserved_published_{0};
+  std::atomic<int64_t> steps_{0};
+
+  // Scheduler thread only.
+  std::deque<std::unique_ptr<Sequence>> waiting_;
+  std::vector<std::unique_ptr<Sequence>> running_;  // admission order
+  // Finished sequences to release in the next step, with their KV reservations, which stay
+  // counted until that step has run (the engine frees them at its end).
+  std::vector<std::pair<uint64_t, int64_t>> to_release_;
+  int64_t kv_reserved_ = 0;
+  uint64_t next_id_ = 1;
+};
+
+}  // namespace tritmoe
