@@ -1,11 +1,28 @@
 #include "base/thread_pool.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 namespace tritmoe {
 
 namespace {
 constexpr int kSpinIterations = 1 << 14;
+// Chunks per thread: enough that a late thread's share is taken by the others, few enough that
+// the per-chunk cost (an atomic claim, cache-line traffic) stays invisible.
+constexpr int64_t kChunksPerThread = 4;
+constexpr int kCursorBits = 20;
+constexpr uint64_t kCursorMask = (uint64_t{1} << kCursorBits) - 1;
+constexpr int64_t kMaxChunks = int64_t{1} << kCursorBits;
+
+inline void CpuRelax() {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#endif
+}
+
+uint64_t ClaimWord(uint64_t job, uint64_t n_chunks, uint64_t next) {
+  return (job << (2 * kCursorBits)) | (n_chunks << kCursorBits) | next;
+}
 }  // namespace
 
 int DefaultThreadCount() {
@@ -24,20 +41,30 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+    stop_.store(true, std::memory_order_release);
     generation_.fetch_add(1, std::memory_order_release);
   }
   cv_.notify_all();
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::RunChunk(int index) {
-  const int64_t n_chunks_total = (job_n_ + job_grain_ - 1) / job_grain_;
-  const int64_t per = (n_chunks_total + n_threads_ - 1) / n_threads_;
-  const int64_t begin = static_cast<int64_t>(index) * per * job_grain_;
-  int64_t end = begin + per * job_grain_;
-  if (end > job_n_) end = job_n_;
-  if (begin < end) (*job_)(begin, end, index);
+void ThreadPool::RunChunks(int index) {
+  for (;;) {
+    uint64_t word = claim_.load(std::memory_order_acquire);
+    const uint64_t next = word & kCursorMask;
+    const uint64_t count = (word >> kCursorBits) & kCursorMask;
+    if (next >= count) return;
+    if (!claim_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel,
+                                      std::memory_order_acquire)) {
+      continue;
+    }
+    // The claim succeeded on this job's word, so the job fields are this job's and stay so until
+    // this chunk is counted done.
+    const int64_t begin = static_cast<int64_t>(next) * job_chunk_;
+    const int64_t end = std::min(job_n_, begin + job_chunk_);
+    (*job_)(begin, end, index);
+    done_.fetch_add(1, std::memory_order_acq_rel);
+  }
 }
 
 void ThreadPool::ParallelFor(int64_t n, int64_t grain,
@@ -48,21 +75,23 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
     fn(0, n, 0);
     return;
   }
+  const int64_t units = (n + grain - 1) / grain;
+  const int64_t want = std::min({units, n_threads_ * kChunksPerThread, kMaxChunks - 1});
+  const int64_t units_per_chunk = (units + want - 1) / want;
+  const int64_t n_chunks = (units + units_per_chunk - 1) / units_per_chunk;
   job_ = &fn;
   job_n_ = n;
-  job_grain_ = grain;
-  pending_.store(n_threads_ - 1, std::memory_order_relaxed);
+  job_chunk_ = units_per_chunk * grain;
+  done_.store(0, std::memory_order_relaxed);
+  job_id_ = (job_id_ + 1) & ((uint64_t{1} << (64 - 2 * kCursorBits)) - 1);
+  claim_.store(ClaimWord(job_id_, static_cast<uint64_t>(n_chunks), 0), std::memory_order_release);
   {
     std::lock_guard<std::mutex> lock(mu_);
     generation_.fetch_add(1, std::memory_order_release);
   }
   cv_.notify_all();
-  RunChunk(0);
-  while (pending_.load(std::memory_order_acquire) != 0) {
-#if defined(__x86_64__)
-    __builtin_ia32_pause();
-#endif
-  }
+  RunChunks(0);
+  while (done_.load(std::memory_order_acquire) != n_chunks) CpuRelax();
   job_ = nullptr;
 }
 
@@ -71,25 +100,17 @@ void ThreadPool::WorkerLoop(int index) {
   for (;;) {
     uint64_t gen = generation_.load(std::memory_order_acquire);
     for (int spin = 0; gen == seen && spin < kSpinIterations; ++spin) {
-#if defined(__x86_64__)
-      __builtin_ia32_pause();
-#endif
+      CpuRelax();
       gen = generation_.load(std::memory_order_acquire);
     }
     if (gen == seen) {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
       gen = generation_.load(std::memory_order_acquire);
-      if (stop_) return;
     }
+    if (stop_.load(std::memory_order_acquire)) return;
     seen = gen;
-    {
-      // stop_ is only set under the lock together with a generation bump.
-      std::lock_guard<std::mutex> lock(mu_);
-      if (stop_) return;
-    }
-    RunChunk(index);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    RunChunks(index);
   }
 }
 

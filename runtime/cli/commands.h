@@ -14,5 +14,6 @@ void RegisterInspectCommand(CLI::App& app, absl::Status* result);
 void RegisterGenModelCommand(CLI::App& app, absl::Status* result);
 void RegisterGenerateCommand(CLI::App& app, absl::Status* result);
 void RegisterTokenizeCommand(CLI::App& app, absl::Status* result);
+void RegisterBenchDecodeCommand(CLI::App& app, absl::Status* result);
 
 }  // namespace tritmoe

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   tritmoe::RegisterGenModelCommand(app, &result);
   tritmoe::RegisterGenerateCommand(app, &result);
   tritmoe::RegisterTokenizeCommand(app, &result);
+  tritmoe::RegisterBenchDecodeCommand(app, &result);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
