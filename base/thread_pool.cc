@@ -6,7 +6,11 @@
 namespace tritmoe {
 
 namespace {
-constexpr int kSpinIterations = 1 << 14;
+// A waiting thread first spins (a new job usually follows within microseconds), then yields the
+// core on every check (free when nothing else wants it; when ranks or other processes share the
+// cores, the thread doing the serial work between loops gets to run), then sleeps.
+constexpr int kSpinIterations = 1 << 10;
+constexpr int kYieldIterations = 1 << 12;
 // Chunks per thread: enough that a late thread's share is taken by the others, few enough that
 // the per-chunk cost (an atomic claim, cache-line traffic) stays invisible.
 constexpr int64_t kChunksPerThread = 4;
@@ -18,6 +22,15 @@ inline void CpuRelax() {
 #if defined(__x86_64__)
   __builtin_ia32_pause();
 #endif
+}
+
+// Spins for the first kSpinIterations calls, yields after that.
+inline void Wait(int iteration) {
+  if (iteration < kSpinIterations) {
+    CpuRelax();
+  } else {
+    std::this_thread::yield();
+  }
 }
 
 uint64_t ClaimWord(uint64_t job, uint64_t n_chunks, uint64_t next) {
@@ -91,7 +104,7 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
   }
   cv_.notify_all();
   RunChunks(0);
-  while (done_.load(std::memory_order_acquire) != n_chunks) CpuRelax();
+  for (int i = 0; done_.load(std::memory_order_acquire) != n_chunks; ++i) Wait(i);
   job_ = nullptr;
 }
 
@@ -99,8 +112,8 @@ void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
   for (;;) {
     uint64_t gen = generation_.load(std::memory_order_acquire);
-    for (int spin = 0; gen == seen && spin < kSpinIterations; ++spin) {
-      CpuRelax();
+    for (int i = 0; gen == seen && i < kSpinIterations + kYieldIterations; ++i) {
+      Wait(i);
       gen = generation_.load(std::memory_order_acquire);
     }
     if (gen == seen) {

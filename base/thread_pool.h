@@ -4,9 +4,9 @@
 // done. Chunks are claimed dynamically (an atomic counter) by the caller and the workers, so a
 // worker that the OS has descheduled -- common when ranks or other processes share the cores --
 // only delays the chunk it already holds; the others run on whoever is awake instead of the caller
-// spinning on a fixed share. Workers spin briefly before sleeping, because decode issues thousands
-// of short loops per token and a sleep/wake per loop would cost more than the work.
-// Not reentrant: a ParallelFor body must not call ParallelFor on the same pool.
+// spinning on a fixed share. Workers spin (then yield) briefly before sleeping, because decode
+// issues thousands of short loops per token and a sleep/wake per loop would cost more than the
+// work. Not reentrant: a ParallelFor body must not call ParallelFor on the same pool.
 #pragma once
 
 #include <atomic>
