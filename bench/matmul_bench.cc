@@ -3,8 +3,11 @@
 // larger than the caches (kWorkingSetBytes), so weights stream from memory as in decode.
 // Counters: bytes_per_second = weight bytes read per second (each matrix is read once per call,
 // whatever the batch); weights_x_tokens = multiply-adds per second (rows * cols * tokens).
+// IQ1_S_quads is IQ1_S repacked into the CPU layout (experts/matmul_repack.h): its bytes_per_second
+// counts the bytes it reads (64 per 256 weights) and gguf_bytes_per_second the IQ1_S bytes the
+// same matrix has in the GGUF file (50 per 256), i.e. the speed in terms of the model.
 //
-// Name: BM_MatMul/<type>/<rows>x<cols>/threads:<T>/batch:<B>/<isa>
+// Name: BM_MatMul/<type>[_quads]/<rows>x<cols>/threads:<T>/batch:<B>/<isa>
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -19,6 +22,7 @@
 #include "experts/matmul.h"
 #include "experts/matmul_isa.h"
 #include "experts/matmul_packed.h"
+#include "experts/matmul_repack.h"
 #include "experts/quant_type.h"
 
 namespace tritmoe {
@@ -106,16 +110,34 @@ const std::vector<uint8_t>& MakeWeights(GgmlType type, int64_t bytes, uint32_t s
   return *cache;
 }
 
+// `bytes` of IQ1_S weights repacked into the quads layout, as one row of bytes / 64 blocks (the
+// blocks' order does not matter to the kernels' speed). Kept like MakeWeights.
+const RepackedWeights& MakeQuadsWeights(int64_t bytes) {
+  static auto* cache = new RepackedWeights();
+  if (cache->bytes() < bytes) {
+    const int64_t blocks = std::max(bytes, kWorkingSetBytes + (int64_t{64} << 20)) / 64;
+    const std::vector<uint8_t>& gguf = MakeWeights(GgmlType::kIQ1_S, blocks * 50, 1);
+    ThreadPool pool(DefaultThreadCount());
+    *cache =
+        RepackWeights({GgmlType::kIQ1_S, gguf.data(), blocks, 256}, WeightLayout::kIq1sQuads, &pool)
+            .value();
+  }
+  return *cache;
+}
+
 // working_set: bytes of distinct weights cycled through (at least two matrices' worth).
-void BM_MatMul(benchmark::State& state, GgmlType type, int64_t rows, int64_t cols, int threads,
-               int batch, MatmulIsa isa, int64_t working_set) {
+void BM_MatMul(benchmark::State& state, GgmlType type, WeightLayout layout, int64_t rows,
+               int64_t cols, int threads, int batch, MatmulIsa isa, int64_t working_set) {
   if (!SetMatmulIsaForTesting(isa).ok()) {
     state.SkipWithError("ISA not supported");
     return;
   }
-  const int64_t matrix_bytes = rows * RowBytes(type, cols);
+  const int64_t matrix_bytes = rows * LayoutRowBytes(type, layout, cols);
   const int64_t n_matrices = std::max<int64_t>(2, (working_set + matrix_bytes - 1) / matrix_bytes);
-  const std::vector<uint8_t>& weights = MakeWeights(type, matrix_bytes * n_matrices, 1);
+  const uint8_t* weights =
+      layout == WeightLayout::kGguf
+          ? MakeWeights(type, matrix_bytes * n_matrices, 1).data()
+          : static_cast<const uint8_t*>(MakeQuadsWeights(matrix_bytes * n_matrices).view().data);
   std::vector<float> x(batch * cols);
   std::mt19937 rng(2);
   std::normal_distribution<float> dist(0.0f, 1.0f);
@@ -124,12 +146,17 @@ void BM_MatMul(benchmark::State& state, GgmlType type, int64_t rows, int64_t col
   ThreadPool pool(threads);
   int64_t m = 0;
   for (auto _ : state) {
-    const WeightView w{type, weights.data() + m * matrix_bytes, rows, cols};
+    const WeightView w{type, weights + m * matrix_bytes, rows, cols, layout};
     MatMul(w, x.data(), batch, y.data(), pool);
     benchmark::DoNotOptimize(y.data());
     m = m + 1 == n_matrices ? 0 : m + 1;
   }
   state.SetBytesProcessed(state.iterations() * matrix_bytes);
+  if (layout != WeightLayout::kGguf) {
+    state.counters["gguf_bytes_per_second"] = benchmark::Counter(
+        static_cast<double>(rows * RowBytes(type, cols)) * static_cast<double>(state.iterations()),
+        benchmark::Counter::kIsRate);
+  }
   state.counters["weights_x_tokens"] = benchmark::Counter(
       static_cast<double>(rows * cols * batch) * static_cast<double>(state.iterations()),
       benchmark::Counter::kIsRate);
@@ -138,24 +165,28 @@ void BM_MatMul(benchmark::State& state, GgmlType type, int64_t rows, int64_t col
 
 // The dot kernels alone: activations packed once outside the loop, a matrix that stays in L2,
 // one thread. This is the compute ceiling of a type's kernel.
-void BM_KernelInCache(benchmark::State& state, GgmlType type, int64_t rows, int64_t cols, int batch,
-                      MatmulIsa isa) {
+void BM_KernelInCache(benchmark::State& state, GgmlType type, WeightLayout layout, int64_t rows,
+                      int64_t cols, int batch, MatmulIsa isa) {
   if (!SetMatmulIsaForTesting(isa).ok()) {
     state.SkipWithError("ISA not supported");
     return;
   }
-  const int64_t matrix_bytes = rows * RowBytes(type, cols);
-  const std::vector<uint8_t>& weights = MakeWeights(type, matrix_bytes, 1);
+  const int64_t matrix_bytes = rows * LayoutRowBytes(type, layout, cols);
+  const uint8_t* weights =
+      layout == WeightLayout::kGguf
+          ? MakeWeights(type, matrix_bytes, 1).data()
+          : static_cast<const uint8_t*>(MakeQuadsWeights(matrix_bytes).view().data);
   std::vector<float> x(batch * cols);
   std::mt19937 rng(2);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   for (auto& v : x) v = dist(rng);
   std::vector<float> y(batch * rows);
   ThreadPool pool(1);
+  const WeightView w{type, weights, rows, cols, layout};
   PackedActivations packed;
-  packed.Pack(type, x.data(), batch, cols);
+  packed.Pack(w, x.data(), batch);
   for (auto _ : state) {
-    MatMulPacked({type, weights.data(), rows, cols}, packed, y.data(), pool);
+    MatMulPacked(w, packed, y.data(), pool);
     benchmark::DoNotOptimize(y.data());
   }
   state.SetBytesProcessed(state.iterations() * matrix_bytes);
@@ -166,7 +197,8 @@ void BM_KernelInCache(benchmark::State& state, GgmlType type, int64_t rows, int6
 }
 
 // Packing (quantizing) one activation row of `cols` floats for weights of `type`.
-void BM_PackActivations(benchmark::State& state, GgmlType type, int64_t cols, MatmulIsa isa) {
+void BM_PackActivations(benchmark::State& state, GgmlType type, WeightLayout layout, int64_t cols,
+                        MatmulIsa isa) {
   if (!SetMatmulIsaForTesting(isa).ok()) {
     state.SkipWithError("ISA not supported");
     return;
@@ -177,31 +209,49 @@ void BM_PackActivations(benchmark::State& state, GgmlType type, int64_t cols, Ma
   for (auto& v : x) v = dist(rng);
   PackedActivations packed;
   for (auto _ : state) {
-    packed.Pack(type, x.data(), 1, cols);
+    packed.Pack(type, x.data(), 1, cols, nullptr, ActPrecision::kQuantized, layout);
     benchmark::DoNotOptimize(packed.data());
   }
   state.SetItemsProcessed(state.iterations() * cols);
   (void)SetMatmulIsaForTesting(BestSupportedMatmulIsa());
 }
 
+// A weight type in a layout, as benchmarked.
+struct Format {
+  GgmlType type;
+  WeightLayout layout;
+};
+
+std::string FormatName(const Format& f) {
+  return std::string(GetTypeTraits(f.type).name) +
+         (f.layout == WeightLayout::kIq1sQuads ? "_quads" : "");
+}
+
 void RegisterAll() {
-  const GgmlType kTypes[] = {
-      GgmlType::kIQ1_S, GgmlType::kTQ1_0, GgmlType::kTQ2_0, GgmlType::kIQ1_M, GgmlType::kIQ2_XXS,
-      GgmlType::kQ2_K,  GgmlType::kQ4_K,  GgmlType::kQ6_K,  GgmlType::kQ4_0,  GgmlType::kQ8_0,
-      GgmlType::kBF16,  GgmlType::kF16,   GgmlType::kF32};
+  const Format kFormats[] = {
+      {GgmlType::kIQ1_S, WeightLayout::kGguf}, {GgmlType::kIQ1_S, WeightLayout::kIq1sQuads},
+      {GgmlType::kTQ1_0, WeightLayout::kGguf}, {GgmlType::kTQ2_0, WeightLayout::kGguf},
+      {GgmlType::kIQ1_M, WeightLayout::kGguf}, {GgmlType::kIQ2_XXS, WeightLayout::kGguf},
+      {GgmlType::kQ2_K, WeightLayout::kGguf},  {GgmlType::kQ4_K, WeightLayout::kGguf},
+      {GgmlType::kQ6_K, WeightLayout::kGguf},  {GgmlType::kQ4_0, WeightLayout::kGguf},
+      {GgmlType::kQ8_0, WeightLayout::kGguf},  {GgmlType::kBF16, WeightLayout::kGguf},
+      {GgmlType::kF16, WeightLayout::kGguf},   {GgmlType::kF32, WeightLayout::kGguf}};
   const int64_t kShapes[][2] = {{2048, 7168}, {7168, 2048}};
   for (int isa = static_cast<int>(BestSupportedMatmulIsa()); isa >= 0; --isa) {
-    for (GgmlType type : kTypes) {
+    for (const Format& f : kFormats) {
+      // The scalar quads kernel is a reference, far too slow to time at these sizes.
+      if (f.layout != WeightLayout::kGguf && isa == 0) continue;
       for (const auto& shape : kShapes) {
         for (int threads : {1, 2}) {
           for (int batch : {1, 4, 8}) {
-            const std::string name = std::string("BM_MatMul/") + GetTypeTraits(type).name + "/" +
-                                     std::to_string(shape[0]) + "x" + std::to_string(shape[1]) +
+            const std::string name = "BM_MatMul/" + FormatName(f) + "/" + std::to_string(shape[0]) +
+                                     "x" + std::to_string(shape[1]) +
                                      "/threads:" + std::to_string(threads) +
                                      "/batch:" + std::to_string(batch) + "/" +
                                      MatmulIsaName(static_cast<MatmulIsa>(isa));
-            benchmark::RegisterBenchmark(name.c_str(), BM_MatMul, type, shape[0], shape[1], threads,
-                                         batch, static_cast<MatmulIsa>(isa), kWorkingSetBytes)
+            benchmark::RegisterBenchmark(name.c_str(), BM_MatMul, f.type, f.layout, shape[0],
+                                         shape[1], threads, batch, static_cast<MatmulIsa>(isa),
+                                         kWorkingSetBytes)
                 ->UseRealTime()
                 ->Unit(benchmark::kMicrosecond)
                 ->MinTime(0.5);
@@ -212,18 +262,18 @@ void RegisterAll() {
   }
   for (int isa = static_cast<int>(BestSupportedMatmulIsa()); isa >= 0; --isa) {
     const char* isa_name = MatmulIsaName(static_cast<MatmulIsa>(isa));
-    for (GgmlType type : kTypes) {
+    for (const Format& f : kFormats) {
+      if (f.layout != WeightLayout::kGguf && isa == 0) continue;
       for (int batch : {1, 8}) {
-        const std::string name = std::string("BM_KernelInCache/") + GetTypeTraits(type).name +
+        const std::string name = "BM_KernelInCache/" + FormatName(f) +
                                  "/256x7168/batch:" + std::to_string(batch) + "/" + isa_name;
-        benchmark::RegisterBenchmark(name.c_str(), BM_KernelInCache, type, 256, 7168, batch,
-                                     static_cast<MatmulIsa>(isa))
+        benchmark::RegisterBenchmark(name.c_str(), BM_KernelInCache, f.type, f.layout, 256, 7168,
+                                     batch, static_cast<MatmulIsa>(isa))
             ->Unit(benchmark::kMicrosecond)
             ->MinTime(0.2);
       }
-      const std::string name =
-          std::string("BM_PackActivations/") + GetTypeTraits(type).name + "/7168/" + isa_name;
-      benchmark::RegisterBenchmark(name.c_str(), BM_PackActivations, type, 7168,
+      const std::string name = "BM_PackActivations/" + FormatName(f) + "/7168/" + isa_name;
+      benchmark::RegisterBenchmark(name.c_str(), BM_PackActivations, f.type, f.layout, 7168,
                                    static_cast<MatmulIsa>(isa))
           ->Unit(benchmark::kMicrosecond)
           ->MinTime(0.2);

@@ -6,6 +6,8 @@ add_library(tritmoe_matmul STATIC
   matmul_scalar.cc
   matmul_avx2.cc
   matmul_avx512.cc
+  matmul_iq1s_quads.cc
+  matmul_repack.cc
 )
 target_link_libraries(tritmoe_matmul PUBLIC tritmoe_quant tritmoe_base)
 set_source_files_properties(matmul_avx2.cc PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c;-O3")

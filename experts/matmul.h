@@ -1,5 +1,15 @@
 // Quantized matrix products on the CPU: Y = X * W^T for a weight matrix W stored in any supported
 // type. Runtime dispatch picks AVX-512 (VNNI) or AVX2 kernels; a scalar path remains for reference.
+//
+// Weight layouts. MatMul reads GGUF tensor bytes as they are (WeightLayout::kGguf). For IQ1_S the
+// CPU kernels are limited by the grid lookups of that format, so experts/matmul_repack.h offers a
+// lossless CPU layout (kIq1sQuads, 64 bytes per 256 weights instead of 50: +28% RAM for the copy)
+// that MatMul reads about 3x faster on AVX-512 (docs/PERF.md). Repacking is optional and explicit:
+// the caller (the model loader) asks PreferredCpuLayout(type) and calls RepackWeights once at load
+// time, keeps the RepackedWeights alive for as long as it multiplies with them, and passes its
+// view() here. MatMul never repacks on its own, and results do not depend on the layout beyond
+// float rounding (the integer sums are identical; the GGUF bytes stay the source of truth and can
+// be recovered exactly, UnpackWeights).
 #pragma once
 
 #include <cstdint>
@@ -9,13 +19,19 @@
 
 namespace tritmoe {
 
-// A weight matrix as it lies in a GGUF tensor: `rows` rows (ne1) of `cols` elements (ne0), each
-// row RowBytes(type, cols) bytes, rows contiguous.
+enum class WeightLayout {
+  kGguf,       // GGUF tensor bytes: rows of RowBytes(type, cols), rows contiguous
+  kIq1sQuads,  // IQ1_S only: rows of cols / 256 blocks of 64 bytes (experts/matmul_iq1s_quads.h)
+};
+
+// A weight matrix: `rows` rows (ne1) of `cols` elements (ne0), rows contiguous, each row
+// LayoutRowBytes(type, layout, cols) bytes (experts/matmul_repack.h; RowBytes for kGguf).
 struct WeightView {
   GgmlType type = GgmlType::kF32;
   const void* data = nullptr;
   int64_t rows = 0;
   int64_t cols = 0;
+  WeightLayout layout = WeightLayout::kGguf;
 };
 
 enum class ActPrecision {

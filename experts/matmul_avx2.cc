@@ -209,6 +209,7 @@ void FillAvx2Kernels(KernelTable* table) {
   table->For(GgmlType::kTQ2_0) = Q8KKernels<DecodeTq2>();
   table->For(GgmlType::kTQ1_0).dot = TiledDot<TernaryDot<DecodeTq1>>;
   table->For(GgmlType::kTQ2_0).dot = TiledDot<TernaryDot<DecodeTq2>>;
+  table->iq1s_quads = Q8KKernels<DecodeIq1sQuads>();
 }
 
 }  // namespace tritmoe::matmul_internal

@@ -5,8 +5,15 @@
 // costs nothing per row.
 //   TQ2_0: four 2-bit planes of the 64 qs bytes are the four vectors of codes (vpsrlw + vpand),
 //          activation bytes reordered to match; vpdpbusd(code 0..3, q8) − Σq8.
-//   TQ1_0: the 52 packed bytes are turned into their five base-3 digits by 256-entry byte tables
-//          (two vpermi2b + a blend per digit), activation reordered to the digit planes.
+//   TQ1_0: single token: two vpdpbusd chains over the packed bytes times powers of 3 (no digit
+//          tables, see Tq1::Rows); several tokens: the 52 packed bytes are turned into their five
+//          base-3 digits by 256-entry byte tables (two vpermi2b + a blend per digit), shared by
+//          the tokens. Activations reordered to the digit planes.
+//   IQ1_S quads (the CPU layout of experts/matmul_iq1s_quads.h): vpmultishiftqb + 4 vpermi2b
+//          decode 64 fields into 4 code planes; sub-block scales per 4-byte lane via vpdpwssd.
+// TQ1_0, TQ2_0 and quads have tile kernels: single-token products take 4 rows per call (one pass
+// over the activations, one shuffle tree for the four sums) with the block scales precomputed 16
+// at a time.
 //   IQ1_S: the 32 grid indices of a block are built in vector registers and looked up with two
 //          16-lane gathers in the nibble-packed grid (value + 1 per nibble); the activation is
 //          split into the matching "low 4 / high 4 of each group of 8" planes. Sub-block scales
@@ -18,6 +25,7 @@
 // uninitialized once they are inlined at -O3; they are not.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <algorithm>
 #include <array>
 
 #include "experts/matmul_x86_common.h"
@@ -147,18 +155,123 @@ inline int32_t BlockSum(const BlockQ8K& q) {
   return s;
 }
 
+// ---- Shared by the tile kernels -----------------------------------------------------------------
+
+// out[r] (=|+=) Σ lanes of acc[r] for r < n_rows (<= 4): the four sums share one shuffle tree.
+inline void StoreRowSums(const __m512* acc, int n_rows, float* out, bool accumulate) {
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512 a0 = acc[0], a1 = n_rows > 1 ? acc[1] : zero;
+  const __m512 a2 = n_rows > 2 ? acc[2] : zero, a3 = n_rows > 3 ? acc[3] : zero;
+  // 128-bit quarters: [a0.q0+q2, a0.q1+q3, a1.q0+q2, a1.q1+q3], the same for a2, a3.
+  const __m512 s01 =
+      _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xEE));
+  const __m512 s23 =
+      _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x44), _mm512_shuffle_f32x4(a2, a3, 0xEE));
+  // Quarter r = four partial sums of row r.
+  __m512 v =
+      _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xDD));
+  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0x4E));
+  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0xB1));
+  __m128 sums = _mm512_castps512_ps128(
+      _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), v));
+  const __mmask8 m = static_cast<__mmask8>((1u << n_rows) - 1);
+  if (accumulate) sums = _mm_add_ps(sums, _mm_maskz_loadu_ps(m, out));
+  _mm_mask_storeu_ps(out, m, sums);
+}
+
+inline void StoreSum(__m512 acc, float* out, bool accumulate) {
+  const float s = _mm512_reduce_add_ps(acc);
+  *out = accumulate ? *out + s : s;
+}
+
+// Blocks per prepass of the single-token tile kernels: their per-block float scales (weight d times
+// activation d) are computed 16 at a time into stack arrays of this many entries. The weight d's
+// are gathered (one vpgatherdd per 16 blocks): reading them with scalar loads into an array that
+// is then loaded as a vector costs more than the rest of the kernel (the wide load has to wait for
+// the narrow stores, measured ~4 cycles per block and row on Zen 5).
+constexpr int kScaleGroup = 32;
+
+// ds[b] = fp16 at w + b * stride + offset (as float) * act_scale[b] * mul for b < n (<= 32), and
+// the same times mul2 into ds2 when given: the fp16 values are gathered as the high halves of the
+// dwords 2 bytes earlier (inside the block, so the last block of a tensor is not read past).
+inline void GatherBlockScales(const uint8_t* w, int stride, int offset, const float* act_scale,
+                              int n, float mul, float* ds, float mul2 = 0, float* ds2 = nullptr) {
+  const __m512i idx =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(stride));
+  for (int b = 0; b < n; b += 16) {
+    const __mmask16 m = n - b >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (n - b)) - 1);
+    const __m512i h =
+        _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, w + b * stride + offset - 2, 1);
+    const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16)));
+    const __m512 p = _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(m, act_scale + b));
+    _mm512_store_ps(ds + b, _mm512_mul_ps(p, _mm512_set1_ps(mul)));
+    if (ds2 != nullptr) _mm512_store_ps(ds2 + b, _mm512_mul_ps(p, _mm512_set1_ps(mul2)));
+  }
+}
+
+// Runs Tokens<NT>(args, row, token) for every row and token of a multi-token tile, in pieces of
+// 8, 4, 2 and 1 tokens.
+template <typename K>
+void ForTokenTiles(const TileArgs& a) {
+  for (int r = 0; r < a.n_rows; ++r) {
+    int t = 0;
+    while (t < a.n_tok) {
+      const int left = a.n_tok - t;
+      if (left >= 8) {
+        K::template Tokens<8>(a, r, t);
+        t += 8;
+      } else if (left >= 4) {
+        K::template Tokens<4>(a, r, t);
+        t += 4;
+      } else if (left >= 2) {
+        K::template Tokens<2>(a, r, t);
+        t += 2;
+      } else {
+        K::template Tokens<1>(a, r, t);
+        t += 1;
+      }
+    }
+  }
+}
+
+// Single-token tiles go to Rows<R> (R rows at a time), the rest to ForTokenTiles.
+template <typename K>
+void TernaryTile(const TileArgs& a) {
+  if (a.n_tok != 1) return ForTokenTiles<K>(a);
+  switch (a.n_rows) {
+    case 4:
+      return K::template Rows<4>(a);
+    case 3:
+      return K::template Rows<3>(a);
+    case 2:
+      return K::template Rows<2>(a);
+    default:
+      return K::template Rows<1>(a);
+  }
+}
+
+// The activation block of token t (rows act_stride bytes apart) and its block scale.
+template <typename Act>
+inline const Act* ActBlock(const TileArgs& a, int t, int64_t i) {
+  return reinterpret_cast<const Act*>(a.act + t * a.act_stride) + i;
+}
+inline float ActScale(const TileArgs& a, int t, int64_t i) {
+  return reinterpret_cast<const float*>(reinterpret_cast<const uint8_t*>(a.act_scale) +
+                                        t * a.act_stride)[i];
+}
+
 // ---- TQ2_0 -------------------------------------------------------------------------------------
 
 struct alignas(64) ActTq2 {
   int8_t q[4][64];  // q[l][32h + m] = element 128h + 32l + m
-  int32_t sum;      // Σ q over the block
-  float d;
-  uint8_t pad[56];
+  int32_t off[16];  // lane 0 = -Σ q over the block (the codes carry +1), lanes 1..15 = 0
 };
 static_assert(sizeof(ActTq2) == 320);
 
 void PackTq2(const float* x, int64_t n, void* dst) {
   auto* out = static_cast<ActTq2*>(dst);
+  float* scales = reinterpret_cast<float*>(out + n / kQK_K);
   BlockQ8K q;
   for (int64_t i = 0; i < n / kQK_K; ++i) {
     QuantizeBlockQ8K(x + i * kQK_K, &q);
@@ -166,20 +279,55 @@ void PackTq2(const float* x, int64_t n, void* dst) {
     for (int h = 0; h < 2; ++h) {
       for (int l = 0; l < 4; ++l) std::memcpy(&o.q[l][32 * h], q.qs + 128 * h + 32 * l, 32);
     }
-    o.sum = BlockSum(q);
-    o.d = q.d;
-    std::memset(o.pad, 0, sizeof(o.pad));
+    std::memset(o.off, 0, sizeof(o.off));
+    o.off[0] = -BlockSum(q);
+    scales[i] = q.d;
   }
 }
 
-struct Tq2Dot {
-  template <int NT>
-  static void Run(int64_t n, const uint8_t* w, const uint8_t* act, int64_t stride, float* out) {
+struct Tq2 {
+  static constexpr int kBlockBytes = 66;
+
+  // One token, R rows: Σ_l vpdpbusd(code plane l, activation plane l) from the offset lane.
+  template <int R>
+  static void Rows(const TileArgs& a) {
     const __m512i m3 = _mm512_set1_epi8(3);
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+    for (int64_t g0 = 0; g0 < a.n_blocks; g0 += kScaleGroup) {
+      const int gn = static_cast<int>(std::min<int64_t>(kScaleGroup, a.n_blocks - g0));
+      alignas(64) float ds[R][kScaleGroup];
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* w = a.w + r * a.w_stride + g0 * kBlockBytes;
+        GatherBlockScales(w, kBlockBytes, 64, a.act_scale + g0, gn, 1.0f, ds[r]);
+      }
+      const ActTq2* act = reinterpret_cast<const ActTq2*>(a.act) + g0;
+      for (int b = 0; b < gn; ++b) {
+        const ActTq2& x = act[b];
+        const __m512i a0 = _mm512_load_si512(x.q[0]), a1 = _mm512_load_si512(x.q[1]);
+        const __m512i a2 = _mm512_load_si512(x.q[2]), a3 = _mm512_load_si512(x.q[3]);
+        for (int r = 0; r < R; ++r) {
+          const __m512i q = Load512(a.w + r * a.w_stride + (g0 + b) * kBlockBytes);
+          __m512i s = _mm512_dpbusd_epi32(_mm512_load_si512(x.off), _mm512_and_si512(q, m3), a0);
+          s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q, 2), m3), a1);
+          s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q, 4), m3), a2);
+          s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q, 6), m3), a3);
+          acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(ds[r][b]), acc[r]);
+        }
+      }
+    }
+    StoreRowSums(acc, R, a.out, a.accumulate);
+  }
+
+  // One row, NT tokens: the codes decoded once per block.
+  template <int NT>
+  static void Tokens(const TileArgs& a, int r, int t0) {
+    const __m512i m3 = _mm512_set1_epi8(3);
+    const uint8_t* w = a.w + r * a.w_stride;
     __m512 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / kQK_K; ++i) {
-      const uint8_t* b = w + 66 * i;
+    for (int64_t i = 0; i < a.n_blocks; ++i) {
+      const uint8_t* b = w + kBlockBytes * i;
       const __m512i q = Load512(b);
       const __m512i u0 = _mm512_and_si512(q, m3);
       const __m512i u1 = _mm512_and_si512(_mm512_srli_epi16(q, 2), m3);
@@ -187,17 +335,17 @@ struct Tq2Dot {
       const __m512i u3 = _mm512_and_si512(_mm512_srli_epi16(q, 6), m3);
       const float dw = LoadFp16(b + 64);
       for (int t = 0; t < NT; ++t) {
-        const ActTq2* a = reinterpret_cast<const ActTq2*>(act + t * stride) + i;
-        __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u0, Load512(a->q[0]));
-        __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u1, Load512(a->q[1]));
-        s0 = _mm512_dpbusd_epi32(s0, u2, Load512(a->q[2]));
-        s1 = _mm512_dpbusd_epi32(s1, u3, Load512(a->q[3]));
-        __m512i s = _mm512_add_epi32(s0, s1);
-        s = _mm512_mask_sub_epi32(s, 1, s, _mm512_set1_epi32(a->sum));  // codes carry +1
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(dw * a->d), acc[t]);
+        const ActTq2* x = ActBlock<ActTq2>(a, t0 + t, i);
+        __m512i s0 = _mm512_dpbusd_epi32(_mm512_load_si512(x->off), u0, Load512(x->q[0]));
+        __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u1, Load512(x->q[1]));
+        s0 = _mm512_dpbusd_epi32(s0, u2, Load512(x->q[2]));
+        s1 = _mm512_dpbusd_epi32(s1, u3, Load512(x->q[3]));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)),
+                                 _mm512_set1_ps(dw * ActScale(a, t0 + t, i)), acc[t]);
       }
     }
-    for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+    for (int t = 0; t < NT; ++t)
+      StoreSum(acc[t], a.out + (t0 + t) * a.out_stride + r, a.accumulate);
   }
 };
 
@@ -207,14 +355,13 @@ struct alignas(64) ActTq1 {
   // q[n][m] (m < 32) = element 32n + m; q[n][32 + m] (m < 16) = element 160 + 16n + m;
   // q[n][48 + j] (j < 4, n < 4) = element 240 + 4n + j; every other byte 0.
   int8_t q[5][64];
-  int32_t sum;
-  float d;
-  uint8_t pad[56];
+  int32_t off[16];  // lane 0 = -128 Σ q over the block, lanes 1..15 = 0 (see Tq1::Rows)
 };
 static_assert(sizeof(ActTq1) == 384);
 
 void PackTq1(const float* x, int64_t n, void* dst) {
   auto* out = static_cast<ActTq1*>(dst);
+  float* scales = reinterpret_cast<float*>(out + n / kQK_K);
   BlockQ8K q;
   for (int64_t i = 0; i < n / kQK_K; ++i) {
     QuantizeBlockQ8K(x + i * kQK_K, &q);
@@ -225,8 +372,8 @@ void PackTq1(const float* x, int64_t n, void* dst) {
       std::memcpy(&o.q[nd][32], q.qs + 160 + 16 * nd, 16);
       if (nd < 4) std::memcpy(&o.q[nd][48], q.qs + 240 + 4 * nd, 4);
     }
-    o.sum = BlockSum(q);
-    o.d = q.d;
+    o.off[0] = -128 * BlockSum(q);
+    scales[i] = q.d;
   }
 }
 
@@ -242,15 +389,66 @@ constexpr std::array<std::array<uint8_t, 256>, 5> MakeTq1Digits() {
 }
 alignas(64) constexpr std::array<std::array<uint8_t, 256>, 5> kTq1Digits = MakeTq1Digits();
 
-struct Tq1Dot {
+struct Tq1 {
+  static constexpr int kBlockBytes = 54;
+
+  // One token, R rows, without digit tables. With y_n = b·3^n mod 256 (so y_{n+1} = 3·y_n mod 256,
+  // two byte adds), digit n of b is (3·y_n - y_{n+1}) / 256 exactly. Hence per block
+  //   Σ (digit - 1)·q = (3·Σ_n y_n·q_n - Σ_n y_{n+1}·q_n) / 256 - Σ q,
+  // two vpdpbusd chains over the raw bytes (unsigned y, signed q). Both chains start from the
+  // offset lane -128·Σq, which contributes (3 - 1)·(-128·Σq)/256 = -Σq. The chains are scaled in
+  // float (3/256 and -1/256 folded into the block scales), which costs fewer vector ops than
+  // combining them as integers. The 64-byte loads read 10 bytes past the block (lanes 13..15,
+  // whose activation bytes are 0); the last block of a call is loaded with a mask instead.
+  template <int R>
+  static void Rows(const TileArgs& a) {
+    constexpr __mmask64 kBlockMask = (__mmask64{1} << 54) - 1;
+    __m512 acc1[R], acc2[R];
+    for (int r = 0; r < R; ++r) acc1[r] = acc2[r] = _mm512_setzero_ps();
+    for (int64_t g0 = 0; g0 < a.n_blocks; g0 += kScaleGroup) {
+      const int gn = static_cast<int>(std::min<int64_t>(kScaleGroup, a.n_blocks - g0));
+      alignas(64) float ds1[R][kScaleGroup], ds2[R][kScaleGroup];
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* w = a.w + r * a.w_stride + g0 * kBlockBytes;
+        GatherBlockScales(w, kBlockBytes, 52, a.act_scale + g0, gn, 3.0f / 256, ds1[r], -1.0f / 256,
+                          ds2[r]);
+      }
+      const ActTq1* act = reinterpret_cast<const ActTq1*>(a.act) + g0;
+      const bool last_group = g0 + gn == a.n_blocks;
+      for (int b = 0; b < gn; ++b) {
+        const ActTq1& x = act[b];
+        __m512i av[5];
+        for (int n = 0; n < 5; ++n) av[n] = _mm512_load_si512(x.q[n]);
+        const bool masked = last_group && b == gn - 1;
+        for (int r = 0; r < R; ++r) {
+          const uint8_t* p = a.w + r * a.w_stride + (g0 + b) * kBlockBytes;
+          __m512i y = masked ? _mm512_maskz_loadu_epi8(kBlockMask, p) : Load512(p);
+          __m512i s1 = _mm512_load_si512(x.off), s2 = s1;
+          for (int n = 0; n < 5; ++n) {
+            s1 = _mm512_dpbusd_epi32(s1, y, av[n]);
+            y = _mm512_add_epi8(_mm512_add_epi8(y, y), y);
+            s2 = _mm512_dpbusd_epi32(s2, y, av[n]);
+          }
+          acc1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), _mm512_set1_ps(ds1[r][b]), acc1[r]);
+          acc2[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s2), _mm512_set1_ps(ds2[r][b]), acc2[r]);
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) acc1[r] = _mm512_add_ps(acc1[r], acc2[r]);
+    StoreRowSums(acc1, R, a.out, a.accumulate);
+  }
+
+  // One row, NT tokens: the 52 packed bytes are turned into their five base-3 digits once per
+  // block by 256-entry byte tables (two vpermi2b + a blend per digit), shared by the tokens.
   template <int NT>
-  static void Run(int64_t n, const uint8_t* w, const uint8_t* act, int64_t stride, float* out) {
-    constexpr __mmask64 kBlockBytes = (__mmask64{1} << 52) - 1;  // qs[48] + qh[4]
+  static void Tokens(const TileArgs& a, int r, int t0) {
+    constexpr __mmask64 kCodeBytes = (__mmask64{1} << 52) - 1;  // qs[48] + qh[4]
+    const uint8_t* w = a.w + r * a.w_stride;
     __m512 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / kQK_K; ++i) {
-      const uint8_t* b = w + 54 * i;
-      const __m512i q = _mm512_maskz_loadu_epi8(kBlockBytes, b);
+    for (int64_t i = 0; i < a.n_blocks; ++i) {
+      const uint8_t* b = w + kBlockBytes * i;
+      const __m512i q = _mm512_maskz_loadu_epi8(kCodeBytes, b);
       const __mmask64 top = _mm512_movepi8_mask(q);
       __m512i u[5];
       for (int nd = 0; nd < 5; ++nd) {
@@ -261,18 +459,190 @@ struct Tq1Dot {
       }
       const float dw = LoadFp16(b + 52);
       for (int t = 0; t < NT; ++t) {
-        const ActTq1* a = reinterpret_cast<const ActTq1*>(act + t * stride) + i;
-        __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[0], Load512(a->q[0]));
-        __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[1], Load512(a->q[1]));
-        s0 = _mm512_dpbusd_epi32(s0, u[2], Load512(a->q[2]));
-        s1 = _mm512_dpbusd_epi32(s1, u[3], Load512(a->q[3]));
-        s0 = _mm512_dpbusd_epi32(s0, u[4], Load512(a->q[4]));
-        __m512i s = _mm512_add_epi32(s0, s1);
-        s = _mm512_mask_sub_epi32(s, 1, s, _mm512_set1_epi32(a->sum));  // digits carry +1
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(dw * a->d), acc[t]);
+        const ActTq1* x = ActBlock<ActTq1>(a, t0 + t, i);
+        // -Σq in lane 0: the digits carry +1.
+        __m512i s0 = _mm512_dpbusd_epi32(_mm512_srai_epi32(_mm512_load_si512(x->off), 7), u[0],
+                                         Load512(x->q[0]));
+        __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[1], Load512(x->q[1]));
+        s0 = _mm512_dpbusd_epi32(s0, u[2], Load512(x->q[2]));
+        s1 = _mm512_dpbusd_epi32(s1, u[3], Load512(x->q[3]));
+        s0 = _mm512_dpbusd_epi32(s0, u[4], Load512(x->q[4]));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)),
+                                 _mm512_set1_ps(dw * ActScale(a, t0 + t, i)), acc[t]);
       }
     }
-    for (int t = 0; t < NT; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+    for (int t = 0; t < NT; ++t)
+      StoreSum(acc[t], a.out + (t0 + t) * a.out_stride + r, a.accumulate);
+  }
+};
+
+// ---- IQ1_S quads (experts/matmul_iq1s_quads.h)
+// ---------------------------------------------------
+
+struct alignas(64) ActQuads {
+  int8_t q[4][64];   // q[n][p] = element 4p + n: digit plane n of the fields
+  int16_t qhi[32];   // int32 lane m: low half 0, high half Σ q over elements 16m..16m+15
+  int32_t zero[16];  // chain start (a load is cheaper than a register copy here)
+};
+static_assert(sizeof(ActQuads) == 384);
+
+void PackQuads(const float* x, int64_t n, void* dst) {
+  auto* out = static_cast<ActQuads*>(dst);
+  float* scales = reinterpret_cast<float*>(out + n / kQK_K);
+  // Within each 64-byte quarter: byte 16n + p' <- byte 4p' + n (the four planes of 16 fields).
+  alignas(64) uint8_t idx[64];
+  for (int n = 0; n < 4; ++n) {
+    for (int p = 0; p < 16; ++p) idx[16 * n + p] = static_cast<uint8_t>(4 * p + n);
+  }
+  const __m512i gather = _mm512_load_si512(idx);
+  BlockQ8K q;
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    QuantizeBlockQ8K(x + i * kQK_K, &q);
+    ActQuads& o = out[i];
+    __m512i v[4];
+    for (int c = 0; c < 4; ++c) v[c] = _mm512_permutexvar_epi8(gather, Load512(q.qs + 64 * c));
+    // 4 x 4 transpose of 128-bit quarters: plane n = quarter n of v[0..3].
+    const __m512i t0 = _mm512_shuffle_i64x2(v[0], v[1], 0x44),
+                  t1 = _mm512_shuffle_i64x2(v[0], v[1], 0xEE);
+    const __m512i t2 = _mm512_shuffle_i64x2(v[2], v[3], 0x44),
+                  t3 = _mm512_shuffle_i64x2(v[2], v[3], 0xEE);
+    _mm512_store_si512(o.q[0], _mm512_shuffle_i64x2(t0, t2, 0x88));
+    _mm512_store_si512(o.q[1], _mm512_shuffle_i64x2(t0, t2, 0xDD));
+    _mm512_store_si512(o.q[2], _mm512_shuffle_i64x2(t1, t3, 0x88));
+    _mm512_store_si512(o.q[3], _mm512_shuffle_i64x2(t1, t3, 0xDD));
+    _mm512_store_si512(o.qhi, _mm512_slli_epi32(_mm512_cvtepu16_epi32(Load256(q.bsums)), 16));
+    _mm512_store_si512(o.zero, _mm512_setzero_si512());
+    scales[i] = q.d;
+  }
+}
+
+// Digit n (0..3) of a 7-bit field v < 81 (0 above): 128-entry tables for vpermi2b.
+constexpr std::array<std::array<uint8_t, 128>, 4> MakeQuadDigits() {
+  std::array<std::array<uint8_t, 128>, 4> t{};
+  for (int n = 0; n < 4; ++n) {
+    for (int v = 0; v < 81; ++v) {
+      int x = v;
+      for (int k = 0; k < n; ++k) x /= 3;
+      t[n][v] = static_cast<uint8_t>(x % 3);
+    }
+  }
+  return t;
+}
+alignas(64) constexpr std::array<std::array<uint8_t, 128>, 4> kQuadDigits = MakeQuadDigits();
+
+// Scale word of a sub-block's meta nibble (scale s | delta-sign << 3): low half 8·(2s + 1), high
+// half -(8 - σ)·(2s + 1) with σ = +1, or -1 when the sign bit is set.
+constexpr std::array<int32_t, 16> MakeQuadScales() {
+  std::array<int32_t, 16> t{};
+  for (int v = 0; v < 16; ++v) {
+    const int m = 2 * (v & 7) + 1, c = (v & 8) ? 9 : 7;
+    t[v] =
+        static_cast<int32_t>(static_cast<uint32_t>(8 * m) | (static_cast<uint32_t>(-c * m) << 16));
+  }
+  return t;
+}
+alignas(64) constexpr std::array<int32_t, 16> kQuadScales = MakeQuadScales();
+
+struct Quads {
+  static constexpr int kBlockBytes = 64;
+  // vpmultishiftqb selectors: byte j of qword k <- bits FieldShift(k, j) + 0..7 (field j plus one
+  // stray bit, which vpermi2b ignores: it reads 7 index bits).
+  static __m512i FieldSelect() {
+    constexpr long long kPlain = 0x312A231C150E0700LL, kQword1 = 0x39322B241D160F08LL;
+    static_assert(iq1s_quads::FieldShift(1, 0) == 8 && iq1s_quads::FieldShift(0, 1) == 7);
+    return _mm512_set_epi64(kPlain, kPlain, kPlain, kPlain, kPlain, kPlain, kQword1, kPlain);
+  }
+
+  // Per 4-byte lane m (sub-block k = m / 2): the scale word of kQuadScales for the sub-block's
+  // nibble (qword MetaQword(k), bit MetaShift(k)): the high dword of that qword moved to the lane
+  // and shifted so that the nibble is in bits 0..3, the index bits vpermd reads.
+  static __m512i ScaleWords(__m512i blk, __m512i table) {
+    static_assert(iq1s_quads::MetaQword(0) == 2 && iq1s_quads::MetaQword(1) == 3 &&
+                  iq1s_quads::MetaShift(0) == 60 && iq1s_quads::MetaShift(2) == 56);
+    const __m512i dword = _mm512_setr_epi32(5, 5, 7, 7, 5, 5, 7, 7, 9, 9, 11, 11, 13, 13, 15, 15);
+    const __m512i shift =
+        _mm512_setr_epi32(28, 28, 28, 28, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24);
+    return _mm512_permutexvar_epi32(_mm512_srlv_epi32(_mm512_permutexvar_epi32(dword, blk), shift),
+                                    table);
+  }
+
+  // One token, R rows. Per block: 64 fields -> 4 digit planes (vpmultishiftqb, 4 vpermi2b), one
+  // vpdpbusd chain D over the planes (lane m = Σ (g + 1)·q over elements 16m..16m+15, |D| < 2^12),
+  // then one vpdpwssd of (D, Σq) with (8·(2s+1), -(8 - σ)·(2s+1)): 8·Σ(g + δ)·q·(2s+1) per lane.
+  // The factor 8 is taken out in the block scale.
+  template <int R>
+  static void Rows(const TileArgs& a) {
+    const __m512i select = FieldSelect();
+    const __m512i scale_table = _mm512_load_si512(kQuadScales.data());
+    __m512i tlo[4], thi[4];
+    for (int n = 0; n < 4; ++n) {
+      tlo[n] = _mm512_load_si512(kQuadDigits[n].data());
+      thi[n] = _mm512_load_si512(kQuadDigits[n].data() + 64);
+    }
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+    for (int64_t g0 = 0; g0 < a.n_blocks; g0 += kScaleGroup) {
+      const int gn = static_cast<int>(std::min<int64_t>(kScaleGroup, a.n_blocks - g0));
+      alignas(64) float ds[R][kScaleGroup];
+      for (int r = 0; r < R; ++r) {
+        GatherBlockScales(a.w + r * a.w_stride + g0 * kBlockBytes, kBlockBytes,
+                          iq1s_quads::kDOffset, a.act_scale + g0, gn, 0.125f, ds[r]);
+      }
+      const ActQuads* act = reinterpret_cast<const ActQuads*>(a.act) + g0;
+      for (int b = 0; b < gn; ++b) {
+        const ActQuads& x = act[b];
+        const __m512i a0 = _mm512_load_si512(x.q[0]), a1 = _mm512_load_si512(x.q[1]);
+        const __m512i a2 = _mm512_load_si512(x.q[2]), a3 = _mm512_load_si512(x.q[3]);
+        const __m512i qhi = _mm512_load_si512(x.qhi);
+        for (int r = 0; r < R; ++r) {
+          const __m512i blk = Load512(a.w + r * a.w_stride + (g0 + b) * kBlockBytes);
+          const __m512i f = _mm512_multishift_epi64_epi8(select, blk);
+          __m512i d = _mm512_dpbusd_epi32(_mm512_load_si512(x.zero),
+                                          _mm512_permutex2var_epi8(tlo[0], f, thi[0]), a0);
+          d = _mm512_dpbusd_epi32(d, _mm512_permutex2var_epi8(tlo[1], f, thi[1]), a1);
+          d = _mm512_dpbusd_epi32(d, _mm512_permutex2var_epi8(tlo[2], f, thi[2]), a2);
+          d = _mm512_dpbusd_epi32(d, _mm512_permutex2var_epi8(tlo[3], f, thi[3]), a3);
+          const __m512i s = _mm512_dpwssd_epi32(_mm512_load_si512(x.zero),
+                                                _mm512_mask_blend_epi16(0xAAAAAAAA, d, qhi),
+                                                ScaleWords(blk, scale_table));
+          acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(ds[r][b]), acc[r]);
+        }
+      }
+    }
+    StoreRowSums(acc, R, a.out, a.accumulate);
+  }
+
+  // One row, NT tokens: planes and scale words decoded once per block.
+  template <int NT>
+  static void Tokens(const TileArgs& a, int r, int t0) {
+    const __m512i select = FieldSelect();
+    const __m512i scale_table = _mm512_load_si512(kQuadScales.data());
+    const uint8_t* w = a.w + r * a.w_stride;
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < a.n_blocks; ++i) {
+      const uint8_t* b = w + kBlockBytes * i;
+      const __m512i blk = Load512(b);
+      const __m512i f = _mm512_multishift_epi64_epi8(select, blk);
+      __m512i u[4];
+      for (int n = 0; n < 4; ++n) {
+        u[n] = _mm512_permutex2var_epi8(Load512(kQuadDigits[n].data()), f,
+                                        Load512(kQuadDigits[n].data() + 64));
+      }
+      const __m512i sw = ScaleWords(blk, scale_table);
+      const float dw = LoadFp16(b + iq1s_quads::kDOffset) * 0.125f;
+      for (int t = 0; t < NT; ++t) {
+        const ActQuads* x = ActBlock<ActQuads>(a, t0 + t, i);
+        __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[0], Load512(x->q[0]));
+        for (int n = 1; n < 4; ++n) d = _mm512_dpbusd_epi32(d, u[n], Load512(x->q[n]));
+        const __m512i s = _mm512_dpwssd_epi32(
+            _mm512_setzero_si512(), _mm512_mask_blend_epi16(0xAAAAAAAA, d, Load512(x->qhi)), sw);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(dw * ActScale(a, t0 + t, i)),
+                                 acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t)
+      StoreSum(acc[t], a.out + (t0 + t) * a.out_stride + r, a.accumulate);
   }
 };
 
@@ -586,10 +956,12 @@ void FillAvx512Kernels(KernelTable* table) {
                                   static_cast<int>(sizeof(BlockQ8K))};
   table->For(GgmlType::kIQ1_S) = {TiledDot<Iq1sDot>, PackQ8K, kQK_K,
                                   static_cast<int>(sizeof(BlockQ8K))};
-  table->For(GgmlType::kTQ1_0) = {TiledDot<Tq1Dot>, PackTq1, kQK_K,
-                                  static_cast<int>(sizeof(ActTq1))};
-  table->For(GgmlType::kTQ2_0) = {TiledDot<Tq2Dot>, PackTq2, kQK_K,
-                                  static_cast<int>(sizeof(ActTq2))};
+  table->For(GgmlType::kTQ1_0) = {
+      nullptr, PackTq1, kQK_K, static_cast<int>(sizeof(ActTq1)), TernaryTile<Tq1>, true};
+  table->For(GgmlType::kTQ2_0) = {
+      nullptr, PackTq2, kQK_K, static_cast<int>(sizeof(ActTq2)), TernaryTile<Tq2>, true};
+  table->iq1s_quads = {
+      nullptr, PackQuads, kQK_K, static_cast<int>(sizeof(ActQuads)), TernaryTile<Quads>, true};
 }
 
 }  // namespace tritmoe::matmul_internal

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "experts/fp16.h"
+#include "experts/matmul_iq1s_quads.h"
 #include "experts/matmul_kernels.h"
 #include "experts/quant_tables.h"
 #include "experts/quantize.h"
@@ -179,6 +180,26 @@ float DotIq1s(int64_t n, const uint8_t* w, const BlockQ8K* a) {
   return sum;
 }
 
+// IQ1_S repacked as quads: the same integer sums as DotIq1s, codes read from the base-3 fields.
+float DotIq1sQuads(int64_t n, const uint8_t* w, const BlockQ8K* a) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n / kQK_K; ++i, w += iq1s_quads::kBlockBytes) {
+    const int8_t* q8 = a[i].qs;
+    int sumi = 0, sumi1 = 0;
+    for (int ib = 0; ib < 8; ++ib) {
+      const int ls = 2 * iq1s_quads::Scale(w, ib) + 1;
+      int s = 0;
+      for (int e = 0; e < 32; ++e) s += (iq1s_quads::Code(w, 32 * ib + e) - 1) * q8[32 * ib + e];
+      sumi += ls * s;
+      sumi1 += ls * (iq1s_quads::DeltaNegative(w, ib) ? -1 : 1) *
+               (a[i].bsums[2 * ib] + a[i].bsums[2 * ib + 1]);
+    }
+    sum += Fp16ToFp32(iq1s_quads::DBits(w)) * a[i].d *
+           (static_cast<float>(sumi) + 0.125f * static_cast<float>(sumi1));
+  }
+  return sum;
+}
+
 float DotIq1m(int64_t n, const uint8_t* w, const BlockQ8K* a) {
   float sum = 0.0f;
   for (int64_t i = 0; i < n / kQK_K; ++i, w += 56) {
@@ -318,6 +339,7 @@ void FillScalarKernels(KernelTable* table) {
   table->For(GgmlType::kIQ1_M) = Q8KKernels<DotIq1m>();
   table->For(GgmlType::kTQ1_0) = Q8KKernels<DotTq1>();
   table->For(GgmlType::kTQ2_0) = Q8KKernels<DotTq2>();
+  table->iq1s_quads = Q8KKernels<DotIq1sQuads>();
 }
 
 }  // namespace tritmoe::matmul_internal

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "experts/matmul_iq1s_quads.h"
 #include "experts/matmul_kernels.h"
 #include "experts/quant_tables.h"
 
@@ -237,6 +238,41 @@ struct DecodeIq1s {
     db->msc = DupPairs16(_mm_mullo_epi16(
         ls, _mm_add_epi16(_mm_set1_epi16(7), _mm_slli_epi16(_mm_srli_epi16(qh, 15), 1))));
     db->d = db->dm = LoadFp16(b) * 0.125f;
+  }
+};
+
+// IQ1_S quads (experts/matmul_iq1s_quads.h): a base-3 field of 4 codes -> 4 code bytes.
+constexpr std::array<uint32_t, 128> MakeQuadCodes() {
+  std::array<uint32_t, 128> t{};
+  for (uint32_t v = 0; v < 81; ++v) {
+    t[v] = (v % 3) | ((v / 3 % 3) << 8) | ((v / 9 % 3) << 16) | ((v / 27) << 24);
+  }
+  return t;
+}
+alignas(64) inline constexpr std::array<uint32_t, 128> kQuadCodes = MakeQuadCodes();
+
+// IQ1_S quads: the same codes u = g + 1 and scales as DecodeIq1s, read from the fields (a table
+// per field; the AVX-512 kernel decodes 64 fields at once instead).
+struct DecodeIq1sQuads {
+  static constexpr int kBlockBytes = 64;
+  static constexpr bool kSeparateMin = false;  // dm == d
+  static void Decode(const uint8_t* b, DecodedBlock* db) {
+    alignas(16) int16_t ls[8], c[8];
+    uint64_t q[8];
+    std::memcpy(q, b, 64);
+    for (int k = 0; k < 8; ++k) {
+      for (int j = 0; j < 8; ++j) {
+        const uint32_t field = (q[k] >> iq1s_quads::FieldShift(k, j)) & 127;
+        std::memcpy(db->u + 32 * k + 4 * j, &kQuadCodes[field], 4);
+      }
+      const uint32_t nibble = (q[iq1s_quads::MetaQword(k)] >> iq1s_quads::MetaShift(k)) & 15;
+      ls[k] = static_cast<int16_t>(2 * (nibble & 7) + 1);
+      c[k] = static_cast<int16_t>(nibble & 8 ? 9 : 7);
+    }
+    const __m128i lsv = _mm_load_si128(reinterpret_cast<const __m128i*>(ls));
+    db->sc = DupPairs16(_mm_slli_epi16(lsv, 3));
+    db->msc = DupPairs16(_mm_mullo_epi16(lsv, _mm_load_si128(reinterpret_cast<const __m128i*>(c))));
+    db->d = db->dm = LoadFp16(b + iq1s_quads::kDOffset) * 0.125f;
   }
 };
 

@@ -1,10 +1,12 @@
-// MatMul against an independent reference, for every weight type and every ISA level this CPU
-// has: the weight row decoded by DequantizeRow and the activation quantized by the reference
-// QuantizeRowQ8K / QuantizeRowQ8_0 and decoded (d * q), multiplied in double precision. Integer
-// sums are exact, so the only allowed difference is float rounding of the per-block scaling.
+// MatMul against an independent reference, for every weight type, weight layout and ISA level this
+// CPU has: the weight row decoded by DequantizeRow (from the GGUF bytes, also for repacked weights)
+// and the activation quantized by the reference QuantizeRowQ8K / QuantizeRowQ8_0 and decoded
+// (d * q), multiplied in double precision. Integer sums are exact, so the only allowed difference
+// is float rounding of the per-block scaling.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -16,6 +18,7 @@
 #include "experts/matmul_isa.h"
 #include "experts/matmul_kernels.h"
 #include "experts/matmul_packed.h"
+#include "experts/matmul_repack.h"
 #include "experts/quant_type.h"
 #include "experts/quantize.h"
 #include "gtest/gtest.h"
@@ -135,19 +138,30 @@ struct Case {
   GgmlType type;
   MatmulIsa isa;
   bool random_bytes;
+  WeightLayout layout = WeightLayout::kGguf;
 };
 
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << GetTypeTraits(c.type).name << (c.layout == WeightLayout::kIq1sQuads ? " (quads)" : "")
+      << " " << MatmulIsaName(c.isa) << (c.random_bytes ? " random bytes" : " quantized");
+}
+
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
-  return std::string(GetTypeTraits(info.param.type).name) + "_" + MatmulIsaName(info.param.isa) +
-         (info.param.random_bytes ? "_randombytes" : "_quantized");
+  return std::string(GetTypeTraits(info.param.type).name) +
+         (info.param.layout == WeightLayout::kIq1sQuads ? "quads" : "") + "_" +
+         MatmulIsaName(info.param.isa) + (info.param.random_bytes ? "_randombytes" : "_quantized");
 }
 
 std::vector<Case> AllCases() {
   std::vector<Case> cases;
   for (int isa = 0; isa <= static_cast<int>(BestSupportedMatmulIsa()); ++isa) {
+    const auto level = static_cast<MatmulIsa>(isa);
     for (GgmlType t : kAllTypes) {
-      cases.push_back({t, static_cast<MatmulIsa>(isa), false});
-      if (!IsFloatType(t)) cases.push_back({t, static_cast<MatmulIsa>(isa), true});
+      cases.push_back({t, level, false});
+      if (!IsFloatType(t)) cases.push_back({t, level, true});
+    }
+    for (bool random : {false, true}) {
+      cases.push_back({GgmlType::kIQ1_S, level, random, WeightLayout::kIq1sQuads});
     }
   }
   return cases;
@@ -158,7 +172,8 @@ class MatMulTest : public ::testing::TestWithParam<Case> {
   void SetUp() override { ASSERT_TRUE(SetMatmulIsaForTesting(GetParam().isa).ok()); }
   void TearDown() override { (void)SetMatmulIsaForTesting(BestSupportedMatmulIsa()); }
 
-  // Runs MatMul and checks every output against the double-precision reference.
+  // Runs MatMul (on the weights repacked into the case's layout) and checks every output against
+  // the double-precision reference computed from the GGUF bytes.
   void Check(int64_t rows, int64_t cols, int64_t n_tokens, int n_threads, ActPrecision precision,
              uint32_t seed) {
     const Case& c = GetParam();
@@ -168,7 +183,15 @@ class MatMulTest : public ::testing::TestWithParam<Case> {
     const std::vector<float> x = RandomFloats(n_tokens * cols, rng);
     std::vector<float> y(n_tokens * rows, std::nanf(""));
     ThreadPool pool(n_threads);
-    MatMul({c.type, w.data(), rows, cols}, x.data(), n_tokens, y.data(), pool, precision);
+    const WeightView gguf{c.type, w.data(), rows, cols};
+    RepackedWeights repacked;
+    if (c.layout != WeightLayout::kGguf) {
+      absl::StatusOr<RepackedWeights> r = RepackWeights(gguf, c.layout, &pool);
+      ASSERT_TRUE(r.ok()) << r.status();
+      repacked = std::move(r).value();
+    }
+    MatMul(c.layout == WeightLayout::kGguf ? gguf : repacked.view(), x.data(), n_tokens, y.data(),
+           pool, precision);
 
     std::vector<float> wrow(cols);
     int failures = 0;
@@ -206,6 +229,26 @@ TEST_P(MatMulTest, ThreeThreadsLongRows) { Check(29, 7168, 5, 3, ActPrecision::k
 
 TEST_P(MatMulTest, FloatPath) {
   for (int64_t n_tokens : {1, 9}) Check(19, 768, n_tokens, 2, ActPrecision::kFloat, 7);
+}
+
+// Tile kernels take up to 4 rows and 8 tokens per call: every remainder of rows per thread chunk
+// and of tokens per tile.
+TEST_P(MatMulTest, RowAndTokenTiles) {
+  const int64_t cols = UsesQ8_0(GetParam().type) || IsFloatType(GetParam().type) ? 96 : 768;
+  uint32_t seed = 40;
+  for (int64_t rows : {1, 2, 3, 5, 6, 7, 9}) {
+    for (int64_t n_tokens : {1, 2, 5, 9}) {
+      Check(rows, cols, n_tokens, rows % 2 ? 1 : 3, ActPrecision::kQuantized, seed++);
+    }
+  }
+}
+
+// Rows long enough for several column passes (each adds into y) even for one token, and for the
+// single-token kernels' groups of 32 blocks to end in a partial group.
+TEST_P(MatMulTest, ColumnPasses) {
+  if (IsFloatType(GetParam().type) || UsesQ8_0(GetParam().type)) GTEST_SKIP() << "one pass";
+  Check(5, 256 * 120, 1, 2, ActPrecision::kQuantized, 77);
+  Check(6, 256 * 29, 9, 2, ActPrecision::kQuantized, 78);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, MatMulTest, ::testing::ValuesIn(AllCases()), CaseName);
