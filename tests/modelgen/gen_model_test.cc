@@ -2,6 +2,7 @@
 // reference (both dequantize the same weights), llama.cpp's logits where the peer is built, and
 // `tritmoe generate` determinism.
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -112,8 +113,8 @@ TEST_P(GenModelReferenceTest, LogitsMatchNumpyReference) {
             0)
       << ReadText(log);
   ASSERT_EQ(RunCommand(std::string(TRITMOE_PYTHON) + " " + TRITMOE_SOURCE_DIR +
-                           "/tests/reference/deepseek2_np.py --model " + model +
-                           " --tokens-file " + toks + " --out " + dir + "/np.bin",
+                           "/tests/reference/deepseek2_np.py --model " + model + " --tokens-file " +
+                           toks + " --out " + dir + "/np.bin",
                        log),
             0)
       << ReadText(log);
@@ -126,17 +127,45 @@ TEST_P(GenModelReferenceTest, LogitsMatchNumpyReference) {
 INSTANTIATE_TEST_SUITE_P(Recipes, GenModelReferenceTest,
                          ::testing::Values("f16", "ud-1.58", "ud-1.58-tq1"));
 
+// Relative L2 error of row t of two [n][n_vocab] logit arrays.
+double RowRelError(const std::vector<float>& a, const std::vector<float>& b, int64_t n_vocab,
+                   int64_t t) {
+  double num = 0, den = 0;
+  for (int64_t i = t * n_vocab; i < (t + 1) * n_vocab; ++i) {
+    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    den += double(b[i]) * b[i];
+  }
+  return std::sqrt(num / den);
+}
+
+// What llama.cpp must agree on per recipe. F16: the bar (argmax >= 95%) and 1% relative
+// error. Low-bit experts: both engines quantize activations to 8 bits before the integer dot
+// products, so the first position -- where attention is the identity and no f16 rounding of q
+// enters -- must agree to float rounding; later positions differ by ~3% (a 1e-3 difference from
+// attention, amplified by the activation rounding of every low-bit matmul), and a position whose
+// router picks a different expert on a near-tie differs by up to ~40% (measured: 85% argmax for
+// ud-1.58, 90% for ud-1.58-tq1; median row error 3.2% for both).
+struct LlamaCppBar {
+  const char* recipe;
+  double min_argmax;
+  double max_median_row_error;
+  double max_first_row_error;
+};
+
+class LlamaCppAgreementTest : public ::testing::TestWithParam<LlamaCppBar> {};
+
 // llama.cpp (the reference peer, built by launch/build-llama-cpp.sh) loads the generated file and
-// agrees: argmax equal at >= 95% of positions for F16 (the bar).
-TEST(GenModelTest, LlamaCppAgreesOnF16) {
+// agrees with `tritmoe logits` on the same tokens.
+TEST_P(LlamaCppAgreementTest, LogitsAgree) {
+  const LlamaCppBar bar = GetParam();
   const std::string llama_dir = TRITMOE_LLAMA_DIR;
   const std::string tool = std::string(TRITMOE_SOURCE_DIR) + "/build-peer/llama_logits";
   if (!std::filesystem::exists(tool) || !std::filesystem::exists(llama_dir + "/lib")) {
     GTEST_SKIP() << "llama.cpp peer not built (launch/build-llama-cpp.sh; "
                     "tools/llama_logits/build.sh)";
   }
-  const std::string dir = ScratchDir("llama");
-  const std::string model = GenModel(dir, "f16");
+  const std::string dir = ScratchDir(std::string("llama-") + bar.recipe);
+  const std::string model = GenModel(dir, bar.recipe);
   std::string tok_lines = kTokens;
   std::replace(tok_lines.begin(), tok_lines.end(), ' ', '\n');
   const std::string toks = dir + "/tokens.txt";
@@ -154,9 +183,27 @@ TEST(GenModelTest, LlamaCppAgreesOnF16) {
       << ReadText(log);
   const std::vector<float> tm = ReadFloats(dir + "/tm.bin"), ll = ReadFloats(dir + "/llama.bin");
   ASSERT_EQ(tm.size(), ll.size());
-  EXPECT_GE(ArgmaxAgreement(tm, ll, 1024), 0.95);
-  EXPECT_LE(RelError(tm, ll), 1e-2);
+  constexpr int64_t kVocab = 1024;
+  const int64_t n = static_cast<int64_t>(tm.size()) / kVocab;
+  std::vector<double> row_err(n);
+  for (int64_t t = 0; t < n; ++t) row_err[t] = RowRelError(tm, ll, kVocab, t);
+  EXPECT_LE(row_err[0], bar.max_first_row_error);
+  std::vector<double> sorted = row_err;
+  std::nth_element(sorted.begin(), sorted.begin() + n / 2, sorted.end());
+  EXPECT_LE(sorted[n / 2], bar.max_median_row_error);
+  EXPECT_GE(ArgmaxAgreement(tm, ll, kVocab), bar.min_argmax);
 }
+
+INSTANTIATE_TEST_SUITE_P(Recipes, LlamaCppAgreementTest,
+                         ::testing::Values(LlamaCppBar{"f16", 0.95, 1e-2, 1e-2},
+                                           LlamaCppBar{"ud-1.58", 0.75, 0.06, 1e-4},
+                                           LlamaCppBar{"ud-1.58-tq1", 0.75, 0.06, 1e-4}),
+                         [](const auto& info) {
+                           std::string name = info.param.recipe;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           std::replace(name.begin(), name.end(), '.', '_');
+                           return name;
+                         });
 
 TEST(GenerateTest, ChatReplyIsDeterministicPerSeed) {
   const std::string dir = ScratchDir("generate");
