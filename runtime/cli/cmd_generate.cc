@@ -1,7 +1,9 @@
 // tritmoe generate: streams a completion (or, with --chat, an R1 chat reply) to stdout, then
-// prints prompt and generation speed to stderr.
-#include <chrono>
+// prints prompt and generation speed to stderr. Runs on the Engine: under `mpirun -np N` the
+// experts are spread over N ranks and rank 0 alone prints; the start-up report (ranks, bytes
+// each maps) goes to stderr first.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -10,8 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "runtime/cli/commands.h"
-#include "runtime/model/model.h"
-#include "runtime/model/vocab_loader.h"
+#include "runtime/engine/engine.h"
+#include "runtime/engine/engine_job.h"
 #include "runtime/text/chat_template.h"
 #include "runtime/text/sampler.h"
 #include "runtime/text/stop_checker.h"
@@ -26,22 +28,16 @@ struct GenerateArgs {
   bool chat = false;
   int threads = 0;
   std::string kv_type = "f16";
+  std::string comm = "auto";
+  std::string placement = "contiguous";
   SamplingParams sampling;
   int n_predict = 128;
 };
 
-absl::Status RunGenerate(const GenerateArgs& a) {
+// Driver only: encodes the prompt, runs it, streams the completion to stdout.
+absl::Status Generate(const GenerateArgs& a, Engine& engine) {
   using Clock = std::chrono::steady_clock;
-  ModelOptions options;
-  options.threads = a.threads;
-  ASSIGN_OR_RETURN(options.kv_type, ParseKvCacheType(a.kv_type));
-  ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Model::Load(a.model, options));
-  ASSIGN_OR_RETURN(Tokenizer tokenizer, LoadTokenizer(model->gguf()));
-  if (tokenizer.n_vocab() != model->n_vocab()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(a.model, ": tokenizer has ", tokenizer.n_vocab(), " tokens, the model ",
-                     model->n_vocab()));
-  }
+  const Tokenizer& tokenizer = engine.tokenizer();
   std::vector<int32_t> prompt;
   if (a.chat) {
     ASSIGN_OR_RETURN(ChatPrompt chat, RenderR1ChatPrompt({ChatMessage{"user", a.prompt}}));
@@ -52,35 +48,54 @@ absl::Status RunGenerate(const GenerateArgs& a) {
   if (prompt.empty()) return absl::InvalidArgumentError("--prompt encodes to no tokens");
   SamplingParams params = a.sampling;
   params.max_tokens = a.n_predict;
-  ASSIGN_OR_RETURN(Sampler sampler, Sampler::Create(params, model->n_vocab(), tokenizer.eos_id()));
   StopChecker stops(params, tokenizer.eos_id());
   StreamingDetokenizer detok(tokenizer);
-  const int64_t capacity = std::min<int64_t>(model->max_context(),
-                                             static_cast<int64_t>(prompt.size()) + a.n_predict);
-  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, model->NewKvCache(capacity));
+  const int64_t capacity =
+      std::min<int64_t>(engine.max_context(), static_cast<int64_t>(prompt.size()) + a.n_predict);
+  if (static_cast<int64_t>(prompt.size()) > capacity) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the prompt has ", prompt.size(), " tokens; the context holds ", capacity));
+  }
+  constexpr uint64_t kId = 1;
+  const int64_t chunk = EngineOptions().max_tokens_per_step;
 
-  StepOutput out;
   const auto t0 = Clock::now();
-  RETURN_IF_ERROR(model->Step({{cache.get(), prompt, LogitsRequest::kLast}}, &out));
+  int32_t next = -1;
+  for (size_t begin = 0; begin < prompt.size(); begin += chunk) {
+    EngineStep step;
+    if (begin == 0) step.start.push_back({.id = kId, .sampling = params, .capacity = capacity});
+    const size_t end = std::min(prompt.size(), begin + static_cast<size_t>(chunk));
+    step.items.push_back({.id = kId,
+                          .tokens = {prompt.begin() + begin, prompt.begin() + end},
+                          .sample = end == prompt.size()});
+    ASSIGN_OR_RETURN(EngineStepResult r, engine.Step(step));
+    next = r.tokens[0];
+  }
   const auto t1 = Clock::now();
   int n_generated = 0;
+  int64_t held = static_cast<int64_t>(prompt.size());
   while (true) {
-    ASSIGN_OR_RETURN(int32_t next,
-                     sampler.Sample(absl::MakeConstSpan(out.Row(0, 0), out.n_vocab), n_generated));
     ++n_generated;
     ASSIGN_OR_RETURN(std::string piece, detok.Push(next));
     StopChecker::Step step = stops.Push(next, piece);
     std::fwrite(step.text.data(), 1, step.text.size(), stdout);
     std::fflush(stdout);
     if (step.finish != FinishReason::kNone) break;
-    if (cache->size() >= capacity) {
+    if (held >= capacity) {
       std::string rest = stops.Flush();
       std::fwrite(rest.data(), 1, rest.size(), stdout);
       break;
     }
-    RETURN_IF_ERROR(model->Step({{cache.get(), {&next, 1}, LogitsRequest::kLast}}, &out));
+    EngineStep s;
+    s.items.push_back({.id = kId, .tokens = {next}, .sample = true});
+    ASSIGN_OR_RETURN(EngineStepResult r, engine.Step(s));
+    ++held;
+    next = r.tokens[0];
   }
   const auto t2 = Clock::now();
+  EngineStep release;
+  release.release.push_back(kId);
+  RETURN_IF_ERROR(engine.Step(release).status());
   std::string tail = detok.Flush();
   std::fwrite(tail.data(), 1, tail.size(), stdout);
   std::printf("\n");
@@ -95,6 +110,17 @@ absl::Status RunGenerate(const GenerateArgs& a) {
   return absl::OkStatus();
 }
 
+absl::Status RunGenerate(const GenerateArgs& a) {
+  EngineOptions options;
+  options.model_path = a.model;
+  options.placement = a.placement;
+  options.model.threads = a.threads;
+  ASSIGN_OR_RETURN(options.model.kv_type, ParseKvCacheType(a.kv_type));
+  EngineJobOptions job;
+  job.comm = a.comm;
+  return RunEngineJob(job, options, [&](Engine& engine) { return Generate(a, engine); });
+}
+
 }  // namespace
 
 void RegisterGenerateCommand(CLI::App& app, absl::Status* result) {
@@ -105,7 +131,13 @@ void RegisterGenerateCommand(CLI::App& app, absl::Status* result) {
   cmd->add_flag("--chat", a->chat, "Wrap the prompt in the DeepSeek-R1 chat template");
   cmd->add_option("-n,--n-predict", a->n_predict, "Maximum tokens to generate")
       ->capture_default_str();
-  cmd->add_option("--threads,-t", a->threads, "CPU threads (0: all cores)");
+  cmd->add_option("--threads,-t", a->threads,
+                  "CPU threads per rank (0: cores / ranks on this host)");
+  cmd->add_option("--comm", a->comm, "auto (MPI when started by mpirun), mpi or local")
+      ->capture_default_str();
+  cmd->add_option("--placement", a->placement,
+                  "Expert placement: contiguous, balanced:<routing stats>, or a placement file")
+      ->capture_default_str();
   cmd->add_option("--kv-type", a->kv_type, "KV cache type: f16, q8_0, q4_0, f32")
       ->capture_default_str();
   cmd->add_option("--temperature,--temp", a->sampling.temperature, "0 = greedy")

@@ -156,21 +156,26 @@ absl::Status EngineImpl::LoadLocal(StartInfo* info) {
     ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufModel> file,
                      gguf::GgufModel::Open(options_.model_path));
     ASSIGN_OR_RETURN(config, ModelConfig::FromGguf(*file));
-    ASSIGN_OR_RETURN(placements,
-                     PlacementsFromSpec(options_.placement, config.n_layer - config.n_dense_lead,
-                                        config.n_expert, n_ranks));
+    const int n_moe = config.n_layer - config.n_dense_lead;
+    if (n_moe > 0) {
+      ASSIGN_OR_RETURN(placements,
+                       PlacementsFromSpec(options_.placement, n_moe, config.n_expert, n_ranks));
+    }
   }
   info->placement_fingerprint = PlacementsFingerprint(placements);
   for (const ExpertPlacement& p : placements) {
     info->num_local_experts += static_cast<int>(p.local_experts(me).size());
   }
-  std::vector<bool> local = LocalExpertUnion(placements, me);
-  ASSIGN_OR_RETURN(exchange_, EpExpertExchange::Create(config, std::move(placements), n_ranks));
-
   ModelOptions mo = options_.model;
   mo.threads = threads_;
-  mo.local_experts = std::move(local);
-  mo.exchange = exchange_.get();
+  mo.local_experts.clear();
+  mo.exchange = nullptr;
+  // A model without MoE layers (all dense) needs no exchange: every rank computes everything.
+  if (!placements.empty()) {
+    mo.local_experts = LocalExpertUnion(placements, me);
+    ASSIGN_OR_RETURN(exchange_, EpExpertExchange::Create(config, std::move(placements), n_ranks));
+    mo.exchange = exchange_.get();
+  }
   ASSIGN_OR_RETURN(model_, Model::Load(options_.model_path, mo));
   ASSIGN_OR_RETURN(Tokenizer tok, LoadTokenizer(model_->gguf()));
   if (tok.n_vocab() != model_->n_vocab()) {
@@ -179,8 +184,9 @@ absl::Status EngineImpl::LoadLocal(StartInfo* info) {
                                                    model_->n_vocab()));
   }
   tokenizer_.emplace(std::move(tok));
-  const RankWeightBytes bytes =
-      CountRankWeightBytes(model_->gguf(), model_->config(), exchange_->placements(), me);
+  const RankWeightBytes bytes = CountRankWeightBytes(
+      model_->gguf(), model_->config(),
+      exchange_ != nullptr ? exchange_->placements() : std::vector<ExpertPlacement>{}, me);
   info->replicated_bytes = bytes.replicated;
   info->expert_bytes = bytes.experts;
   info->file_tensor_bytes = bytes.file;
@@ -260,7 +266,8 @@ absl::Status EngineImpl::Init() {
   }
   live_per_rank_.assign(comm_->size(), 0);
   // A rank may own every token of a step.
-  return exchange_->Connect(options_.max_tokens_per_step, comm_);
+  return exchange_ != nullptr ? exchange_->Connect(options_.max_tokens_per_step, comm_)
+                              : absl::OkStatus();
 }
 
 absl::StatusOr<StepMessage> EngineImpl::Plan(const EngineStep& step) const {

@@ -51,8 +51,14 @@ absl::Status RunEngineJob(const EngineJobOptions& job, const EngineOptions& opti
   if (!created.ok()) {
     if (!IsAgreedFailure(created.status())) return fatal(created.status());
     if (comm->size() == 1) return created.status();
+    // Every rank reports. The barrier keeps a rank from exiting (after which mpirun kills the
+    // rest) before every rank has printed.
+    std::fprintf(stderr, "tritmoe: rank %d: %s\n", comm->rank(),
+                 std::string(created.status().message()).c_str());
+    std::fflush(stderr);
+    if (absl::Status b = comm->Barrier(); !b.ok()) return fatal(b);
     return absl::Status(created.status().code(),
-                        absl::StrCat("rank ", comm->rank(), ": ", created.status().message()));
+                        absl::StrCat("rank ", comm->rank(), ": the engine did not start (above)"));
   }
   Engine& engine = **created;
   if (!engine.is_driver()) {

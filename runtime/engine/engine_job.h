@@ -15,8 +15,9 @@
 //
 // Failures:
 //   * Engine::Create errors that every rank agreed on (IsAgreedFailure: bad options, a model one
-//     rank cannot open, ranks with different files or flags) come back on every rank, which
-//     ends normally (MPI finalized) with the error: each rank reports it.
+//     rank cannot open, ranks with different files or flags): with several ranks, every rank
+//     prints the full message to stderr, waits for the others to have printed, and returns a
+//     short error (MPI finalized normally); a single process returns the message itself.
 //   * An error of the body: the driver shuts the engine down, the workers return OK, and the
 //     driver returns the error.
 //   * Anything that may leave a rank waiting in a collective (a failed collective, a worker's
