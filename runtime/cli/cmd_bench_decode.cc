@@ -1,5 +1,8 @@
-// tritmoe bench-decode: prefill and batched-decode throughput of the model on this process, with
-// the weight bytes each token has to read and the bandwidth that implies.
+// tritmoe bench-decode: prefill and batched-decode throughput of the model, with the weight bytes
+// each token has to read and the bandwidth that implies. Runs on the Engine: a plain process is
+// one rank; `mpirun -np N tritmoe bench-decode ...` spreads the routed experts over N ranks
+// (expert parallelism) and the decode sequences over them (data-parallel attention), and rank 0
+// prints the table.
 //
 // Prefill: one sequence of --prompt tokens in one step. Decode at batch B: B sequences, each
 // prefilled with --context tokens, then --tokens steps of one token per sequence (greedy, fed
@@ -8,7 +11,8 @@
 // Weight bytes per decode step: every tensor outside the routed experts (token_embd only one row
 // per token), plus, per MoE layer, the distinct routed experts the step's B tokens select. With
 // random weights routing is close to uniform, so the distinct count is taken as its expectation
-// E * (1 - (1 - k/E)^B); the figure is labelled as such.
+// E * (1 - (1 - k/E)^B); the figure is labelled as such. Each distinct weight counts once per
+// step, also with N ranks (where every rank reads its own copy of the replicated part).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -22,7 +26,9 @@
 #include "absl/strings/str_split.h"
 #include "base/status_macros.h"
 #include "runtime/cli/commands.h"
-#include "runtime/model/model.h"
+#include "runtime/engine/engine.h"
+#include "runtime/engine/engine_job.h"
+#include "runtime/gguf/gguf.h"
 
 namespace tritmoe {
 namespace {
@@ -36,43 +42,31 @@ struct BenchDecodeArgs {
   int context = 16;
   int tokens = 16;
   int reps = 5;
+  std::string comm = "auto";
+  std::string placement = "contiguous";
 };
 
-int64_t ViewBytes(const WeightView& w) {
-  return w.data == nullptr ? 0 : w.rows * RowBytes(w.type, w.cols);
-}
-int64_t StackBytes(const MatrixStack& s) {
-  return s.data == nullptr ? 0 : s.count * s.matrix_bytes();
-}
-int64_t FfnBytes(const FfnWeights& f) {
-  return ViewBytes(f.gate) + ViewBytes(f.up) + ViewBytes(f.down);
-}
-
 // Bytes of weights one step reads apart from the routed experts, and one routed expert's bytes
-// summed over the MoE layers (gate + up + down).
+// summed over the MoE layers (gate + up + down), from the file's tensor directory.
 struct WeightBytes {
-  int64_t dense_per_step = 0;     // attention, dense FFNs, shared experts, routers, lm_head
+  int64_t dense_per_step = 0;     // attention, dense FFNs, shared experts, routers, norms, lm_head
   int64_t embd_row = 0;           // one token_embd row (read per token)
   int64_t expert_all_layers = 0;  // one routed expert in every MoE layer
   int n_moe_layers = 0;
 };
 
-WeightBytes CountWeightBytes(const Model& model) {
-  const ModelConfig& c = model.config();
-  const Weights& w = model.weights();
+WeightBytes CountWeightBytes(const gguf::GgufModel& file, const ModelConfig& c) {
   WeightBytes b;
-  b.embd_row = RowBytes(w.token_embd().type, w.token_embd().cols);
-  b.dense_per_step += ViewBytes(w.output());
-  for (int il = 0; il < c.n_layer; ++il) {
-    const LayerWeights& l = w.layer(il);
-    b.dense_per_step += ViewBytes(l.attn_q_a) + ViewBytes(l.attn_q_b) + ViewBytes(l.attn_q) +
-                        ViewBytes(l.attn_kv_a_mqa) + StackBytes(l.attn_k) + StackBytes(l.attn_v) +
-                        ViewBytes(l.attn_output) + FfnBytes(l.dense) + ViewBytes(l.ffn_gate_inp) +
-                        FfnBytes(l.shared);
-    if (c.IsMoeLayer(il)) {
-      ++b.n_moe_layers;
-      b.expert_all_layers +=
-          l.gate_exps.matrix_bytes() + l.up_exps.matrix_bytes() + l.down_exps.matrix_bytes();
+  b.n_moe_layers = c.n_layer - c.n_dense_lead;
+  for (const gguf::TensorInfo& t : file.tensors()) {
+    const int64_t bytes = static_cast<int64_t>(t.nbytes);
+    if (t.name == "token_embd.weight") {
+      b.embd_row = bytes / c.n_vocab;
+      if (c.tied_output) b.dense_per_step += bytes;  // lm_head reads all of it
+    } else if (t.name.find("_exps.weight") != std::string::npos) {
+      b.expert_all_layers += bytes / c.n_expert;
+    } else {
+      b.dense_per_step += bytes;
     }
   }
   return b;
@@ -84,10 +78,6 @@ double Median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-int32_t Argmax(const float* row, int64_t n) {
-  return static_cast<int32_t>(std::max_element(row, row + n) - row);
-}
-
 // Deterministic, in-vocabulary prompt tokens (no tokenizer needed).
 std::vector<int32_t> PromptTokens(int n, int64_t n_vocab, int salt) {
   std::vector<int32_t> t(n);
@@ -96,44 +86,46 @@ std::vector<int32_t> PromptTokens(int n, int64_t n_vocab, int salt) {
   return t;
 }
 
-absl::StatusOr<double> TimePrefill(Model& model, int prompt) {
+absl::StatusOr<double> TimePrefill(Engine& engine, int prompt, uint64_t id) {
   using Clock = std::chrono::steady_clock;
-  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, model.NewKvCache(prompt));
-  std::vector<int32_t> tokens = PromptTokens(prompt, model.n_vocab(), 0);
-  StepOutput out;
+  EngineStep step;
+  step.start.push_back({.id = id, .sampling = SamplingParams::Greedy(), .capacity = prompt});
+  step.items.push_back({.id = id, .tokens = PromptTokens(prompt, engine.config().n_vocab, 0)});
+  step.release.push_back(id);
   const auto t0 = Clock::now();
-  RETURN_IF_ERROR(model.Step({{cache.get(), tokens, LogitsRequest::kLast}}, &out));
+  RETURN_IF_ERROR(engine.Step(step).status());
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Seconds for `steps` decode steps of `batch` sequences (after their prefill, untimed).
-absl::StatusOr<double> TimeDecode(Model& model, int batch, int context, int steps) {
+// Seconds for `steps` decode steps of `batch` sequences (after their prefill, untimed). The engine
+// samples greedily (argmax) on each sequence's rank and returns only the tokens.
+absl::StatusOr<double> TimeDecode(Engine& engine, int batch, int context, int steps,
+                                  uint64_t first_id) {
   using Clock = std::chrono::steady_clock;
-  std::vector<std::unique_ptr<KvCache>> caches(batch);
-  std::vector<int32_t> next(batch);
-  StepOutput out;
+  EngineStep prefill;
   for (int s = 0; s < batch; ++s) {
-    ASSIGN_OR_RETURN(caches[s], model.NewKvCache(context + steps));
+    const uint64_t id = first_id + s;
+    prefill.start.push_back(
+        {.id = id, .sampling = SamplingParams::Greedy(), .capacity = context + steps});
+    prefill.items.push_back(
+        {.id = id, .tokens = PromptTokens(context, engine.config().n_vocab, s + 1)});
   }
-  {
-    std::vector<std::vector<int32_t>> prompts(batch);
-    std::vector<SequenceInput> in(batch);
-    for (int s = 0; s < batch; ++s) {
-      prompts[s] = PromptTokens(context, model.n_vocab(), s + 1);
-      in[s] = {caches[s].get(), prompts[s], LogitsRequest::kLast};
-    }
-    RETURN_IF_ERROR(model.Step(in, &out));
-    for (int s = 0; s < batch; ++s) next[s] = Argmax(out.Row(s, 0), out.n_vocab);
-  }
-  std::vector<SequenceInput> in(batch);
+  ASSIGN_OR_RETURN(EngineStepResult r, engine.Step(prefill));
   const auto t0 = Clock::now();
   for (int step = 0; step < steps; ++step) {
-    for (int s = 0; s < batch; ++s) in[s] = {caches[s].get(), {&next[s], 1}, LogitsRequest::kLast};
-    RETURN_IF_ERROR(model.Step(in, &out));
-    for (int s = 0; s < batch; ++s) next[s] = Argmax(out.Row(s, 0), out.n_vocab);
+    EngineStep d;
+    for (int s = 0; s < batch; ++s)
+      d.items.push_back({.id = first_id + s, .tokens = {r.tokens[s]}});
+    ASSIGN_OR_RETURN(r, engine.Step(d));
   }
-  return std::chrono::duration<double>(Clock::now() - t0).count();
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  EngineStep release;
+  for (int s = 0; s < batch; ++s) release.release.push_back(first_id + s);
+  RETURN_IF_ERROR(engine.Step(release).status());
+  return seconds;
 }
+
+absl::Status BenchDecode(const BenchDecodeArgs& a, const std::vector<int>& batches, Engine& engine);
 
 absl::Status RunBenchDecode(const BenchDecodeArgs& a) {
   if (a.prompt < 1 || a.context < 1 || a.tokens < 1 || a.reps < 1) {
@@ -148,25 +140,41 @@ absl::Status RunBenchDecode(const BenchDecodeArgs& a) {
     }
     batches.push_back(b);
   }
-  ModelOptions options;
-  options.threads = a.threads;
-  ASSIGN_OR_RETURN(options.kv_type, ParseKvCacheType(a.kv_type));
-  ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Model::Load(a.model, options));
-  const ModelConfig& c = model->config();
-  const WeightBytes wb = CountWeightBytes(*model);
+  EngineOptions options;
+  options.model_path = a.model;
+  options.placement = a.placement;
+  options.model.threads = a.threads;
+  ASSIGN_OR_RETURN(options.model.kv_type, ParseKvCacheType(a.kv_type));
+  const int max_batch = *std::max_element(batches.begin(), batches.end());
+  options.max_sequences = std::max(options.max_sequences, max_batch);
+  options.max_tokens_per_step =
+      std::max({options.max_tokens_per_step, a.prompt, max_batch * a.context});
+  EngineJobOptions job;
+  job.comm = a.comm;
+  return RunEngineJob(job, options, [&](Engine& engine) -> absl::Status {
+    return BenchDecode(a, batches, engine);
+  });
+}
+
+absl::Status BenchDecode(const BenchDecodeArgs& a, const std::vector<int>& batches,
+                         Engine& engine) {
+  const ModelConfig& c = engine.config();
+  ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufModel> file, gguf::GgufModel::Open(a.model));
+  const WeightBytes wb = CountWeightBytes(*file, c);
+  file.reset();
   std::printf("model: %s\n", a.model.c_str());
-  std::printf("threads: %d, kv cache: %s, reps: %d (median)\n",
-              options.threads > 0 ? options.threads : DefaultThreadCount(), a.kv_type.c_str(),
-              a.reps);
+  std::printf("ranks: %d, threads per rank: %d, kv cache: %s, reps: %d (median)\n",
+              engine.num_ranks(), engine.threads(), a.kv_type.c_str(), a.reps);
   std::printf(
       "weights: %.1f MB outside routed experts, %.2f MB per routed expert (all %d MoE "
       "layers), %d of %d experts per token\n",
       wb.dense_per_step / 1e6, wb.expert_all_layers / 1e6, wb.n_moe_layers, c.n_expert_used,
       c.n_expert);
+  uint64_t next_id = 1;
 
   std::vector<double> prefill_s;
   for (int r = 0; r < a.reps; ++r) {
-    ASSIGN_OR_RETURN(double s, TimePrefill(*model, a.prompt));
+    ASSIGN_OR_RETURN(double s, TimePrefill(engine, a.prompt, next_id++));
     prefill_s.push_back(s);
   }
   const double pf = Median(prefill_s);
@@ -184,7 +192,8 @@ absl::Status RunBenchDecode(const BenchDecodeArgs& a) {
   for (int b : batches) {
     std::vector<double> secs;
     for (int r = 0; r < a.reps; ++r) {
-      ASSIGN_OR_RETURN(double s, TimeDecode(*model, b, a.context, a.tokens));
+      ASSIGN_OR_RETURN(double s, TimeDecode(engine, b, a.context, a.tokens, next_id));
+      next_id += b;
       secs.push_back(s);
     }
     const double step_s = Median(secs) / a.tokens;
@@ -207,7 +216,13 @@ void RegisterBenchDecodeCommand(CLI::App& app, absl::Status* result) {
   CLI::App* cmd = app.add_subcommand(
       "bench-decode", "Prefill and batched decode throughput, with weight bytes per step");
   cmd->add_option("--model,-m", a->model, "GGUF model")->required();
-  cmd->add_option("--threads,-t", a->threads, "CPU threads (0: all cores)");
+  cmd->add_option("--threads,-t", a->threads,
+                  "CPU threads per rank (0: cores / ranks on this host)");
+  cmd->add_option("--comm", a->comm, "auto (MPI when started by mpirun), mpi or local")
+      ->capture_default_str();
+  cmd->add_option("--placement", a->placement,
+                  "Expert placement: contiguous, balanced:<routing stats>, or a placement file")
+      ->capture_default_str();
   cmd->add_option("--kv-type", a->kv_type, "KV cache type: f16, q8_0, q4_0, f32")
       ->capture_default_str();
   cmd->add_option("--batch", a->batches, "Decode batch sizes, comma-separated")
