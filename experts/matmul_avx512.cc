@@ -11,9 +11,8 @@
 //          the tokens. Activations reordered to the digit planes.
 //   IQ1_S quads (the CPU layout of experts/matmul_iq1s_quads.h): vpmultishiftqb + 4 vpermi2b
 //          decode 64 fields into 4 code planes; sub-block scales per 4-byte lane via vpdpwssd.
-// TQ1_0, TQ2_0 and quads have tile kernels: single-token products take 4 rows per call (one pass
-// over the activations, one shuffle tree for the four sums) with the block scales precomputed 16
-// at a time.
+// TQ1_0, TQ2_0 and quads have tile kernels: single-token products take 4 rows per call (one after
+// the other, one shuffle tree for the four sums; see TernaryTile).
 //   IQ1_S: the 32 grid indices of a block are built in vector registers and looked up with two
 //          16-lane gathers in the nibble-packed grid (value + 1 per nibble); the activation is
 //          split into the matching "low 4 / high 4 of each group of 8" planes. Sub-block scales
@@ -184,32 +183,6 @@ inline void StoreSum(__m512 acc, float* out, bool accumulate) {
   *out = accumulate ? *out + s : s;
 }
 
-// Blocks per prepass of the single-token tile kernels: their per-block float scales (weight d times
-// activation d) are computed 16 at a time into stack arrays of this many entries. The weight d's
-// are gathered (one vpgatherdd per 16 blocks): reading them with scalar loads into an array that
-// is then loaded as a vector costs more than the rest of the kernel (the wide load has to wait for
-// the narrow stores, measured ~4 cycles per block and row on Zen 5).
-constexpr int kScaleGroup = 32;
-
-// ds[b] = fp16 at w + b * stride + offset (as float) * act_scale[b] * mul for b < n (<= 32), and
-// the same times mul2 into ds2 when given: the fp16 values are gathered as the high halves of the
-// dwords 2 bytes earlier (inside the block, so the last block of a tensor is not read past).
-inline void GatherBlockScales(const uint8_t* w, int stride, int offset, const float* act_scale,
-                              int n, float mul, float* ds, float mul2 = 0, float* ds2 = nullptr) {
-  const __m512i idx =
-      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                         _mm512_set1_epi32(stride));
-  for (int b = 0; b < n; b += 16) {
-    const __mmask16 m = n - b >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (n - b)) - 1);
-    const __m512i h =
-        _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, w + b * stride + offset - 2, 1);
-    const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16)));
-    const __m512 p = _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(m, act_scale + b));
-    _mm512_store_ps(ds + b, _mm512_mul_ps(p, _mm512_set1_ps(mul)));
-    if (ds2 != nullptr) _mm512_store_ps(ds2 + b, _mm512_mul_ps(p, _mm512_set1_ps(mul2)));
-  }
-}
-
 // Runs Tokens<NT>(args, row, token) for every row and token of a multi-token tile, in pieces of
 // 8, 4, 2 and 1 tokens.
 template <typename K>
@@ -235,7 +208,12 @@ void ForTokenTiles(const TileArgs& a) {
   }
 }
 
-// Single-token tiles go to Rows<R> (R rows at a time), the rest to ForTokenTiles.
+// Single-token tiles go to Rows<R>, the rest to ForTokenTiles. Rows<R> takes the R rows one after
+// the other (each row's bytes in memory order, each block's scale read with the block), so the
+// hardware prefetcher sees one sequential stream; only the final reduction is shared. Interleaving
+// the R rows block by block halves the activation loads and is ~25% faster with the weights in
+// cache, but 10-30% slower when they stream from memory (measured on Zen 5, docs/PERF.md), as is
+// computing the block scales of a row ahead of its blocks.
 template <typename K>
 void TernaryTile(const TileArgs& a) {
   if (a.n_tok != 1) return ForTokenTiles<K>(a);
@@ -292,29 +270,27 @@ struct Tq2 {
   template <int R>
   static void Rows(const TileArgs& a) {
     const __m512i m3 = _mm512_set1_epi8(3);
+    const ActTq2* act = reinterpret_cast<const ActTq2*>(a.act);
     __m512 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-    for (int64_t g0 = 0; g0 < a.n_blocks; g0 += kScaleGroup) {
-      const int gn = static_cast<int>(std::min<int64_t>(kScaleGroup, a.n_blocks - g0));
-      alignas(64) float ds[R][kScaleGroup];
-      for (int r = 0; r < R; ++r) {
-        const uint8_t* w = a.w + r * a.w_stride + g0 * kBlockBytes;
-        GatherBlockScales(w, kBlockBytes, 64, a.act_scale + g0, gn, 1.0f, ds[r]);
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* w = a.w + r * a.w_stride;
+      __m512 acc0 = _mm512_setzero_ps();
+      for (int64_t i = 0; i < a.n_blocks; ++i) {
+        const uint8_t* p = w + i * kBlockBytes;
+        const ActTq2& x = act[i];
+        const __m512i q = Load512(p);
+        __m512i s = _mm512_dpbusd_epi32(_mm512_load_si512(x.off), _mm512_and_si512(q, m3),
+                                        _mm512_load_si512(x.q[0]));
+        s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q, 2), m3),
+                                _mm512_load_si512(x.q[1]));
+        s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q, 4), m3),
+                                _mm512_load_si512(x.q[2]));
+        s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q, 6), m3),
+                                _mm512_load_si512(x.q[3]));
+        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s),
+                               _mm512_set1_ps(LoadFp16(p + 64) * a.act_scale[i]), acc0);
       }
-      const ActTq2* act = reinterpret_cast<const ActTq2*>(a.act) + g0;
-      for (int b = 0; b < gn; ++b) {
-        const ActTq2& x = act[b];
-        const __m512i a0 = _mm512_load_si512(x.q[0]), a1 = _mm512_load_si512(x.q[1]);
-        const __m512i a2 = _mm512_load_si512(x.q[2]), a3 = _mm512_load_si512(x.q[3]);
-        for (int r = 0; r < R; ++r) {
-          const __m512i q = Load512(a.w + r * a.w_stride + (g0 + b) * kBlockBytes);
-          __m512i s = _mm512_dpbusd_epi32(_mm512_load_si512(x.off), _mm512_and_si512(q, m3), a0);
-          s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q, 2), m3), a1);
-          s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q, 4), m3), a2);
-          s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q, 6), m3), a3);
-          acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(ds[r][b]), acc[r]);
-        }
-      }
+      acc[r] = acc0;
     }
     StoreRowSums(acc, R, a.out, a.accumulate);
   }
@@ -395,47 +371,39 @@ struct Tq1 {
   // One token, R rows, without digit tables. With y_n = b·3^n mod 256 (so y_{n+1} = 3·y_n mod 256,
   // two byte adds), digit n of b is (3·y_n - y_{n+1}) / 256 exactly. Hence per block
   //   Σ (digit - 1)·q = (3·Σ_n y_n·q_n - Σ_n y_{n+1}·q_n) / 256 - Σ q,
-  // two vpdpbusd chains over the raw bytes (unsigned y, signed q). Both chains start from the
-  // offset lane -128·Σq, which contributes (3 - 1)·(-128·Σq)/256 = -Σq. The chains are scaled in
-  // float (3/256 and -1/256 folded into the block scales), which costs fewer vector ops than
-  // combining them as integers. The 64-byte loads read 10 bytes past the block (lanes 13..15,
-  // whose activation bytes are 0); the last block of a call is loaded with a mask instead.
+  // two vpdpbusd chains over the raw bytes (unsigned y, signed q): 10 vpdpbusd + 10 vpaddb per
+  // block instead of 10 vpermi2b + 5 blends + 5 vpdpbusd. Both chains start from the offset lane
+  // -128·Σq, which contributes (3 - 1)·(-128·Σq)/256 = -Σq. The chains are scaled and summed in
+  // float, each into its own accumulator (3/256 and -1/256 applied once per row), which costs
+  // fewer vector ops than combining them as integers. The 64-byte loads read 10 bytes past the
+  // block (lanes 13..15, whose activation bytes are 0), except for the last block of a row.
   template <int R>
   static void Rows(const TileArgs& a) {
     constexpr __mmask64 kBlockMask = (__mmask64{1} << 54) - 1;
-    __m512 acc1[R], acc2[R];
-    for (int r = 0; r < R; ++r) acc1[r] = acc2[r] = _mm512_setzero_ps();
-    for (int64_t g0 = 0; g0 < a.n_blocks; g0 += kScaleGroup) {
-      const int gn = static_cast<int>(std::min<int64_t>(kScaleGroup, a.n_blocks - g0));
-      alignas(64) float ds1[R][kScaleGroup], ds2[R][kScaleGroup];
-      for (int r = 0; r < R; ++r) {
-        const uint8_t* w = a.w + r * a.w_stride + g0 * kBlockBytes;
-        GatherBlockScales(w, kBlockBytes, 52, a.act_scale + g0, gn, 3.0f / 256, ds1[r], -1.0f / 256,
-                          ds2[r]);
-      }
-      const ActTq1* act = reinterpret_cast<const ActTq1*>(a.act) + g0;
-      const bool last_group = g0 + gn == a.n_blocks;
-      for (int b = 0; b < gn; ++b) {
-        const ActTq1& x = act[b];
-        __m512i av[5];
-        for (int n = 0; n < 5; ++n) av[n] = _mm512_load_si512(x.q[n]);
-        const bool masked = last_group && b == gn - 1;
-        for (int r = 0; r < R; ++r) {
-          const uint8_t* p = a.w + r * a.w_stride + (g0 + b) * kBlockBytes;
-          __m512i y = masked ? _mm512_maskz_loadu_epi8(kBlockMask, p) : Load512(p);
-          __m512i s1 = _mm512_load_si512(x.off), s2 = s1;
-          for (int n = 0; n < 5; ++n) {
-            s1 = _mm512_dpbusd_epi32(s1, y, av[n]);
-            y = _mm512_add_epi8(_mm512_add_epi8(y, y), y);
-            s2 = _mm512_dpbusd_epi32(s2, y, av[n]);
-          }
-          acc1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), _mm512_set1_ps(ds1[r][b]), acc1[r]);
-          acc2[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s2), _mm512_set1_ps(ds2[r][b]), acc2[r]);
+    const ActTq1* act = reinterpret_cast<const ActTq1*>(a.act);
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* w = a.w + r * a.w_stride;
+      __m512 acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps();
+      for (int64_t i = 0; i < a.n_blocks; ++i) {
+        const uint8_t* p = w + i * kBlockBytes;
+        const ActTq1& x = act[i];
+        __m512i y = i + 1 == a.n_blocks ? _mm512_maskz_loadu_epi8(kBlockMask, p) : Load512(p);
+        __m512i s1 = _mm512_load_si512(x.off), s2 = s1;
+        for (int n = 0; n < 5; ++n) {
+          const __m512i av = _mm512_load_si512(x.q[n]);
+          s1 = _mm512_dpbusd_epi32(s1, y, av);
+          y = _mm512_add_epi8(_mm512_add_epi8(y, y), y);
+          s2 = _mm512_dpbusd_epi32(s2, y, av);
         }
+        const __m512 ds = _mm512_set1_ps(LoadFp16(p + 52) * a.act_scale[i]);
+        acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), ds, acc1);
+        acc2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s2), ds, acc2);
       }
+      acc[r] = _mm512_fmadd_ps(acc1, _mm512_set1_ps(3.0f / 256),
+                               _mm512_mul_ps(acc2, _mm512_set1_ps(-1.0f / 256)));
     }
-    for (int r = 0; r < R; ++r) acc1[r] = _mm512_add_ps(acc1[r], acc2[r]);
-    StoreRowSums(acc1, R, a.out, a.accumulate);
+    StoreRowSums(acc, R, a.out, a.accumulate);
   }
 
   // One row, NT tokens: the 52 packed bytes are turned into their five base-3 digits once per
@@ -579,35 +547,34 @@ struct Quads {
       tlo[n] = _mm512_load_si512(kQuadDigits[n].data());
       thi[n] = _mm512_load_si512(kQuadDigits[n].data() + 64);
     }
+    const ActQuads* act = reinterpret_cast<const ActQuads*>(a.act);
     __m512 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-    for (int64_t g0 = 0; g0 < a.n_blocks; g0 += kScaleGroup) {
-      const int gn = static_cast<int>(std::min<int64_t>(kScaleGroup, a.n_blocks - g0));
-      alignas(64) float ds[R][kScaleGroup];
-      for (int r = 0; r < R; ++r) {
-        GatherBlockScales(a.w + r * a.w_stride + g0 * kBlockBytes, kBlockBytes,
-                          iq1s_quads::kDOffset, a.act_scale + g0, gn, 0.125f, ds[r]);
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* w = a.w + r * a.w_stride;
+      __m512 acc0 = _mm512_setzero_ps();
+      for (int64_t i = 0; i < a.n_blocks; ++i) {
+        const uint8_t* p = w + i * kBlockBytes;
+        const ActQuads& x = act[i];
+        const __m512i blk = Load512(p);
+        const __m512i f = _mm512_multishift_epi64_epi8(select, blk);
+        __m512i d = _mm512_dpbusd_epi32(_mm512_load_si512(x.zero),
+                                        _mm512_permutex2var_epi8(tlo[0], f, thi[0]),
+                                        _mm512_load_si512(x.q[0]));
+        d = _mm512_dpbusd_epi32(d, _mm512_permutex2var_epi8(tlo[1], f, thi[1]),
+                                _mm512_load_si512(x.q[1]));
+        d = _mm512_dpbusd_epi32(d, _mm512_permutex2var_epi8(tlo[2], f, thi[2]),
+                                _mm512_load_si512(x.q[2]));
+        d = _mm512_dpbusd_epi32(d, _mm512_permutex2var_epi8(tlo[3], f, thi[3]),
+                                _mm512_load_si512(x.q[3]));
+        const __m512i sum =
+            _mm512_dpwssd_epi32(_mm512_load_si512(x.zero),
+                                _mm512_mask_blend_epi16(0xAAAAAAAA, d, _mm512_load_si512(x.qhi)),
+                                ScaleWords(blk, scale_table));
+        acc0 = _mm512_fmadd_ps(
+            _mm512_cvtepi32_ps(sum),
+            _mm512_set1_ps(LoadFp16(p + iq1s_quads::kDOffset) * 0.125f * a.act_scale[i]), acc0);
       }
-      const ActQuads* act = reinterpret_cast<const ActQuads*>(a.act) + g0;
-      for (int b = 0; b < gn; ++b) {
-        const ActQuads& x = act[b];
-        const __m512i a0 = _mm512_load_si512(x.q[0]), a1 = _mm512_load_si512(x.q[1]);
-        const __m512i a2 = _mm512_load_si512(x.q[2]), a3 = _mm512_load_si512(x.q[3]);
-        const __m512i qhi = _mm512_load_si512(x.qhi);
-        for (int r = 0; r < R; ++r) {
-          const __m512i blk = Load512(a.w + r * a.w_stride + (g0 + b) * kBlockBytes);
-          const __m512i f = _mm512_multishift_epi64_epi8(select, blk);
-          __m512i d = _mm512_dpbusd_epi32(_mm512_load_si512(x.zero),
-                                          _mm512_permutex2var_epi8(tlo[0], f, thi[0]), a0);
-          d = _mm512_dpbusd_epi32(d, _mm512_permutex2var_epi8(tlo[1], f, thi[1]), a1);
-          d = _mm512_dpbusd_epi32(d, _mm512_permutex2var_epi8(tlo[2], f, thi[2]), a2);
-          d = _mm512_dpbusd_epi32(d, _mm512_permutex2var_epi8(tlo[3], f, thi[3]), a3);
-          const __m512i s = _mm512_dpwssd_epi32(_mm512_load_si512(x.zero),
-                                                _mm512_mask_blend_epi16(0xAAAAAAAA, d, qhi),
-                                                ScaleWords(blk, scale_table));
-          acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(ds[r][b]), acc[r]);
-        }
-      }
+      acc[r] = acc0;
     }
     StoreRowSums(acc, R, a.out, a.accumulate);
   }
