@@ -24,7 +24,10 @@
 //     tokens (and requested logits) are gathered back to the driver in item order.
 //   * Placement of sequences: a new sequence goes to the rank with the fewest live sequences
 //     (ties: lowest rank); it stays there until released. Results do not depend on placement:
-//     greedy tokens and logits equal those of np=1 (within float reduction order).
+//     greedy tokens and logits equal those of np=1 (within float reduction order: ~1e-6
+//     relative; a lossy KV cache (f16, q8_0) can round a cached latent element differently after
+//     such a difference, which shows as up to a few 1e-4 -- the model does the same when the
+//     batch a sequence runs in changes).
 //   * Errors: a bad step (unknown or duplicate id, a sequence out of room, bad sampling params) is
 //     rejected by the driver before it is broadcast, with InvalidArgument naming the id, and the
 //     engine stays usable. An error inside the collective (a rank failed) is fatal: the caller
