@@ -638,10 +638,16 @@ struct KernelParams {
   int n_experts, max_chunks, n_tokens;
   const int32_t* offsets;
   const int32_t* x_rows;
+  const int32_t* y_rows;
   const uint8_t* act;
   float* y;
   int64_t y_stride;
 };
+
+// The output row of pair `pair`.
+__device__ __forceinline__ int64_t OutRow(const KernelParams& p, int pair) {
+  return p.y_rows != nullptr ? __ldg(p.y_rows + pair) : pair;
+}
 
 template <bool kNeedCorr>
 __device__ __forceinline__ void LoadAct(ActFrag& a, const KernelParams& p, int kb, int xb, int xc0,
@@ -773,7 +779,105 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
       for (int i = 0; i < 4; ++i) {
         const int row = row0 + 8 * (i >> 1);
         const int slot = 2 * l.t + (i & 1);
-        if (slot < nv && row < p.rows) p.y[(start + slot) * p.y_stride + row] = acc[i];
+        if (slot < nv && row < p.rows) p.y[OutRow(p, start + slot) * p.y_stride + row] = acc[i];
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// Split-K over several token chunks: as GemvKernel, but an item covers kChunks consecutive
+// 8-token chunks of its expert, and every weight tile a warp loads is multiplied with all of
+// them, so a step of up to 8 * kChunks tokens reads the weights once instead of once per chunk.
+// For the 4.5+ bpw types (no register prefetch), used when a launch has more than 8 tokens per
+// matrix.
+template <class T, int kWarps, int kChunks>
+__global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
+    GemvMultiKernel(const KernelParams p) {
+  __shared__ __align__(16) uint8_t table[T::kTableBytes > 0 ? T::kTableBytes : 16];
+  __shared__ float red[kWarps > 1 ? kWarps - 1 : 1][32][4 * kChunks];
+  T::LoadTable(table);
+  __syncthreads();
+
+  Lane l;
+  l.lane = threadIdx.x & 31;
+  l.g = l.lane >> 2;
+  l.t = l.lane & 3;
+  const int warp = threadIdx.x >> 5;
+  const int n_groups = (p.max_chunks + kChunks - 1) / kChunks;
+  const int n_items = p.n_experts * n_groups * p.n_rg;
+
+  for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
+    const int rg = item % p.n_rg;
+    const int rest = item / p.n_rg;
+    const int tg = rest % n_groups;
+    const int e = rest / n_groups;
+    int begin = 0, end = p.n_tokens;
+    if (p.offsets != nullptr) {
+      begin = __ldg(p.offsets + e);
+      end = __ldg(p.offsets + e + 1);
+    }
+    int start[kChunks], nv[kChunks], xb[kChunks], xc0[kChunks], xc1[kChunks];
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      start[c] = begin + 8 * (tg * kChunks + c);
+      nv[c] = min(8, end - start[c]);
+      auto xrow = [&](int slot) {
+        if (slot >= nv[c]) return -1;
+        return p.x_rows != nullptr ? __ldg(p.x_rows + start[c] + slot) : start[c] + slot;
+      };
+      xb[c] = xrow(l.g);
+      xc0[c] = xrow(2 * l.t);
+      xc1[c] = xrow(2 * l.t + 1);
+    }
+    if (nv[0] <= 0) continue;  // uniform across the CTA
+    const uint8_t* wbase =
+        p.w + e * p.expert_stride + static_cast<int64_t>(rg) * p.nkb * T::kTileBytes;
+
+    float acc[kChunks][4];
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[c][i] = 0.0f;
+    }
+    for (int kb = warp; kb < p.nkb; kb += kWarps) {
+      typename T::W w;
+      T::template Load<GlobalLd>(w, wbase + kb * T::kTileBytes, l);
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) {
+        if (nv[c] > 0) {
+          ActFrag a;
+          LoadAct<T::kNeedCorr>(a, p, kb, xb[c], xc0[c], xc1[c], l);
+          T::Compute(w, a, table, l, acc[c]);
+        }
+      }
+    }
+
+    if (warp > 0) {
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) red[warp - 1][l.lane][4 * c + i] = acc[c][i];
+      }
+    }
+    __syncthreads();
+    if (warp == 0) {
+      const int row0 = rg * 16 + l.g;
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) {
+#pragma unroll
+        for (int w = 0; w < kWarps - 1; ++w) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) acc[c][i] += red[w][l.lane][4 * c + i];
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int row = row0 + 8 * (i >> 1);
+          const int slot = 2 * l.t + (i & 1);
+          if (slot < nv[c] && row < p.rows) {
+            p.y[OutRow(p, start[c] + slot) * p.y_stride + row] = acc[c][i];
+          }
+        }
       }
     }
     __syncthreads();
@@ -939,7 +1043,7 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
       for (int i = 0; i < 4; ++i) {
         const int row = row0 + 8 * (i >> 1);
         const int slot = 2 * l.t + (i & 1);
-        if (slot < nv && row < p.rows) p.y[(start + slot) * p.y_stride + row] = acc[i];
+        if (slot < nv && row < p.rows) p.y[OutRow(p, start + slot) * p.y_stride + row] = acc[i];
       }
     }
   }
@@ -1037,6 +1141,26 @@ cudaError_t LaunchTyped(const KernelParams& kp, int n_items, cudaStream_t stream
   return cudaGetLastError();
 }
 
+template <class T, int kWarps, int kChunks>
+cudaError_t LaunchMulti(const KernelParams& kp, int n_items, cudaStream_t stream) {
+  const DeviceLimits lim = GetLimits();
+  static int cached_per_sm[64] = {0};
+  int dev = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err != cudaSuccess) return err;
+  int per_sm = dev >= 0 && dev < 64 ? cached_per_sm[dev] : 0;
+  if (per_sm == 0) {
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, GemvMultiKernel<T, kWarps, kChunks>, kWarps * 32, 0);
+    if (err != cudaSuccess) return err;
+    per_sm = std::max(1, per_sm);
+    if (dev >= 0 && dev < 64) cached_per_sm[dev] = per_sm;
+  }
+  const int grid = std::max(1, std::min(n_items, per_sm * lim.sms));
+  GemvMultiKernel<T, kWarps, kChunks><<<grid, kWarps * 32, 0, stream>>>(kp);
+  return cudaGetLastError();
+}
+
 template <class T, int kWarps>
 cudaError_t LaunchPipelined(const KernelParams& kp, int n_items, cudaStream_t stream) {
   using P = Pipe<T, kWarps>;
@@ -1062,7 +1186,7 @@ cudaError_t LaunchPipelined(const KernelParams& kp, int n_items, cudaStream_t st
 }
 
 // Which kernel: 0 automatic, 1 split-K, 2 pipelined with 4 warps, 3 pipelined with 8 warps.
-// TRITMOE_GEMV_KERNEL=splitk|pipe4|pipe8 forces one (benchmarks); tests call
+// TRITMOE_GEMV_KERNEL=splitk|pipe4|pipe8|multi forces one (benchmarks); tests call
 // SetGemvKernelForTesting. By default the pipelined kernel runs when it has at least one item
 // per SM, else split-K.
 std::atomic<int> g_kernel_choice{-1};
@@ -1075,6 +1199,7 @@ int KernelChoice() {
       if (std::strcmp(v, "splitk") == 0) c = 1;
       if (std::strcmp(v, "pipe4") == 0) c = 2;
       if (std::strcmp(v, "pipe8") == 0) c = 3;
+      if (std::strcmp(v, "multi") == 0) c = 4;
     }
     g_kernel_choice.store(c, std::memory_order_relaxed);
   }
@@ -1090,16 +1215,25 @@ cudaError_t LaunchForType(const KernelParams& kp, cudaStream_t stream) {
   // The pipelined kernel is for the small (low-bit) tiles; the 4.5+ bpw types already stream at
   // 70-100% of HBM with the register-prefetch kernel.
   if constexpr (T::kTileBytes <= 1056) {
-    if (choice == 3 || (choice == 0 && items8 >= sms)) {
-      return LaunchPipelined<T, 8>(kp, items8, stream);
-    }
+    // 4 warps by default: in the model's routed-expert launches (8..220 active experts of 256)
+    // pipe4 beat pipe8 by 5-15% on an H200 (docs/PERF.md).
+    if (choice == 3) return LaunchPipelined<T, 8>(kp, items8, stream);
     if (choice == 2 || (choice == 0 && items4 >= sms)) {
       return LaunchPipelined<T, 4>(kp, items4, stream);
     }
   }
+  const int target_warps = 24 * sms;
+  // More than 8 tokens per matrix: one weight read for up to 32 tokens (4.5+ bpw types).
+  if constexpr (T::kTileBytes > 1056) {
+    if (kp.max_chunks > 1 && (choice == 0 || choice == 4)) {
+      const int items = kp.n_experts * ((kp.max_chunks + 3) / 4) * kp.n_rg;
+      if (items * 4 >= target_warps || kp.nkb <= 4) return LaunchMulti<T, 4, 4>(kp, items, stream);
+      if (items * 8 >= target_warps || kp.nkb <= 8) return LaunchMulti<T, 8, 4>(kp, items, stream);
+      return LaunchMulti<T, 16, 4>(kp, items, stream);
+    }
+  }
   // Split-K: more warps per item when there are few items, so that enough warps stream.
   const int n_items = per_item * kp.n_rg;
-  const int target_warps = 24 * sms;
   if (n_items * 4 >= target_warps || kp.nkb <= 4) return LaunchTyped<T, 4>(kp, n_items, stream);
   if (n_items * 8 >= target_warps || kp.nkb <= 8) return LaunchTyped<T, 8>(kp, n_items, stream);
   return LaunchTyped<T, 16>(kp, n_items, stream);
@@ -1132,6 +1266,7 @@ cudaError_t LaunchGemv(const GemvLaunch& g, cudaStream_t stream) {
   kp.n_tokens = g.n_tokens;
   kp.offsets = g.offsets;
   kp.x_rows = g.x_rows;
+  kp.y_rows = g.y_rows;
   kp.act = g.act;
   kp.y = g.y;
   kp.y_stride = g.y_stride;

@@ -91,11 +91,14 @@ struct GpuExpertRouting {
   int max_pairs_per_expert = 0;     // host upper bound on offsets[e+1] - offsets[e] (sizes the
                                     // grid; e.g. the number of tokens for top-k routing). Pairs
                                     // beyond it are not computed. x_rows[p] < x.n_rows.
+  const int32_t* y_rows = nullptr;  // device [n_pairs]: output row of each pair, or nullptr when
+                                    // pair p writes output row p (scatter, e.g. heads -> [t][h])
 };
 
-// y[p][r] = sum_c W_e[r][c] * x[x_rows[p]][c] for each expert e and pair p of e; y: device
-// [n_pairs][y_stride] float32. One launch for all experts; experts without pairs cost almost
-// nothing. The expert weights are w.data + e * w.expert_stride_bytes.
+// y[y_rows[p]][r] = sum_c W_e[r][c] * x[x_rows[p]][c] for each expert e and pair p of e; y:
+// device [n_pairs][y_stride] float32 (rows as given by y_rows when set). One launch for all
+// experts; experts without pairs cost almost nothing. The expert weights are w.data + e *
+// w.expert_stride_bytes.
 absl::Status GpuExpertGemv(const GpuWeightView& w, const GpuActivations& x,
                            const GpuExpertRouting& routing, float* y, void* stream,
                            int64_t y_stride = 0);

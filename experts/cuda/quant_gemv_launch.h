@@ -72,7 +72,7 @@ inline size_t ActWorkspaceBytes(int64_t n_rows, int64_t cols) {
 }
 
 // One launch of the (grouped) GEMV: for every expert e and every pair p in
-// [offsets[e], offsets[e+1]): y[p][r] = sum_c W_e[r][c] * x[x_rows[p]][c], r < rows.
+// [offsets[e], offsets[e+1]): y[y_rows[p]][r] = sum_c W_e[r][c] * x[x_rows[p]][c], r < rows.
 // Dense use: offsets == nullptr, n_experts == 1, pairs are 0..n_tokens-1.
 struct GemvLaunch {
   uint32_t type_id = 0;
@@ -83,6 +83,7 @@ struct GemvLaunch {
   int n_experts = 1;
   const int32_t* offsets = nullptr;  // device [n_experts + 1] or nullptr
   const int32_t* x_rows = nullptr;   // device [pairs] or nullptr (pair p reads activation row p)
+  const int32_t* y_rows = nullptr;   // device [pairs] or nullptr (pair p writes output row p)
   int n_tokens = 0;                  // pairs when offsets == nullptr
   int max_tokens_per_expert = 0;     // upper bound of offsets[e+1] - offsets[e]; sizes the grid
   const uint8_t* act = nullptr;      // activation records (see above)
@@ -96,7 +97,9 @@ cudaError_t LaunchGemv(const GemvLaunch& launch, cudaStream_t stream);
 
 // Forces the kernel variant of later launches: 0 automatic, 1 split-K (few items: every warp of
 // a CTA takes different column blocks of the same rows), 2 / 3 pipelined with 4 / 8 warps
-// (many items: cp.async stages, a warp per 16-row group). For tests and benchmarks.
+// (many items: cp.async stages, a warp per 16-row group), 4 split-K over up to 4 token chunks
+// per weight read (the automatic choice for Q4_K/Q6_K/Q8_0 with more than 8 tokens per matrix;
+// other launches fall back to split-K). For tests and benchmarks.
 void SetGemvKernelForTesting(int choice);
 
 }  // namespace tritmoe::gpu_internal

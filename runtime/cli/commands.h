@@ -15,5 +15,6 @@ void RegisterGenModelCommand(CLI::App& app, absl::Status* result);
 void RegisterGenerateCommand(CLI::App& app, absl::Status* result);
 void RegisterTokenizeCommand(CLI::App& app, absl::Status* result);
 void RegisterBenchDecodeCommand(CLI::App& app, absl::Status* result);
+void RegisterBenchGpuDecodeCommand(CLI::App& app, absl::Status* result);
 
 }  // namespace tritmoe

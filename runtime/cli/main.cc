@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   tritmoe::RegisterGenerateCommand(app, &result);
   tritmoe::RegisterTokenizeCommand(app, &result);
   tritmoe::RegisterBenchDecodeCommand(app, &result);
+  tritmoe::RegisterBenchGpuDecodeCommand(app, &result);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

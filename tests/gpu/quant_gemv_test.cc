@@ -287,7 +287,7 @@ TEST_P(QuantGemvGpuTest, DenseMatchesCpuTwins) {
       const std::vector<uint8_t> wq = RandomRows(type, s.rows, s.cols, rng);
       const std::vector<float> w = Dequantize(type, wq, s.rows, s.cols);
       DeviceMatrix dm = Upload(type, {wq}, s.rows, s.cols);
-      for (int64_t n : {1, 3, 8, 13}) {
+      for (int64_t n : {1, 3, 8, 13, 40}) {
         SCOPED_TRACE(TypeName(type) + " " + std::to_string(s.rows) + "x" + std::to_string(s.cols) +
                      " tokens=" + std::to_string(n));
         const std::vector<float> x = RandomX(n, s.cols, rng);
@@ -436,10 +436,10 @@ TEST_P(QuantGemvGpuTest, DeepSeekExpertShapes) {
 }
 
 std::string KernelName(const ::testing::TestParamInfo<int>& info) {
-  static const char* const kNames[] = {"auto", "splitk", "pipe4", "pipe8"};
+  static const char* const kNames[] = {"auto", "splitk", "pipe4", "pipe8", "multi"};
   return kNames[info.param];
 }
-INSTANTIATE_TEST_SUITE_P(Kernels, QuantGemvGpuTest, ::testing::Values(1, 2, 3), KernelName);
+INSTANTIATE_TEST_SUITE_P(Kernels, QuantGemvGpuTest, ::testing::Values(1, 2, 3, 4), KernelName);
 
 }  // namespace
 }  // namespace tritmoe

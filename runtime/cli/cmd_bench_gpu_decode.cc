@@ -1,0 +1,329 @@
+// tritmoe bench-gpu-decode: prefill and batched greedy decode on one GPU (runtime/gpu/gpu_model.h),
+// with the weight bytes each step reads and the HBM bound beside every figure.
+//
+// Prefill: one sequence of --prompt tokens in one step. Decode at batch B: B sequences prefilled
+// with --context tokens, then --tokens greedy steps (argmax on the GPU, CUDA-graph replays), one
+// untimed pass first (graph capture), then --reps timed passes from the same cache state; the
+// median is reported. A model generated with fewer layers than the real one is extrapolated to
+// --full-layers (--full-dense of them dense): each layer kind's share of the step comes from one
+// profiled step (events between layers), applied to the measured step time.
+//
+// Bytes per step: every weight outside the routed experts once, one token_embd row per token, and
+// per MoE layer the distinct routed experts the step's tokens select, taken as the expectation
+// under uniform routing E * (1 - (1 - k/E)^tokens) (random weights route nearly uniformly).
+// The bound is bytes / --hbm-gbs (default: the read bandwidth gpu_gemv_bench measured on an H200).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "base/status_macros.h"
+#include "runtime/cli/commands.h"
+#if TRITMOE_HAVE_CUDA
+#include "runtime/gpu/gpu_kv_cache.h"
+#include "runtime/gpu/gpu_model.h"
+#endif
+
+namespace tritmoe {
+namespace {
+
+struct BenchGpuDecodeArgs {
+  std::string model;
+  std::string batches = "1,16,64";
+  int prompt = 512;
+  int context = 64;
+  int tokens = 32;
+  int reps = 3;
+  std::string kv_type = "f16";
+  int device = 0;
+  bool no_graphs = false;
+  double hbm_gbs = 4610.0;
+  int full_layers = 61;
+  int full_dense = 3;
+};
+
+#if TRITMOE_HAVE_CUDA
+
+using gpu::GpuKvCache;
+using gpu::GpuModel;
+using gpu::GpuSequenceInput;
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+std::vector<int32_t> PromptTokens(int n, int64_t n_vocab, int salt) {
+  std::vector<int32_t> t(n);
+  for (int i = 0; i < n; ++i) {
+    t[i] = static_cast<int32_t>((1000003LL * (i + 1) + 7919LL * salt) % n_vocab);
+  }
+  return t;
+}
+
+double Seconds(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Expected distinct experts per MoE layer for `tokens` tokens under uniform routing.
+double DistinctExperts(const ModelConfig& c, int tokens) {
+  if (c.n_expert == 0) return 0.0;
+  return c.n_expert * (1.0 - std::pow(1.0 - double(c.n_expert_used) / c.n_expert, tokens));
+}
+
+struct LayerShares {
+  double embed = 0, head = 0, dense = 0, moe = 0;  // ms (means over the layers of a kind)
+  // Per op, in order of first appearance: mean us per dense layer, per MoE layer.
+  std::vector<std::string> op_names;
+  std::vector<double> op_dense_us, op_moe_us;
+  bool graph = false;
+};
+
+LayerShares Shares(const ModelConfig& c, const gpu::StepProfile& p) {
+  LayerShares s;
+  s.embed = p.embed_ms;
+  s.head = p.head_ms;
+  int nd = 0, nm = 0;
+  for (int il = 0; il < c.n_layer; ++il) {
+    if (c.IsMoeLayer(il)) {
+      s.moe += p.layer_ms[il];
+      ++nm;
+    } else {
+      s.dense += p.layer_ms[il];
+      ++nd;
+    }
+  }
+  s.dense = nd > 0 ? s.dense / nd : 0;
+  s.moe = nm > 0 ? s.moe / nm : 0;
+  s.graph = p.graph;
+  for (const gpu::StepProfile::Op& op : p.ops) {
+    if (op.layer < 0) continue;
+    size_t i = std::find(s.op_names.begin(), s.op_names.end(), op.name) - s.op_names.begin();
+    if (i == s.op_names.size()) {
+      s.op_names.push_back(op.name);
+      s.op_dense_us.push_back(0);
+      s.op_moe_us.push_back(0);
+    }
+    if (c.IsMoeLayer(op.layer)) {
+      s.op_moe_us[i] += op.ms * 1e3 / std::max(1, nm);
+    } else {
+      s.op_dense_us[i] += op.ms * 1e3 / std::max(1, nd);
+    }
+  }
+  return s;
+}
+
+struct Row {
+  std::string phase;
+  int batch = 0;
+  double step_ms = 0;       // this model
+  double bytes = 0;         // this model, per step
+  double full_step_ms = 0;  // extrapolated
+  double full_bytes = 0;
+  LayerShares shares;
+};
+
+absl::Status RunBenchGpuDecode(const BenchGpuDecodeArgs& a) {
+  if (a.prompt < 1 || a.context < 1 || a.tokens < 1 || a.reps < 1 || a.hbm_gbs <= 0 ||
+      a.full_layers < 1 || a.full_dense < 0 || a.full_dense > a.full_layers) {
+    return absl::InvalidArgumentError(
+        "--prompt, --context, --tokens, --reps, --hbm-gbs and --full-layers must be positive, "
+        "0 <= --full-dense <= --full-layers");
+  }
+  std::vector<int> batches;
+  for (absl::string_view part : absl::StrSplit(a.batches, ',')) {
+    int b = 0;
+    if (!absl::SimpleAtoi(part, &b) || b < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--batch: '", part, "' is not a positive integer"));
+    }
+    batches.push_back(b);
+  }
+  gpu::GpuModelOptions o;
+  o.device = a.device;
+  ASSIGN_OR_RETURN(o.kv_type, ParseKvCacheType(a.kv_type));
+  o.max_context = std::max(a.prompt, a.context + a.tokens);
+  o.cuda_graphs = !a.no_graphs;
+  const auto t_load = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(std::unique_ptr<GpuModel> model, GpuModel::Load(a.model, o));
+  const double load_s = Seconds(t_load);
+  const ModelConfig& c = model->config();
+  const gpu::GpuWeightBytes wb = model->weight_bytes();
+  const int nd = wb.n_dense_layers, nm = wb.n_moe_layers;
+  const int full_moe = a.full_layers - a.full_dense;
+  std::printf("model: %s (%d layers: %d dense, %d MoE; loaded and uploaded in %.1f s)\n",
+              a.model.c_str(), c.n_layer, nd, nm, load_s);
+  std::printf(
+      "weights on the GPU: %.2f GB; per layer: attention %.1f MB, dense FFN %.1f MB, MoE "
+      "router+shared %.1f MB, one routed expert %.2f MB; lm_head %.1f MB\n",
+      wb.total / 1e9, wb.attn_per_layer / 1e6, wb.dense_ffn_per_layer / 1e6,
+      wb.moe_fixed_per_layer / 1e6, wb.expert_per_layer / 1e6, wb.head / 1e6);
+  std::printf("kv cache: %s, CUDA graphs: %s, HBM bandwidth for the bound: %.0f GB/s\n",
+              a.kv_type.c_str(), a.no_graphs ? "off" : "on", a.hbm_gbs);
+
+  std::vector<Row> rows;
+  // Prefill.
+  {
+    std::vector<double> secs;
+    std::vector<int32_t> next;
+    const std::vector<int32_t> prompt = PromptTokens(a.prompt, c.n_vocab, 0);
+    for (int r = 0; r < a.reps + 1; ++r) {  // the first run warms up
+      ASSIGN_OR_RETURN(std::unique_ptr<GpuKvCache> cache, model->NewKvCache(a.prompt));
+      const GpuSequenceInput in[1] = {{cache.get(), prompt, LogitsRequest::kLast}};
+      const auto t0 = std::chrono::steady_clock::now();
+      RETURN_IF_ERROR(model->StepGreedy(in, &next));
+      if (r > 0) secs.push_back(Seconds(t0));
+    }
+    ASSIGN_OR_RETURN(std::unique_ptr<GpuKvCache> cache, model->NewKvCache(a.prompt));
+    const GpuSequenceInput in[1] = {{cache.get(), prompt, LogitsRequest::kLast}};
+    gpu::StepProfile prof;
+    RETURN_IF_ERROR(model->ProfileStep(in, &next, &prof));
+    Row row;
+    row.phase = "prefill";
+    row.batch = a.prompt;
+    row.step_ms = Median(secs) * 1e3;
+    row.shares = Shares(c, prof);
+    const double distinct = DistinctExperts(c, a.prompt);
+    row.bytes = wb.StepBytes(nd, nm, a.prompt, distinct);
+    row.full_bytes = wb.StepBytes(a.full_dense, full_moe, a.prompt, distinct);
+    rows.push_back(row);
+  }
+  // Decode.
+  for (int b : batches) {
+    std::vector<std::unique_ptr<GpuKvCache>> caches(b);
+    std::vector<GpuSequenceInput> in(b);
+    std::vector<std::vector<int32_t>> prompts(b);
+    for (int s = 0; s < b; ++s) {
+      ASSIGN_OR_RETURN(caches[s], model->NewKvCache(a.context + a.tokens));
+      prompts[s] = PromptTokens(a.context, c.n_vocab, s + 1);
+      in[s] = {caches[s].get(), prompts[s], LogitsRequest::kLast};
+    }
+    std::vector<int32_t> first, next;
+    RETURN_IF_ERROR(model->StepGreedy(in, &first));
+    std::vector<double> secs;
+    for (int r = 0; r < a.reps + 1; ++r) {  // pass 0: graph capture, untimed
+      for (auto& cache : caches) cache->Truncate(a.context);
+      next = first;
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int step = 0; step < a.tokens; ++step) {
+        for (int s = 0; s < b; ++s) in[s] = {caches[s].get(), {&next[s], 1}, LogitsRequest::kLast};
+        std::vector<int32_t> out;
+        RETURN_IF_ERROR(model->StepGreedy(in, &out));
+        next = out;
+      }
+      if (r > 0) secs.push_back(Seconds(t0));
+    }
+    for (auto& cache : caches) cache->Truncate(a.context);
+    next = first;
+    for (int s = 0; s < b; ++s) in[s] = {caches[s].get(), {&next[s], 1}, LogitsRequest::kLast};
+    gpu::StepProfile prof;
+    std::vector<int32_t> out;
+    RETURN_IF_ERROR(model->ProfileStep(in, &out, &prof));
+    Row row;
+    row.phase = "decode";
+    row.batch = b;
+    row.step_ms = Median(secs) / a.tokens * 1e3;
+    row.shares = Shares(c, prof);
+    const double distinct = DistinctExperts(c, b);
+    row.bytes = wb.StepBytes(nd, nm, b, distinct);
+    row.full_bytes = wb.StepBytes(a.full_dense, full_moe, b, distinct);
+    rows.push_back(row);
+  }
+  // Extrapolation to the full depth by the profiled shares of each layer kind.
+  for (Row& r : rows) {
+    const LayerShares& s = r.shares;
+    const double here = s.embed + s.head + nd * s.dense + nm * s.moe;
+    const double dense = nd > 0 ? s.dense : 0.0;  // a model without dense layers: attention only
+    const double full = s.embed + s.head + a.full_dense * dense + full_moe * s.moe;
+    r.full_step_ms = here > 0 ? r.step_ms * full / here : 0;
+  }
+
+  const double bw = a.hbm_gbs * 1e9;
+  std::printf(
+      "\n| phase | tokens/step | ms/step (%d layers) | tok/s | GB/step | GB/s | bound tok/s | "
+      "ms/step (%d layers, extrapolated) | tok/s | bound tok/s | %% of bound |\n",
+      c.n_layer, a.full_layers);
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const Row& r : rows) {
+    const double tok = r.batch;
+    std::printf("| %s | %d | %.3f | %.1f | %.3f | %.0f | %.1f | %.2f | %.1f | %.1f | %.0f%% |\n",
+                r.phase.c_str(), r.batch, r.step_ms, tok / (r.step_ms * 1e-3), r.bytes / 1e9,
+                r.bytes / (r.step_ms * 1e-3) / 1e9, tok / (r.bytes / bw), r.full_step_ms,
+                tok / (r.full_step_ms * 1e-3), tok / (r.full_bytes / bw),
+                100.0 * (r.full_bytes / bw) / (r.full_step_ms * 1e-3));
+  }
+  std::printf(
+      "\nprofiled step (events between parts), ms: phase tokens | embed | dense layer | MoE "
+      "layer | head\n");
+  for (const Row& r : rows) {
+    std::printf("  %s %d | %.3f | %.3f | %.3f | %.3f\n", r.phase.c_str(), r.batch, r.shares.embed,
+                r.shares.dense, r.shares.moe, r.shares.head);
+  }
+  std::printf("\nper op, us per layer (dense / MoE), profiled inside a CUDA graph:\n| op |");
+  for (const Row& r : rows) std::printf(" %s %d |", r.phase.c_str(), r.batch);
+  std::printf("\n|---|");
+  for (size_t i = 0; i < rows.size(); ++i) std::printf("---|");
+  std::printf("\n");
+  for (const std::string& name : rows.back().shares.op_names) {
+    std::printf("| %s |", name.c_str());
+    for (const Row& r : rows) {
+      const LayerShares& s = r.shares;
+      const size_t i = std::find(s.op_names.begin(), s.op_names.end(), name) - s.op_names.begin();
+      if (i == s.op_names.size()) {
+        std::printf(" - |");
+      } else {
+        std::printf(" %.1f / %.1f |", s.op_dense_us[i], s.op_moe_us[i]);
+      }
+    }
+    std::printf("\n");
+  }
+  if (!rows.empty() && !rows.back().shares.graph) std::printf("(profiled with eager launches)\n");
+  std::printf(
+      "\nGB/step counts each weight a step reads once (routed experts: their expectation under "
+      "uniform routing); bound = GB/step / HBM bandwidth.\n");
+  return absl::OkStatus();
+}
+
+#endif  // TRITMOE_HAVE_CUDA
+
+}  // namespace
+
+void RegisterBenchGpuDecodeCommand(CLI::App& app, absl::Status* result) {
+  auto a = std::make_shared<BenchGpuDecodeArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "bench-gpu-decode", "GPU prefill and batched decode throughput beside the HBM bound");
+  cmd->add_option("--model,-m", a->model, "GGUF model")->required();
+  cmd->add_option("--batch", a->batches, "Decode batch sizes, comma-separated")
+      ->capture_default_str();
+  cmd->add_option("--prompt", a->prompt, "Prefill length (tokens)")->capture_default_str();
+  cmd->add_option("--context", a->context, "Tokens each decode sequence starts with")
+      ->capture_default_str();
+  cmd->add_option("--tokens", a->tokens, "Decode steps per measurement")->capture_default_str();
+  cmd->add_option("--reps", a->reps, "Timed repetitions (median)")->capture_default_str();
+  cmd->add_option("--kv-type", a->kv_type, "KV cache type: f16, q8_0, q4_0, f32")
+      ->capture_default_str();
+  cmd->add_option("--device", a->device, "CUDA device")->capture_default_str();
+  cmd->add_flag("--no-graphs", a->no_graphs, "Launch decode steps eagerly (no CUDA graphs)");
+  cmd->add_option("--hbm-gbs", a->hbm_gbs, "HBM read bandwidth for the bound (GB/s)")
+      ->capture_default_str();
+  cmd->add_option("--full-layers", a->full_layers, "Depth to extrapolate to")
+      ->capture_default_str();
+  cmd->add_option("--full-dense", a->full_dense, "Dense layers of that depth")
+      ->capture_default_str();
+  cmd->callback([a, result] {
+#if TRITMOE_HAVE_CUDA
+    *result = RunBenchGpuDecode(*a);
+#else
+    *result = absl::UnimplementedError("bench-gpu-decode: this tritmoe was built without CUDA");
+#endif
+  });
+}
+
+}  // namespace tritmoe

@@ -1,0 +1,877 @@
+#include "runtime/gpu/gpu_model.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <set>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "base/thread_pool.h"
+#include "experts/cuda/device_buffer.h"
+#include "runtime/gpu/elementwise.h"
+#include "runtime/gpu/embedding.h"
+#include "runtime/gpu/gpu_kv_cache.h"
+#include "runtime/gpu/gpu_linear.h"
+#include "runtime/gpu/gpu_weights.h"
+#include "runtime/gpu/mla_attention.h"
+#include "runtime/gpu/moe_route.h"
+#include "runtime/gpu/rope.h"
+#include "runtime/gpu/rope_table.h"
+#include "runtime/gpu/sampling.h"
+#include "runtime/gpu/step_workspace.h"
+#include "runtime/model/weights.h"
+
+namespace tritmoe::gpu {
+namespace {
+
+absl::Status Cuda(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("CUDA error in ", what, ": ", cudaGetErrorName(err), " (",
+                                          cudaGetErrorString(err), ")"));
+}
+
+// Page-locked host memory (asynchronous copies of the step inputs and sampled tokens).
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  explicit PinnedBuffer(size_t bytes) : bytes_(bytes) {
+    TM_CHECK_CUDA(cudaMallocHost(&ptr_, std::max<size_t>(bytes, 1))) << bytes << " bytes";
+  }
+  ~PinnedBuffer() {
+    if (ptr_ != nullptr) cudaFreeHost(ptr_);
+  }
+  PinnedBuffer(PinnedBuffer&& o) noexcept
+      : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
+    if (this != &o) {
+      if (ptr_ != nullptr) cudaFreeHost(ptr_);
+      ptr_ = std::exchange(o.ptr_, nullptr);
+      bytes_ = std::exchange(o.bytes_, 0);
+    }
+    return *this;
+  }
+  uint8_t* get() const { return static_cast<uint8_t*>(ptr_); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// An instantiated CUDA graph.
+class GraphExec {
+ public:
+  explicit GraphExec(cudaGraphExec_t e) : e_(e) {}
+  ~GraphExec() {
+    if (e_ != nullptr) cudaGraphExecDestroy(e_);
+  }
+  GraphExec(const GraphExec&) = delete;
+  GraphExec& operator=(const GraphExec&) = delete;
+  cudaGraphExec_t get() const { return e_; }
+
+ private:
+  cudaGraphExec_t e_ = nullptr;
+};
+
+// An event record that becomes an event node when the stream is being captured (a plain record
+// would only mark a dependency there), so that profiles can be timed inside a graph.
+void RecordEvent(CudaEvent& e, cudaStream_t stream) {
+  TM_CHECK_CUDA(cudaEventRecordWithFlags(e.get(), stream, cudaEventRecordExternal));
+}
+
+// Key lengths are bucketed so that a decode graph serves 256 consecutive positions.
+constexpr int kKeyBucket = 256;
+// Tokens of one step (grid limits of the row kernels).
+constexpr int kMaxStepTokens = 16384;
+
+}  // namespace
+
+absl::Status GpuModelOptions::Validate() const {
+  if (device < 0) return absl::InvalidArgumentError("device must be >= 0");
+  if (max_context < 0) return absl::InvalidArgumentError("max_context must be >= 0");
+  if (threads < 0) return absl::InvalidArgumentError("threads must be >= 0");
+  return absl::OkStatus();
+}
+
+class GpuModel::Impl {
+ public:
+  absl::Status Load(const std::string& path, const GpuModelOptions& options);
+  absl::Status RunStep(std::span<const GpuSequenceInput> batch, StepOutput* out,
+                       std::vector<int32_t>* next, StepProfile* profile);
+  absl::StatusOr<std::unique_ptr<GpuKvCache>> NewKvCache(int64_t capacity) const;
+
+  GpuModelOptions options_;
+  std::unique_ptr<gguf::GgufModel> gguf_;
+  ModelConfig config_;
+  int64_t max_context_ = 0;
+  GpuWeightBytes weight_bytes_;
+
+ private:
+  absl::Status CheckBatch(std::span<const GpuSequenceInput> batch) const;
+  // Enqueues the whole step; marks, when given, get an event after the embedding, after each
+  // layer and after the head (n_layer + 3 events, the first before everything).
+  absl::Status Enqueue(const StepShape& s, std::vector<CudaEvent>* marks);
+  absl::Status Attention(int il, const StepShape& s, GpuActivations* h_act);
+  absl::Status Moe(int il, const StepShape& s, GpuActivations* h_act);
+  absl::Status DenseFfn(int il, const StepShape& s, GpuActivations* h_act);
+  absl::Status Head(const StepShape& s);
+  absl::StatusOr<cudaGraphExec_t> Graph(const StepShape& s);
+
+  GpuWeights weights_;
+  StepDims dims_;
+  DeviceBuffer rope_cos_, rope_sin_;
+  std::unique_ptr<CudaStream> stream_;  // created once the device is known
+  StepWorkspace ws_;
+  PinnedBuffer staging_;  // step inputs, then sampled tokens
+  std::map<std::tuple<int, int, int>, std::unique_ptr<GraphExec>> graphs_;
+  std::set<std::tuple<int, int, int>> seen_shapes_;  // run once eagerly before capture
+  // ProfileStep: an event after every op.
+  std::vector<CudaEvent>* op_events_ = nullptr;
+  std::vector<std::pair<const char*, int>>* op_names_ = nullptr;
+  void Mark(const char* name, int layer) {
+    if (op_events_ == nullptr || op_names_->size() >= op_events_->size()) return;
+    RecordEvent((*op_events_)[op_names_->size()], stream_->get());
+    op_names_->push_back({name, layer});
+  }
+};
+
+absl::Status GpuModel::Impl::Load(const std::string& path, const GpuModelOptions& options) {
+  RETURN_IF_ERROR(options.Validate());
+  options_ = options;
+  int n_dev = 0;
+  if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
+    cudaGetLastError();
+    return absl::FailedPreconditionError("no CUDA GPU is visible to this process");
+  }
+  if (options.device >= n_dev) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA device ", options.device, " requested; ", n_dev, " visible"));
+  }
+  RETURN_IF_ERROR(Cuda(cudaSetDevice(options.device), "cudaSetDevice"));
+  ASSIGN_OR_RETURN(gguf_, gguf::GgufModel::Open(path));
+  ASSIGN_OR_RETURN(config_, ModelConfig::FromGguf(*gguf_));
+  const ModelConfig& c = config_;
+  max_context_ = options.max_context > 0 ? options.max_context : c.context_length;
+  if (c.n_expert > 0 && c.n_expert_used <= 0) {
+    return absl::InvalidArgumentError("MoE model without expert_used_count");
+  }
+  ASSIGN_OR_RETURN(Weights w, Weights::Bind(*gguf_, c));
+  ThreadPool pool(options.threads > 0 ? options.threads : DefaultThreadCount());
+  ASSIGN_OR_RETURN(weights_, GpuWeights::Upload(w, c, pool));
+  stream_ = std::make_unique<CudaStream>();
+
+  int64_t gate_up = 0;
+  GpuWeightBytes& b = weight_bytes_;
+  b.total = weights_.bytes();
+  b.embd_row = weights_.token_embd_row_bytes();
+  b.head = weights_.output().bytes();
+  for (int il = 0; il < c.n_layer; ++il) {
+    const GpuLayerWeights& l = weights_.layer(il);
+    gate_up =
+        std::max({gate_up, l.ffn_gate_up.rows(), l.exp_gate_up.rows(), l.shared_gate_up.rows()});
+    for (const GpuLinear* m :
+         {&l.qkv_a, &l.q_a, &l.kv_a, &l.q_b, &l.q, &l.attn_k, &l.attn_v, &l.attn_output}) {
+      b.attn_per_layer += m->bytes();
+    }
+    if (c.IsMoeLayer(il)) {
+      ++b.n_moe_layers;
+      b.moe_fixed_per_layer += l.router.bytes() + l.shared_gate_up.bytes() + l.shared_down.bytes();
+      b.expert_per_layer += l.exp_gate_up.matrix_bytes() + l.exp_down.matrix_bytes();
+    } else {
+      ++b.n_dense_layers;
+      b.dense_ffn_per_layer += l.ffn_gate_up.bytes() + l.ffn_down.bytes();
+    }
+  }
+  b.attn_per_layer /= std::max(1, c.n_layer);
+  b.dense_ffn_per_layer /= std::max(1, b.n_dense_layers);
+  b.moe_fixed_per_layer /= std::max(1, b.n_moe_layers);
+  b.expert_per_layer /= std::max(1, b.n_moe_layers);
+  dims_ = StepDims::From(c, gate_up);
+
+  const RopeHostTable rope = BuildRopeTable(c.rope, max_context_);
+  rope_cos_ = UploadFloats(rope.cos);
+  rope_sin_ = UploadFloats(rope.sin);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<GpuKvCache>> GpuModel::Impl::NewKvCache(int64_t capacity) const {
+  if (capacity == 0) capacity = max_context_;
+  if (capacity < 0 || capacity > max_context_) {
+    return absl::InvalidArgumentError(absl::StrCat("KV cache of ", capacity,
+                                                   " tokens requested; the limit is ", max_context_,
+                                                   " (max context)"));
+  }
+  if (!LatentCacheSupports(static_cast<uint32_t>(KvCacheGgmlType(options_.kv_type)))) {
+    return absl::UnimplementedError("KV cache type not supported on the GPU");
+  }
+  KvCacheConfig kc;
+  kc.n_layer = config_.n_layer;
+  kc.kv_lora_rank = config_.kv_lora_rank;
+  kc.n_rot = config_.qk_rope;
+  kc.type = options_.kv_type;
+  kc.capacity = capacity;
+  return GpuKvCache::Create(kc);
+}
+
+absl::Status GpuModel::Impl::CheckBatch(std::span<const GpuSequenceInput> batch) const {
+  if (batch.empty()) return absl::InvalidArgumentError("empty batch");
+  std::set<const GpuKvCache*> seen;
+  int64_t total = 0;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    const GpuSequenceInput& in = batch[s];
+    if (in.cache == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s, " has no KV cache"));
+    }
+    if (!seen.insert(in.cache).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", s, " shares its KV cache with an earlier sequence"));
+    }
+    const KvCacheConfig& kc = in.cache->config();
+    if (kc.n_layer != config_.n_layer || kc.kv_lora_rank != config_.kv_lora_rank ||
+        kc.n_rot != config_.qk_rope || kc.type != options_.kv_type || kc.capacity > max_context_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", s, ": the KV cache was not made for this model"));
+    }
+    if (in.tokens.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s, " has no new tokens"));
+    }
+    for (size_t i = 0; i < in.tokens.size(); ++i) {
+      if (in.tokens[i] < 0 || in.tokens[i] >= config_.n_vocab) {
+        return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": token id ", in.tokens[i],
+                                                       " at index ", i, " is out of range [0, ",
+                                                       config_.n_vocab, ")"));
+      }
+    }
+    absl::Status room = in.cache->CheckRoom(static_cast<int64_t>(in.tokens.size()));
+    if (!room.ok()) {
+      return absl::Status(room.code(), absl::StrCat("sequence ", s, ": ", room.message()));
+    }
+    total += static_cast<int64_t>(in.tokens.size());
+  }
+  if (total > kMaxStepTokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a GPU step takes at most ", kMaxStepTokens, " tokens, got ", total));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GpuModel::Impl::Enqueue(const StepShape& s, std::vector<CudaEvent>* marks) {
+  const ModelConfig& c = config_;
+  cudaStream_t st = stream_->get();
+  const int T = s.tokens;
+  const int64_t D = c.n_embd;
+  auto mark = [&](size_t i) {
+    if (marks != nullptr) RecordEvent((*marks)[i], st);
+  };
+  mark(0);
+  EmbedParams ep;
+  ep.type_id = static_cast<uint32_t>(weights_.token_embd_type());
+  ep.table = weights_.token_embd();
+  ep.row_bytes = weights_.token_embd_row_bytes();
+  ep.cols = c.n_embd;
+  ep.tokens = ws_.tokens;
+  ep.n_tokens = T;
+  ep.x = ws_.x;
+  RETURN_IF_ERROR(Cuda(LaunchEmbed(ep, st), "embedding"));
+  RETURN_IF_ERROR(
+      Cuda(LaunchHeadPairs(T, c.n_head, ws_.head_offsets, ws_.head_rows, st), "head pairs"));
+  mark(1);
+  Mark("start", -1);
+  for (int il = 0; il < c.n_layer; ++il) {
+    const GpuLayerWeights& lw = weights_.layer(il);
+    RmsNormParams norm;
+    norm.x = ws_.x;
+    norm.x_stride = D;
+    norm.y = ws_.h;
+    norm.y_stride = D;
+    norm.n_rows = T;
+    norm.n = c.n_embd;
+    norm.gain = lw.attn_norm.as<float>();
+    norm.eps = c.rms_eps;
+    RETURN_IF_ERROR(Cuda(LaunchRmsNorm(norm, st), "attn_norm"));
+    Mark("attn_norm", il);
+    GpuActivations h_act;
+    RETURN_IF_ERROR(Attention(il, s, &h_act));
+    RETURN_IF_ERROR(Cuda(LaunchAdd(ws_.x, ws_.f, T * D, st), "residual"));
+    Mark("residual", il);
+    norm.gain = lw.ffn_norm.as<float>();
+    RETURN_IF_ERROR(Cuda(LaunchRmsNorm(norm, st), "ffn_norm"));
+    Mark("ffn_norm", il);
+    h_act = GpuActivations();
+    if (c.IsMoeLayer(il)) {
+      RETURN_IF_ERROR(Moe(il, s, &h_act));
+    } else {
+      RETURN_IF_ERROR(DenseFfn(il, s, &h_act));
+    }
+    mark(2 + il);
+  }
+  RETURN_IF_ERROR(Head(s));
+  Mark("head", -1);
+  mark(2 + c.n_layer);
+  return absl::OkStatus();
+}
+
+absl::Status GpuModel::Impl::Attention(int il, const StepShape& s, GpuActivations* h_act) {
+  const ModelConfig& c = config_;
+  const GpuLayerWeights& lw = weights_.layer(il);
+  cudaStream_t st = stream_->get();
+  const int T = s.tokens;
+  const int64_t D = c.n_embd, H = c.n_head, qk = c.qk_head(), R = c.kv_lora_rank;
+  const int64_t L = c.latent_row(), V = c.v_head, qlr = c.q_lora_rank;
+  const int64_t kvs = qlr + L;  // qkv row: [q_a (qlr)] [latent (R)] [k_pe (n_rot)]
+
+  LinearArgs in;  // products over the normed layer input h
+  in.x = ws_.h;
+  in.x_stride = D;
+  in.n_x_rows = T;
+  in.act_workspace = ws_.act_in;
+  in.act_workspace_bytes = ws_.act_in_bytes;
+  in.y = ws_.qkv;
+  in.y_stride = kvs;
+  in.quantized_out = h_act;
+  if (qlr > 0) {
+    if (!lw.qkv_a.empty()) {
+      RETURN_IF_ERROR(lw.qkv_a.Apply(in, st));
+      Mark("q_a+kv_a", il);
+    } else {
+      RETURN_IF_ERROR(lw.q_a.Apply(in, st));
+      if (lw.q_a.tiled() && lw.kv_a.tiled()) in.quantized = h_act;
+      in.y = ws_.qkv + qlr;
+      RETURN_IF_ERROR(lw.kv_a.Apply(in, st));
+      Mark("q_a, kv_a", il);
+    }
+    RmsNormParams norm;
+    norm.x = ws_.qkv;
+    norm.x_stride = kvs;
+    norm.y = ws_.cq;
+    norm.y_stride = qlr;
+    norm.n_rows = T;
+    norm.n = static_cast<int>(qlr);
+    norm.gain = lw.attn_q_a_norm.as<float>();
+    norm.eps = c.rms_eps;
+    RETURN_IF_ERROR(Cuda(LaunchRmsNorm(norm, st), "attn_q_a_norm"));
+    Mark("q_a_norm", il);
+    LinearArgs qb;
+    qb.x = ws_.cq;
+    qb.x_stride = qlr;
+    qb.n_x_rows = T;
+    qb.act_workspace = ws_.act_tmp;
+    qb.act_workspace_bytes = ws_.act_tmp_bytes;
+    qb.y = ws_.q;
+    qb.y_stride = H * qk;
+    RETURN_IF_ERROR(lw.q_b.Apply(qb, st));
+    Mark("q_b", il);
+  } else {
+    RETURN_IF_ERROR(lw.kv_a.Apply(in, st));
+    Mark("kv_a", il);
+    if (lw.kv_a.tiled() && lw.q.tiled()) in.quantized = h_act;
+    in.y = ws_.q;
+    in.y_stride = H * qk;
+    RETURN_IF_ERROR(lw.q.Apply(in, st));
+    Mark("q", il);
+  }
+  float* kv = ws_.qkv + qlr;
+
+  // k_pe: RoPE in place, then the latent row (normed) goes to the cache.
+  RopeParams rope;
+  rope.in = kv;
+  rope.in_token_stride = kvs;
+  rope.in_offset = R;
+  rope.out = kv;
+  rope.out_token_stride = kvs;
+  rope.out_offset = R;
+  rope.n_tokens = T;
+  rope.n_heads = 1;
+  rope.n_rot = c.qk_rope;
+  rope.pos = ws_.pos;
+  rope.cos = rope_cos_.as<float>();
+  rope.sin = rope_sin_.as<float>();
+  RETURN_IF_ERROR(Cuda(LaunchRope(rope, st), "rope k_pe"));
+  Mark("rope k_pe", il);
+  KvCacheConfig kc;
+  kc.n_layer = c.n_layer;
+  kc.kv_lora_rank = c.kv_lora_rank;
+  kc.n_rot = c.qk_rope;
+  kc.type = options_.kv_type;
+  LatentWriteParams lwp;
+  lwp.kv = kv;
+  lwp.kv_stride = kvs;
+  lwp.rows = ws_.rows;
+  lwp.layer = il;
+  lwp.n_tokens = T;
+  lwp.R = static_cast<int>(R);
+  lwp.n_rot = c.qk_rope;
+  lwp.padded = static_cast<int>(kc.padded_row_elems());
+  lwp.row_bytes = kc.row_bytes();
+  lwp.type_id = static_cast<uint32_t>(KvCacheGgmlType(options_.kv_type));
+  lwp.gain = lw.attn_kv_a_norm.as<float>();
+  lwp.eps = c.rms_eps;
+  RETURN_IF_ERROR(Cuda(LaunchLatentWrite(lwp, st), "latent cache write"));
+  Mark("latent write", il);
+
+  // Absorbed queries: qa[t][h] = K_h^T q_nope[t][h] ‖ rope(q_pe[t][h]).
+  LinearArgs qk_args;
+  qk_args.x = ws_.q;
+  qk_args.x_stride = qk;
+  qk_args.n_x_rows = T * H;
+  qk_args.offsets = ws_.head_offsets;
+  qk_args.x_rows = ws_.head_rows;
+  qk_args.y_rows = ws_.head_rows;
+  qk_args.max_pairs = T;
+  qk_args.y = ws_.qa;
+  qk_args.y_stride = L;
+  RETURN_IF_ERROR(lw.attn_k.Apply(qk_args, st));
+  Mark("q_abs (attn_k)", il);
+  rope.in = ws_.q;
+  rope.in_token_stride = H * qk;
+  rope.in_head_stride = qk;
+  rope.in_offset = c.qk_nope;
+  rope.out = ws_.qa;
+  rope.out_token_stride = H * L;
+  rope.out_head_stride = L;
+  rope.out_offset = R;
+  rope.n_heads = static_cast<int>(H);
+  RETURN_IF_ERROR(Cuda(LaunchRope(rope, st), "rope q_pe"));
+  Mark("rope q_pe", il);
+
+  // Scores, softmax and the weighted latent sum, in chunks of query rows.
+  const int chunk = StepWorkspace::AttentionChunk(dims_, T, s.keys);
+  for (int t0 = 0; t0 < T; t0 += chunk) {
+    MlaParams mp;
+    mp.qa = ws_.qa + t0 * H * L;
+    mp.rows = ws_.rows + t0;
+    mp.layer = il;
+    mp.n_tokens = std::min(chunk, T - t0);
+    mp.n_heads = static_cast<int>(H);
+    mp.R = static_cast<int>(R);
+    mp.L = static_cast<int>(L);
+    mp.row_bytes = kc.row_bytes();
+    mp.type_id = lwp.type_id;
+    mp.scores = ws_.scores;
+    mp.max_keys = s.keys;
+    mp.kq_scale = c.kq_scale;
+    mp.o_lat = ws_.o_lat + t0 * H * R;
+    RETURN_IF_ERROR(Cuda(LaunchMlaScores(mp, st), "attention scores"));
+    RETURN_IF_ERROR(Cuda(LaunchMlaSoftmax(mp, st), "attention softmax"));
+    RETURN_IF_ERROR(Cuda(LaunchMlaWeightedSum(mp, st), "attention weighted sum"));
+    Mark("attention", il);
+  }
+
+  // o[t][h] = V_h o_lat[t][h], then attn_output.
+  LinearArgs va;
+  va.x = ws_.o_lat;
+  va.x_stride = R;
+  va.n_x_rows = T * H;
+  va.offsets = ws_.head_offsets;
+  va.x_rows = ws_.head_rows;
+  va.y_rows = ws_.head_rows;
+  va.max_pairs = T;
+  va.y = ws_.o;
+  va.y_stride = V;
+  va.act_workspace = ws_.act_tmp;
+  va.act_workspace_bytes = ws_.act_tmp_bytes;
+  RETURN_IF_ERROR(lw.attn_v.Apply(va, st));
+  Mark("attn_v", il);
+  LinearArgs out;
+  out.x = ws_.o;
+  out.x_stride = H * V;
+  out.n_x_rows = T;
+  out.y = ws_.f;
+  out.y_stride = D;
+  out.act_workspace = ws_.act_tmp;
+  out.act_workspace_bytes = ws_.act_tmp_bytes;
+  RETURN_IF_ERROR(lw.attn_output.Apply(out, st));
+  Mark("attn_output", il);
+  return absl::OkStatus();
+}
+
+absl::Status GpuModel::Impl::DenseFfn(int il, const StepShape& s, GpuActivations* h_act) {
+  const ModelConfig& c = config_;
+  const GpuLayerWeights& lw = weights_.layer(il);
+  cudaStream_t st = stream_->get();
+  const int T = s.tokens;
+  const int64_t D = c.n_embd, ff = lw.ffn_gate_up.rows() / 2;
+  LinearArgs gu;
+  gu.x = ws_.h;
+  gu.x_stride = D;
+  gu.n_x_rows = T;
+  gu.act_workspace = ws_.act_in;
+  gu.act_workspace_bytes = ws_.act_in_bytes;
+  gu.quantized_out = h_act;
+  gu.y = ws_.gu;
+  gu.y_stride = 2 * ff;
+  RETURN_IF_ERROR(lw.ffn_gate_up.Apply(gu, st));
+  Mark("ffn gate+up", il);
+  SwiGluParams sw;
+  sw.gu = ws_.gu;
+  sw.out = ws_.ffn_act;
+  sw.n_rows = T;
+  sw.n_ff = static_cast<int>(ff);
+  RETURN_IF_ERROR(Cuda(LaunchSwiGlu(sw, st), "swiglu"));
+  Mark("ffn swiglu", il);
+  LinearArgs dn;
+  dn.x = ws_.ffn_act;
+  dn.x_stride = ff;
+  dn.n_x_rows = T;
+  dn.act_workspace = ws_.act_tmp;
+  dn.act_workspace_bytes = ws_.act_tmp_bytes;
+  dn.y = ws_.f;
+  dn.y_stride = D;
+  RETURN_IF_ERROR(lw.ffn_down.Apply(dn, st));
+  Mark("ffn down", il);
+  RETURN_IF_ERROR(Cuda(LaunchAdd(ws_.x, ws_.f, T * D, st), "residual"));
+  Mark("residual", il);
+  return absl::OkStatus();
+}
+
+absl::Status GpuModel::Impl::Moe(int il, const StepShape& s, GpuActivations* h_act) {
+  const ModelConfig& c = config_;
+  const GpuLayerWeights& lw = weights_.layer(il);
+  cudaStream_t st = stream_->get();
+  const int T = s.tokens, k = c.n_expert_used, E = c.n_expert;
+  const int64_t D = c.n_embd, P = static_cast<int64_t>(T) * k;
+
+  LinearArgs router;
+  router.x = ws_.h;
+  router.x_stride = D;
+  router.n_x_rows = T;
+  router.y = ws_.router_logits;
+  router.y_stride = E;
+  RETURN_IF_ERROR(lw.router.Apply(router, st));
+  Mark("router", il);
+  RouteParams rp;
+  rp.logits = ws_.router_logits;
+  rp.bias = lw.exp_probs_b.bytes() > 0 ? lw.exp_probs_b.as<float>() : nullptr;
+  rp.n_tokens = T;
+  rp.n_expert = E;
+  rp.k = k;
+  rp.gating = static_cast<int>(c.gating);
+  rp.group_limited = c.group_limited;
+  rp.n_group = c.n_group;
+  rp.n_group_used = c.n_group_used;
+  rp.weights_norm = c.weights_norm;
+  rp.weights_scale = c.weights_scale;
+  rp.experts = ws_.sel_experts;
+  rp.weights = ws_.sel_weights;
+  RETURN_IF_ERROR(Cuda(LaunchRoute(rp, st), "router"));
+  Mark("route", il);
+  GroupParams gp;
+  gp.experts = ws_.sel_experts;
+  gp.n_tokens = T;
+  gp.k = k;
+  gp.n_expert = E;
+  gp.offsets = ws_.expert_offsets;
+  gp.pair_token = ws_.pair_token;
+  gp.slot_pair = ws_.slot_pair;
+  RETURN_IF_ERROR(Cuda(LaunchGroupByExpert(gp, st), "group by expert"));
+  Mark("group", il);
+
+  const int64_t ff = lw.exp_gate_up.rows() / 2;
+  LinearArgs gu;
+  gu.x = ws_.h;
+  gu.x_stride = D;
+  gu.n_x_rows = T;
+  gu.offsets = ws_.expert_offsets;
+  gu.x_rows = ws_.pair_token;
+  gu.max_pairs = T;
+  gu.act_workspace = ws_.act_in;
+  gu.act_workspace_bytes = ws_.act_in_bytes;
+  gu.quantized_out = h_act;
+  gu.y = ws_.gu;
+  gu.y_stride = 2 * ff;
+  RETURN_IF_ERROR(lw.exp_gate_up.Apply(gu, st));
+  Mark("experts gate+up", il);
+  SwiGluParams sw;
+  sw.gu = ws_.gu;
+  sw.out = ws_.ffn_act;
+  sw.n_rows = static_cast<int>(P);
+  sw.n_ff = static_cast<int>(ff);
+  RETURN_IF_ERROR(Cuda(LaunchSwiGlu(sw, st), "expert swiglu"));
+  Mark("experts swiglu", il);
+  LinearArgs dn;
+  dn.x = ws_.ffn_act;
+  dn.x_stride = ff;
+  dn.n_x_rows = P;
+  dn.offsets = ws_.expert_offsets;
+  dn.max_pairs = T;
+  dn.act_workspace = ws_.act_tmp;
+  dn.act_workspace_bytes = ws_.act_tmp_bytes;
+  dn.y = ws_.y_down;
+  dn.y_stride = D;
+  RETURN_IF_ERROR(lw.exp_down.Apply(dn, st));
+  Mark("experts down", il);
+
+  const bool shared = !lw.shared_gate_up.empty();
+  if (shared) {
+    const int64_t sff = lw.shared_gate_up.rows() / 2;
+    LinearArgs sgu;
+    sgu.x = ws_.h;
+    sgu.x_stride = D;
+    sgu.n_x_rows = T;
+    sgu.act_workspace = ws_.act_in;
+    sgu.act_workspace_bytes = ws_.act_in_bytes;
+    if (lw.exp_gate_up.tiled() && lw.shared_gate_up.tiled()) sgu.quantized = h_act;
+    sgu.y = ws_.gu;
+    sgu.y_stride = 2 * sff;
+    RETURN_IF_ERROR(lw.shared_gate_up.Apply(sgu, st));
+    Mark("shared gate+up", il);
+    sw.n_rows = T;
+    sw.n_ff = static_cast<int>(sff);
+    RETURN_IF_ERROR(Cuda(LaunchSwiGlu(sw, st), "shared swiglu"));
+    Mark("shared swiglu", il);
+    LinearArgs sdn;
+    sdn.x = ws_.ffn_act;
+    sdn.x_stride = sff;
+    sdn.n_x_rows = T;
+    sdn.act_workspace = ws_.act_tmp;
+    sdn.act_workspace_bytes = ws_.act_tmp_bytes;
+    sdn.y = ws_.shared_out;
+    sdn.y_stride = D;
+    RETURN_IF_ERROR(lw.shared_down.Apply(sdn, st));
+    Mark("shared down", il);
+  }
+  CombineParams cp;
+  cp.x = ws_.x;
+  cp.y = ws_.y_down;
+  cp.pair = ws_.slot_pair;
+  cp.w = ws_.sel_weights;
+  cp.shared = shared ? ws_.shared_out : nullptr;
+  cp.n_tokens = T;
+  cp.k = k;
+  cp.n = static_cast<int>(D);
+  RETURN_IF_ERROR(Cuda(LaunchCombine(cp, st), "combine"));
+  Mark("combine", il);
+  return absl::OkStatus();
+}
+
+absl::Status GpuModel::Impl::Head(const StepShape& s) {
+  if (s.logit_rows == 0) return absl::OkStatus();
+  const ModelConfig& c = config_;
+  cudaStream_t st = stream_->get();
+  RmsNormParams norm;
+  norm.x = ws_.x;
+  norm.x_stride = c.n_embd;
+  norm.in_rows = ws_.logit_rows;
+  norm.y = ws_.normed;
+  norm.y_stride = c.n_embd;
+  norm.n_rows = s.logit_rows;
+  norm.n = c.n_embd;
+  norm.gain = weights_.output_norm().as<float>();
+  norm.eps = c.rms_eps;
+  RETURN_IF_ERROR(Cuda(LaunchRmsNorm(norm, st), "output_norm"));
+  LinearArgs lm;
+  lm.x = ws_.normed;
+  lm.x_stride = c.n_embd;
+  lm.n_x_rows = s.logit_rows;
+  lm.act_workspace = ws_.act_tmp;
+  lm.act_workspace_bytes = ws_.act_tmp_bytes;
+  lm.y = ws_.logits;
+  lm.y_stride = c.n_vocab;
+  RETURN_IF_ERROR(weights_.output().Apply(lm, st));
+  return Cuda(LaunchArgmax(ws_.logits, s.logit_rows, c.n_vocab, ws_.argmax, st), "argmax");
+}
+
+absl::StatusOr<cudaGraphExec_t> GpuModel::Impl::Graph(const StepShape& s) {
+  const auto key = std::make_tuple(s.tokens, s.logit_rows, s.keys);
+  if (auto it = graphs_.find(key); it != graphs_.end()) return it->second->get();
+  cudaStream_t st = stream_->get();
+  RETURN_IF_ERROR(Cuda(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed), "begin capture"));
+  absl::Status enq = Enqueue(s, nullptr);
+  cudaGraph_t graph = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(st, &graph);
+  if (!enq.ok()) {
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    return enq;
+  }
+  RETURN_IF_ERROR(Cuda(end, "end capture"));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  RETURN_IF_ERROR(Cuda(inst, "graph instantiate"));
+  graphs_[key] = std::make_unique<GraphExec>(exec);
+  return exec;
+}
+
+absl::Status GpuModel::Impl::RunStep(std::span<const GpuSequenceInput> batch, StepOutput* out,
+                                     std::vector<int32_t>* next, StepProfile* profile) {
+  RETURN_IF_ERROR(CheckBatch(batch));
+  RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
+  const bool greedy = next != nullptr;
+  std::vector<int32_t> tokens, pos, logit_rows;
+  std::vector<AttnRow> rows;
+  std::vector<int64_t> first_row(batch.size()), n_rows(batch.size());
+  int64_t max_keys = 0;
+  bool decode = true;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    const GpuSequenceInput& in = batch[s];
+    const int64_t n_past = in.cache->size(), n_new = static_cast<int64_t>(in.tokens.size());
+    const int64_t row0 = static_cast<int64_t>(tokens.size());
+    decode = decode && n_new == 1;
+    max_keys = std::max(max_keys, n_past + n_new);
+    for (int64_t i = 0; i < n_new; ++i) {
+      tokens.push_back(in.tokens[i]);
+      pos.push_back(static_cast<int32_t>(n_past + i));
+      AttnRow r;
+      r.cache = in.cache->data();
+      r.layer_stride = in.cache->layer_stride();
+      r.pos = static_cast<int32_t>(n_past + i);
+      rows.push_back(r);
+    }
+    if (greedy && in.logits != LogitsRequest::kLast) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", s, ": greedy steps need LogitsRequest::kLast"));
+    }
+    first_row[s] = static_cast<int64_t>(logit_rows.size());
+    if (in.logits == LogitsRequest::kLast) {
+      logit_rows.push_back(static_cast<int32_t>(row0 + n_new - 1));
+    } else if (in.logits == LogitsRequest::kAll) {
+      for (int64_t i = 0; i < n_new; ++i) logit_rows.push_back(static_cast<int32_t>(row0 + i));
+    }
+    n_rows[s] = static_cast<int64_t>(logit_rows.size()) - first_row[s];
+  }
+  StepShape shape;
+  shape.tokens = static_cast<int>(tokens.size());
+  shape.logit_rows = static_cast<int>(logit_rows.size());
+  shape.keys = static_cast<int>((max_keys + kKeyBucket - 1) / kKeyBucket * kKeyBucket);
+  if (ws_.Reserve(dims_, shape)) {
+    graphs_.clear();
+    seen_shapes_.clear();
+    const size_t need =
+        std::max<size_t>(ws_.input_bytes(), ws_.capacity().logit_rows * sizeof(int32_t));
+    if (staging_.bytes() < need) staging_ = PinnedBuffer(need);
+  }
+  cudaStream_t st = stream_->get();
+  uint8_t* host = staging_.get();
+  std::memcpy(host + ws_.tokens_offset(), tokens.data(), tokens.size() * sizeof(int32_t));
+  std::memcpy(host + ws_.pos_offset(), pos.data(), pos.size() * sizeof(int32_t));
+  std::memcpy(host + ws_.logit_rows_offset(), logit_rows.data(),
+              logit_rows.size() * sizeof(int32_t));
+  std::memcpy(host + ws_.rows_offset(), rows.data(), rows.size() * sizeof(AttnRow));
+  RETURN_IF_ERROR(
+      Cuda(cudaMemcpyAsync(ws_.inputs(), host, ws_.input_bytes(), cudaMemcpyHostToDevice, st),
+           "step input upload"));
+
+  std::vector<CudaEvent> marks, op_events;
+  std::vector<std::pair<const char*, int>> op_names;
+  if (profile != nullptr) {
+    marks.resize(config_.n_layer + 3);
+    op_events.resize(40 * config_.n_layer + 8);
+    op_events_ = &op_events;
+    op_names_ = &op_names;
+    // Inside a graph, so that launch gaps do not count; eager if capture fails.
+    profile->graph = false;
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    absl::Status enq = Cuda(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed), "capture");
+    if (enq.ok()) {
+      enq = Enqueue(shape, &marks);
+      const cudaError_t end = cudaStreamEndCapture(st, &graph);
+      if (enq.ok()) enq = Cuda(end, "end capture");
+      if (enq.ok()) enq = Cuda(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      if (enq.ok()) enq = Cuda(cudaGraphLaunch(exec, st), "graph launch");
+      if (exec != nullptr) cudaGraphExecDestroy(exec);
+      profile->graph = enq.ok();
+    }
+    if (!enq.ok()) {
+      cudaGetLastError();
+      op_names.clear();
+      enq = Enqueue(shape, &marks);
+    }
+    op_events_ = nullptr;
+    op_names_ = nullptr;
+    RETURN_IF_ERROR(enq);
+  } else {
+    const auto key = std::make_tuple(shape.tokens, shape.logit_rows, shape.keys);
+    if (options_.cuda_graphs && decode && seen_shapes_.count(key) > 0) {
+      ASSIGN_OR_RETURN(cudaGraphExec_t exec, Graph(shape));
+      RETURN_IF_ERROR(Cuda(cudaGraphLaunch(exec, st), "graph launch"));
+    } else {
+      RETURN_IF_ERROR(Enqueue(shape, nullptr));
+      seen_shapes_.insert(key);
+    }
+  }
+  const int n_out = shape.logit_rows;
+  if (greedy) {
+    RETURN_IF_ERROR(
+        Cuda(cudaMemcpyAsync(host, ws_.argmax, n_out * sizeof(int32_t), cudaMemcpyDeviceToHost, st),
+             "token download"));
+  } else {
+    out->logits.resize(static_cast<size_t>(n_out) * config_.n_vocab);
+    RETURN_IF_ERROR(
+        Cuda(cudaMemcpyAsync(out->logits.data(), ws_.logits, out->logits.size() * sizeof(float),
+                             cudaMemcpyDeviceToHost, st),
+             "logits download"));
+  }
+  RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(st), "step"));
+  if (greedy) {
+    next->resize(n_out);
+    std::memcpy(next->data(), host, n_out * sizeof(int32_t));
+  } else {
+    out->n_vocab = config_.n_vocab;
+    out->first_row = first_row;
+    out->n_rows = n_rows;
+  }
+  if (profile != nullptr) {
+    profile->embed_ms = marks[1].MillisSince(marks[0]);
+    profile->layer_ms.resize(config_.n_layer);
+    for (int il = 0; il < config_.n_layer; ++il) {
+      profile->layer_ms[il] = marks[2 + il].MillisSince(marks[1 + il]);
+    }
+    profile->head_ms = marks[2 + config_.n_layer].MillisSince(marks[1 + config_.n_layer]);
+    profile->ops.clear();
+    for (size_t i = 1; i < op_names.size(); ++i) {
+      profile->ops.push_back(
+          {op_names[i].first, op_names[i].second, op_events[i].MillisSince(op_events[i - 1])});
+    }
+  }
+  for (const GpuSequenceInput& in : batch) {
+    in.cache->Commit(static_cast<int64_t>(in.tokens.size()));
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+
+GpuModel::GpuModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+GpuModel::~GpuModel() = default;
+
+absl::StatusOr<std::unique_ptr<GpuModel>> GpuModel::Load(const std::string& path,
+                                                         const GpuModelOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  RETURN_IF_ERROR(impl->Load(path, options));
+  return std::unique_ptr<GpuModel>(new GpuModel(std::move(impl)));
+}
+
+const ModelConfig& GpuModel::config() const { return impl_->config_; }
+const GpuModelOptions& GpuModel::options() const { return impl_->options_; }
+const gguf::GgufModel& GpuModel::gguf() const { return *impl_->gguf_; }
+int64_t GpuModel::n_vocab() const { return impl_->config_.n_vocab; }
+int64_t GpuModel::max_context() const { return impl_->max_context_; }
+GpuWeightBytes GpuModel::weight_bytes() const { return impl_->weight_bytes_; }
+
+absl::StatusOr<std::unique_ptr<GpuKvCache>> GpuModel::NewKvCache(int64_t capacity) const {
+  return impl_->NewKvCache(capacity);
+}
+
+absl::Status GpuModel::Step(std::span<const GpuSequenceInput> batch, StepOutput* out) {
+  return impl_->RunStep(batch, out, nullptr, nullptr);
+}
+
+absl::Status GpuModel::StepGreedy(std::span<const GpuSequenceInput> batch,
+                                  std::vector<int32_t>* next) {
+  return impl_->RunStep(batch, nullptr, next, nullptr);
+}
+
+absl::Status GpuModel::ProfileStep(std::span<const GpuSequenceInput> batch,
+                                   std::vector<int32_t>* next, StepProfile* profile) {
+  return impl_->RunStep(batch, nullptr, next, profile);
+}
+
+}  // namespace tritmoe::gpu

@@ -1,0 +1,131 @@
+// The DeepSeek-V3/R1 ("deepseek2") forward pass on one GPU: the twin of runtime/model/model.h with
+// the same Step contract (a batch of sequences, each with its own KV cache, prefill and decode
+// mixed), the weights and KV caches in device memory, and every op a CUDA kernel:
+//
+//   embed -> per layer: RMSNorm -> MLA (absorbed, over the latent cache) -> + residual
+//                       -> RMSNorm -> dense SwiGLU FFN | MoE (router, grouped experts, shared
+//                          expert, combine) -> + residual
+//         -> RMSNorm -> lm_head -> logits (to the host) or greedy tokens (argmax on the GPU)
+//
+// Attention runs in the absorbed form for every sequence (decode and prefill; the naive form is
+// not implemented on the GPU). Quantized weights go through the int8 tile kernels (activations
+// quantized per 256 columns, like llama.cpp's Q8_K); F16/F32/BF16/Q8_0 with widths the tile
+// kernels do not take through the float kernels (gpu_linear.h).
+//
+// Decode steps (one new token per sequence) are captured in a CUDA graph per (batch size, KV
+// length bucket, logits rows) and replayed; the step's tokens and positions reach the graph
+// through fixed device buffers. Plain C++ header (no CUDA types): builds without CUDA link
+// gpu_model_stub.cc, whose Load returns Unimplemented.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/gguf/gguf.h"
+#include "runtime/model/kv_cache.h"
+#include "runtime/model/model.h"
+#include "runtime/model/model_config.h"
+
+namespace tritmoe::gpu {
+
+class GpuKvCache;
+
+struct GpuModelOptions {
+  int device = 0;  // CUDA device index
+  KvCacheType kv_type = KvCacheType::kF16;
+  // Largest KV cache a sequence may get (and the RoPE table's length); 0: the file's
+  // context_length.
+  int64_t max_context = 0;
+  int threads = 0;  // host threads for repacking weights at load; 0: DefaultThreadCount()
+  bool cuda_graphs = true;
+
+  absl::Status Validate() const;
+};
+
+// One sequence's part of a step (as SequenceInput, with a device cache).
+struct GpuSequenceInput {
+  GpuKvCache* cache = nullptr;
+  std::span<const int32_t> tokens;
+  LogitsRequest logits = LogitsRequest::kLast;
+};
+
+// Bytes of weights on the device, by role, for bandwidth figures (averages over the layers of a
+// kind), and what one step reads.
+struct GpuWeightBytes {
+  int64_t attn_per_layer = 0;       // attention of one layer
+  int64_t dense_ffn_per_layer = 0;  // the FFN of one dense layer
+  int64_t moe_fixed_per_layer = 0;  // router + shared expert of one MoE layer
+  int64_t expert_per_layer = 0;     // one routed expert (gate, up, down) of one MoE layer
+  int64_t head = 0;                 // lm_head
+  int64_t embd_row = 0;             // one token_embd row
+  int n_dense_layers = 0, n_moe_layers = 0;
+  int64_t total = 0;  // everything on the device
+
+  // Bytes a step of `tokens` tokens reads from a model of n_dense + n_moe layers when
+  // `experts` distinct routed experts are active per MoE layer (each weight read once).
+  double StepBytes(int n_dense, int n_moe, int tokens, double experts) const {
+    return double(head) + double(tokens) * embd_row + double(n_dense + n_moe) * attn_per_layer +
+           double(n_dense) * dense_ffn_per_layer +
+           double(n_moe) * (moe_fixed_per_layer + experts * expert_per_layer);
+  }
+};
+
+// Time spent per part of one step, from CUDA events between the parts (bench-gpu-decode).
+struct StepProfile {
+  double embed_ms = 0;
+  std::vector<double> layer_ms;  // per layer
+  double head_ms = 0;            // output norm, lm_head, sampling
+  // Every op of every layer (a product includes its activation quantization), in order.
+  struct Op {
+    std::string name;
+    int layer = 0;
+    double ms = 0;
+  };
+  std::vector<Op> ops;
+  bool graph = false;  // timed inside a CUDA graph (else eager launches)
+};
+
+class GpuModel {
+ public:
+  static absl::StatusOr<std::unique_ptr<GpuModel>> Load(const std::string& path,
+                                                        const GpuModelOptions& options);
+  ~GpuModel();
+
+  const ModelConfig& config() const;
+  const GpuModelOptions& options() const;
+  const gguf::GgufModel& gguf() const;
+  int64_t n_vocab() const;
+  int64_t max_context() const;
+  GpuWeightBytes weight_bytes() const;
+
+  // A device KV cache of options.kv_type for up to `capacity` tokens (0: max_context()).
+  absl::StatusOr<std::unique_ptr<GpuKvCache>> NewKvCache(int64_t capacity = 0) const;
+
+  // As Model::Step: logits of the requested rows to the host. Errors are found before any work
+  // and leave every cache unchanged.
+  absl::Status Step(std::span<const GpuSequenceInput> batch, StepOutput* out);
+  absl::Status Step(std::initializer_list<GpuSequenceInput> batch, StepOutput* out) {
+    return Step(std::span<const GpuSequenceInput>(batch.begin(), batch.size()), out);
+  }
+
+  // Greedy step: every sequence must ask for LogitsRequest::kLast; next[s] = argmax of its
+  // logits, computed on the GPU (only the tokens come back). Decode batches replay CUDA graphs.
+  absl::Status StepGreedy(std::span<const GpuSequenceInput> batch, std::vector<int32_t>* next);
+
+  // Runs one step like StepGreedy, timing its parts with events recorded inside a CUDA graph
+  // (eager launches if capture fails).
+  absl::Status ProfileStep(std::span<const GpuSequenceInput> batch, std::vector<int32_t>* next,
+                           StepProfile* profile);
+
+  class Impl;
+
+ private:
+  explicit GpuModel(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tritmoe::gpu
