@@ -131,6 +131,7 @@ void MatMulPacked(const WeightView& w, const PackedActivations& x, float* y, Thr
           TileArgs a;
           a.n_blocks = std::min(chunk, cols - c0) / k.act_block_elems;
           a.w_stride = row_bytes;
+          a.w_end = wbase + rows * row_bytes;
           a.act_stride = stride;
           a.out_stride = rows;
           a.accumulate = c0 > 0;

@@ -11,8 +11,8 @@
 //          the tokens. Activations reordered to the digit planes.
 //   IQ1_S quads (the CPU layout of experts/matmul_iq1s_quads.h): vpmultishiftqb + 4 vpermi2b
 //          decode 64 fields into 4 code planes; sub-block scales per 4-byte lane via vpdpwssd.
-// TQ1_0, TQ2_0 and quads have tile kernels: single-token products take 4 rows per call (one after
-// the other, one shuffle tree for the four sums; see TernaryTile).
+// TQ1_0, TQ2_0 and quads have tile kernels: single-token products take up to 8 rows per call (one
+// after the other, one shuffle tree per four sums; see TernaryTile).
 //   IQ1_S: the 32 grid indices of a block are built in vector registers and looked up with two
 //          16-lane gathers in the nibble-packed grid (value + 1 per nibble); the activation is
 //          split into the matching "low 4 / high 4 of each group of 8" planes. Sub-block scales
@@ -157,7 +157,7 @@ inline int32_t BlockSum(const BlockQ8K& q) {
 // ---- Shared by the tile kernels -----------------------------------------------------------------
 
 // out[r] (=|+=) Σ lanes of acc[r] for r < n_rows (<= 4): the four sums share one shuffle tree.
-inline void StoreRowSums(const __m512* acc, int n_rows, float* out, bool accumulate) {
+inline void StoreRowSums4(const __m512* acc, int n_rows, float* out, bool accumulate) {
   const __m512 zero = _mm512_setzero_ps();
   const __m512 a0 = acc[0], a1 = n_rows > 1 ? acc[1] : zero;
   const __m512 a2 = n_rows > 2 ? acc[2] : zero, a3 = n_rows > 3 ? acc[3] : zero;
@@ -176,6 +176,11 @@ inline void StoreRowSums(const __m512* acc, int n_rows, float* out, bool accumul
   const __mmask8 m = static_cast<__mmask8>((1u << n_rows) - 1);
   if (accumulate) sums = _mm_add_ps(sums, _mm_maskz_loadu_ps(m, out));
   _mm_mask_storeu_ps(out, m, sums);
+}
+
+inline void StoreRowSums(const __m512* acc, int n_rows, float* out, bool accumulate) {
+  for (int r = 0; r < n_rows; r += 4)
+    StoreRowSums4(acc + r, std::min(4, n_rows - r), out + r, accumulate);
 }
 
 inline void StoreSum(__m512 acc, float* out, bool accumulate) {
@@ -208,25 +213,17 @@ void ForTokenTiles(const TileArgs& a) {
   }
 }
 
-// Single-token tiles go to Rows<R>, the rest to ForTokenTiles. Rows<R> takes the R rows one after
+// Single-token tiles go to Rows, the rest to ForTokenTiles. Rows takes the tile's rows one after
 // the other (each row's bytes in memory order, each block's scale read with the block), so the
-// hardware prefetcher sees one sequential stream; only the final reduction is shared. Interleaving
-// the R rows block by block halves the activation loads and is ~25% faster with the weights in
-// cache, but 10-30% slower when they stream from memory (measured on Zen 5, docs/PERF.md), as is
-// computing the block scales of a row ahead of its blocks.
+// hardware prefetcher sees one sequential stream; only call overheads and the final reductions
+// (four rows per shuffle tree) are shared. Interleaving the rows block by block halves the
+// activation loads and is ~25% faster with the weights in cache, but 10-30% slower when they
+// stream from memory (measured on Zen 5, docs/PERF.md), as is computing the block scales of a row
+// ahead of its blocks.
 template <typename K>
 void TernaryTile(const TileArgs& a) {
   if (a.n_tok != 1) return ForTokenTiles<K>(a);
-  switch (a.n_rows) {
-    case 4:
-      return K::template Rows<4>(a);
-    case 3:
-      return K::template Rows<3>(a);
-    case 2:
-      return K::template Rows<2>(a);
-    default:
-      return K::template Rows<1>(a);
-  }
+  K::Rows(a);
 }
 
 // The activation block of token t (rows act_stride bytes apart) and its block scale.
@@ -266,13 +263,13 @@ void PackTq2(const float* x, int64_t n, void* dst) {
 struct Tq2 {
   static constexpr int kBlockBytes = 66;
 
-  // One token, R rows: Σ_l vpdpbusd(code plane l, activation plane l) from the offset lane.
-  template <int R>
+  // One token, the tile's rows: Σ_l vpdpbusd(code plane l, activation plane l) from the offset
+  // lane.
   static void Rows(const TileArgs& a) {
     const __m512i m3 = _mm512_set1_epi8(3);
     const ActTq2* act = reinterpret_cast<const ActTq2*>(a.act);
-    __m512 acc[R];
-    for (int r = 0; r < R; ++r) {
+    __m512 acc[kMaxRowTile];
+    for (int r = 0; r < a.n_rows; ++r) {
       const uint8_t* w = a.w + r * a.w_stride;
       __m512 acc0 = _mm512_setzero_ps();
       for (int64_t i = 0; i < a.n_blocks; ++i) {
@@ -292,7 +289,7 @@ struct Tq2 {
       }
       acc[r] = acc0;
     }
-    StoreRowSums(acc, R, a.out, a.accumulate);
+    StoreRowSums(acc, a.n_rows, a.out, a.accumulate);
   }
 
   // One row, NT tokens: the codes decoded once per block.
@@ -368,27 +365,26 @@ alignas(64) constexpr std::array<std::array<uint8_t, 256>, 5> kTq1Digits = MakeT
 struct Tq1 {
   static constexpr int kBlockBytes = 54;
 
-  // One token, R rows, without digit tables. With y_n = b·3^n mod 256 (so y_{n+1} = 3·y_n mod 256,
-  // two byte adds), digit n of b is (3·y_n - y_{n+1}) / 256 exactly. Hence per block
+  // One token, the tile's rows, without digit tables. With y_n = b·3^n mod 256 (so y_{n+1} = 3·y_n
+  // mod 256, two byte adds), digit n of b is (3·y_n - y_{n+1}) / 256 exactly. Hence per block
   //   Σ (digit - 1)·q = (3·Σ_n y_n·q_n - Σ_n y_{n+1}·q_n) / 256 - Σ q,
   // two vpdpbusd chains over the raw bytes (unsigned y, signed q): 10 vpdpbusd + 10 vpaddb per
   // block instead of 10 vpermi2b + 5 blends + 5 vpdpbusd. Both chains start from the offset lane
   // -128·Σq, which contributes (3 - 1)·(-128·Σq)/256 = -Σq. The chains are scaled and summed in
   // float, each into its own accumulator (3/256 and -1/256 applied once per row), which costs
   // fewer vector ops than combining them as integers. The 64-byte loads read 10 bytes past the
-  // block (lanes 13..15, whose activation bytes are 0), except for the last block of a row.
-  template <int R>
+  // block (lanes 13..15, whose activation bytes are 0), except at the end of the matrix.
   static void Rows(const TileArgs& a) {
     constexpr __mmask64 kBlockMask = (__mmask64{1} << 54) - 1;
     const ActTq1* act = reinterpret_cast<const ActTq1*>(a.act);
-    __m512 acc[R];
-    for (int r = 0; r < R; ++r) {
+    __m512 acc[kMaxRowTile];
+    for (int r = 0; r < a.n_rows; ++r) {
       const uint8_t* w = a.w + r * a.w_stride;
       __m512 acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps();
       for (int64_t i = 0; i < a.n_blocks; ++i) {
         const uint8_t* p = w + i * kBlockBytes;
         const ActTq1& x = act[i];
-        __m512i y = i + 1 == a.n_blocks ? _mm512_maskz_loadu_epi8(kBlockMask, p) : Load512(p);
+        __m512i y = p + 64 <= a.w_end ? Load512(p) : _mm512_maskz_loadu_epi8(kBlockMask, p);
         __m512i s1 = _mm512_load_si512(x.off), s2 = s1;
         for (int n = 0; n < 5; ++n) {
           const __m512i av = _mm512_load_si512(x.q[n]);
@@ -403,7 +399,7 @@ struct Tq1 {
       acc[r] = _mm512_fmadd_ps(acc1, _mm512_set1_ps(3.0f / 256),
                                _mm512_mul_ps(acc2, _mm512_set1_ps(-1.0f / 256)));
     }
-    StoreRowSums(acc, R, a.out, a.accumulate);
+    StoreRowSums(acc, a.n_rows, a.out, a.accumulate);
   }
 
   // One row, NT tokens: the 52 packed bytes are turned into their five base-3 digits once per
@@ -534,11 +530,10 @@ struct Quads {
                                     table);
   }
 
-  // One token, R rows. Per block: 64 fields -> 4 digit planes (vpmultishiftqb, 4 vpermi2b), one
-  // vpdpbusd chain D over the planes (lane m = Σ (g + 1)·q over elements 16m..16m+15, |D| < 2^12),
-  // then one vpdpwssd of (D, Σq) with (8·(2s+1), -(8 - σ)·(2s+1)): 8·Σ(g + δ)·q·(2s+1) per lane.
-  // The factor 8 is taken out in the block scale.
-  template <int R>
+  // One token, the tile's rows. Per block: 64 fields -> 4 digit planes (vpmultishiftqb, 4
+  // vpermi2b), one vpdpbusd chain D over the planes (lane m = Σ (g + 1)·q over elements
+  // 16m..16m+15, |D| < 2^12), then one vpdpwssd of (D, Σq) with (8·(2s+1), -(8 - σ)·(2s+1)): 8·Σ(g
+  // + δ)·q·(2s+1) per lane. The factor 8 is taken out in the block scale.
   static void Rows(const TileArgs& a) {
     const __m512i select = FieldSelect();
     const __m512i scale_table = _mm512_load_si512(kQuadScales.data());
@@ -548,8 +543,8 @@ struct Quads {
       thi[n] = _mm512_load_si512(kQuadDigits[n].data() + 64);
     }
     const ActQuads* act = reinterpret_cast<const ActQuads*>(a.act);
-    __m512 acc[R];
-    for (int r = 0; r < R; ++r) {
+    __m512 acc[kMaxRowTile];
+    for (int r = 0; r < a.n_rows; ++r) {
       const uint8_t* w = a.w + r * a.w_stride;
       __m512 acc0 = _mm512_setzero_ps();
       for (int64_t i = 0; i < a.n_blocks; ++i) {
@@ -576,7 +571,7 @@ struct Quads {
       }
       acc[r] = acc0;
     }
-    StoreRowSums(acc, R, a.out, a.accumulate);
+    StoreRowSums(acc, a.n_rows, a.out, a.accumulate);
   }
 
   // One row, NT tokens: planes and scale words decoded once per block.

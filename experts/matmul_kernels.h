@@ -23,7 +23,7 @@ namespace tritmoe::matmul_internal {
 // Tokens handled per weight-row pass of a dot kernel.
 inline constexpr int kMaxTokenTile = 8;
 // Weight rows per call of a tile kernel.
-inline constexpr int kMaxRowTile = 4;
+inline constexpr int kMaxRowTile = 8;
 // ggml type ids are < 36 for every supported type; the table is indexed by id.
 inline constexpr int kTypeSlots = 36;
 
@@ -40,6 +40,7 @@ struct TileArgs {
   int64_t n_blocks = 0;
   const uint8_t* w = nullptr;        // weight row 0 at the first block of the call
   int64_t w_stride = 0;              // bytes between weight rows
+  const uint8_t* w_end = nullptr;    // one past the matrix's last byte: loads must not cross it
   int n_rows = 0;                    // 1..kMaxRowTile
   const uint8_t* act = nullptr;      // packed activations of token 0 at the first block
   const float* act_scale = nullptr;  // token 0's block scales at the first block (act_scales)
