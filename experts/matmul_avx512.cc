@@ -156,6 +156,10 @@ inline int32_t BlockSum(const BlockQ8K& q) {
 
 // ---- Shared by the tile kernels -----------------------------------------------------------------
 
+// Keeps v in a register: GCC otherwise folds a vector used twice into both instructions as a
+// memory operand, and the 512-bit load ports (2 per cycle) become the limit of the tile kernels.
+inline void InRegister(__m512i& v) { __asm__("" : "+v"(v)); }
+
 // out[r] (=|+=) Σ lanes of acc[r] for r < n_rows (<= 4): the four sums share one shuffle tree.
 inline void StoreRowSums4(const __m512* acc, int n_rows, float* out, bool accumulate) {
   const __m512 zero = _mm512_setzero_ps();
@@ -387,7 +391,8 @@ struct Tq1 {
         __m512i y = p + 64 <= a.w_end ? Load512(p) : _mm512_maskz_loadu_epi8(kBlockMask, p);
         __m512i s1 = _mm512_load_si512(x.off), s2 = s1;
         for (int n = 0; n < 5; ++n) {
-          const __m512i av = _mm512_load_si512(x.q[n]);
+          __m512i av = _mm512_load_si512(x.q[n]);
+          InRegister(av);
           s1 = _mm512_dpbusd_epi32(s1, y, av);
           y = _mm512_add_epi8(_mm512_add_epi8(y, y), y);
           s2 = _mm512_dpbusd_epi32(s2, y, av);
@@ -444,11 +449,10 @@ struct Tq1 {
 // ---------------------------------------------------
 
 struct alignas(64) ActQuads {
-  int8_t q[4][64];   // q[n][p] = element 4p + n: digit plane n of the fields
-  int16_t qhi[32];   // int32 lane m: low half 0, high half Σ q over elements 16m..16m+15
-  int32_t zero[16];  // chain start (a load is cheaper than a register copy here)
+  int8_t q[4][64];  // q[n][p] = element 4p + n: digit plane n of the fields
+  int16_t qhi[32];  // int32 lane m: low half 0, high half Σ q over elements 16m..16m+15
 };
-static_assert(sizeof(ActQuads) == 384);
+static_assert(sizeof(ActQuads) == 320);
 
 void PackQuads(const float* x, int64_t n, void* dst) {
   auto* out = static_cast<ActQuads*>(dst);
@@ -475,7 +479,6 @@ void PackQuads(const float* x, int64_t n, void* dst) {
     _mm512_store_si512(o.q[2], _mm512_shuffle_i64x2(t1, t3, 0x88));
     _mm512_store_si512(o.q[3], _mm512_shuffle_i64x2(t1, t3, 0xDD));
     _mm512_store_si512(o.qhi, _mm512_slli_epi32(_mm512_cvtepu16_epi32(Load256(q.bsums)), 16));
-    _mm512_store_si512(o.zero, _mm512_setzero_si512());
     scales[i] = q.d;
   }
 }
@@ -550,11 +553,12 @@ struct Quads {
       for (int64_t i = 0; i < a.n_blocks; ++i) {
         const uint8_t* p = w + i * kBlockBytes;
         const ActQuads& x = act[i];
-        const __m512i blk = Load512(p);
+        __m512i blk = Load512(p);
+        InRegister(blk);
         const __m512i f = _mm512_multishift_epi64_epi8(select, blk);
-        __m512i d = _mm512_dpbusd_epi32(_mm512_load_si512(x.zero),
-                                        _mm512_permutex2var_epi8(tlo[0], f, thi[0]),
-                                        _mm512_load_si512(x.q[0]));
+        __m512i d =
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_permutex2var_epi8(tlo[0], f, thi[0]),
+                                _mm512_load_si512(x.q[0]));
         d = _mm512_dpbusd_epi32(d, _mm512_permutex2var_epi8(tlo[1], f, thi[1]),
                                 _mm512_load_si512(x.q[1]));
         d = _mm512_dpbusd_epi32(d, _mm512_permutex2var_epi8(tlo[2], f, thi[2]),
@@ -562,7 +566,7 @@ struct Quads {
         d = _mm512_dpbusd_epi32(d, _mm512_permutex2var_epi8(tlo[3], f, thi[3]),
                                 _mm512_load_si512(x.q[3]));
         const __m512i sum =
-            _mm512_dpwssd_epi32(_mm512_load_si512(x.zero),
+            _mm512_dpwssd_epi32(_mm512_setzero_si512(),
                                 _mm512_mask_blend_epi16(0xAAAAAAAA, d, _mm512_load_si512(x.qhi)),
                                 ScaleWords(blk, scale_table));
         acc0 = _mm512_fmadd_ps(
