@@ -343,13 +343,17 @@ void PackTq1(const float* x, int64_t n, void* dst) {
   for (int64_t i = 0; i < n / kQK_K; ++i) {
     QuantizeBlockQ8K(x + i * kQK_K, &q);
     ActTq1& o = out[i];
-    std::memset(&o, 0, sizeof(o));
+    // Plane nd = 32 bytes at 32·nd, 16 at 160 + 16·nd, 4 at 240 + 4·nd (nd < 4), zeros.
     for (int nd = 0; nd < 5; ++nd) {
-      std::memcpy(&o.q[nd][0], q.qs + 32 * nd, 32);
-      std::memcpy(&o.q[nd][32], q.qs + 160 + 16 * nd, 16);
-      if (nd < 4) std::memcpy(&o.q[nd][48], q.qs + 240 + 4 * nd, 4);
+      const __m128i tail = nd < 4 ? _mm_cvtsi32_si128(static_cast<int>(LoadU32(
+                                        reinterpret_cast<const uint8_t*>(q.qs) + 240 + 4 * nd)))
+                                  : _mm_setzero_si128();
+      const __m256i hi =
+          _mm256_inserti128_si256(_mm256_castsi128_si256(Load128(q.qs + 160 + 16 * nd)), tail, 1);
+      _mm512_store_si512(
+          o.q[nd], _mm512_inserti64x4(_mm512_castsi256_si512(Load256(q.qs + 32 * nd)), hi, 1));
     }
-    o.off[0] = -128 * BlockSum(q);
+    _mm512_store_si512(o.off, _mm512_maskz_set1_epi32(1, -128 * BlockSum(q)));
     scales[i] = q.d;
   }
 }
