@@ -3,7 +3,8 @@
 # (stripped) and every shared library they need except the C runtime and the CUDA driver into
 # OUT_DIR (libraries in OUT_DIR/lib), so that a bare GPU machine runs them with
 # LD_LIBRARY_PATH=OUT_DIR/lib. Unlike ../shared/scripts/bundle-libs.sh it also takes MPI and the
-# CUDA runtime: the GPU machine has neither on its library path.
+# CUDA runtime: the GPU machine has neither on its library path. NCCL (200 MB) stays behind: on
+# the GPU machine, add the directory of python3's nvidia.nccl package (bench/gpu_device_run.sh).
 set -euo pipefail
 build=$1
 out=$2
@@ -11,7 +12,8 @@ rm -rf "$out"
 mkdir -p "$out/lib"
 bins=("$build/tritmoe" "$build/tests/gpu/gpu_ops_test" "$build/tests/gpu/gpu_model_test"
       "$build/tests/gpu/quant_gemv_test" "$build/bench/gpu_gemv_bench")
-skip='^(libc|libm|libpthread|libdl|librt|ld-linux|libgcc_s|libstdc\+\+|libcuda|linux-vdso)\.'
+[[ -f $build/tests/gpu/nccl_communicator_test ]] && bins+=("$build/tests/gpu/nccl_communicator_test")
+skip='^(libc|libm|libpthread|libdl|librt|ld-linux|libgcc_s|libstdc\+\+|libcuda|libnccl|linux-vdso)\.'
 for b in "${bins[@]}"; do
   cp -L "$b" "$out/"
   strip "$out/$(basename "$b")"

@@ -9,7 +9,8 @@ layers=${2:-6}
 shift 2 || true
 out=${OUT:-/tmp/gpu_out}
 mkdir -p "$out"
-export LD_LIBRARY_PATH=$PWD/$carry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+nccl_lib=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)
+export LD_LIBRARY_PATH=$PWD/$carry/lib${nccl_lib:+:$nccl_lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export NCCL_NVLS_ENABLE=0
 model=/tmp/v3-$layers.gguf
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,driver_version \
@@ -21,7 +22,8 @@ summary() {  # the gtest verdict lines and any failure detail
   grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED|Failure|Expected|Which is|actual|model, |error" \
     "$1" | head -${2:-40}
 }
-for t in gpu_ops_test gpu_model_test quant_gemv_test; do
+for t in gpu_ops_test gpu_model_test quant_gemv_test nccl_communicator_test; do
+  [[ -x $carry/$t ]] || continue
   echo "== $t"
   start=$SECONDS
   timeout 240 "$carry/$t" >"$out/$t.log" 2>&1
