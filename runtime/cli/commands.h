@@ -16,5 +16,6 @@ void RegisterGenerateCommand(CLI::App& app, absl::Status* result);
 void RegisterTokenizeCommand(CLI::App& app, absl::Status* result);
 void RegisterBenchDecodeCommand(CLI::App& app, absl::Status* result);
 void RegisterBenchGpuDecodeCommand(CLI::App& app, absl::Status* result);
+void RegisterStoreCommand(CLI::App& app, absl::Status* result);  // store and bench-cache
 
 }  // namespace tritmoe

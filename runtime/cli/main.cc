@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   tritmoe::RegisterTokenizeCommand(app, &result);
   tritmoe::RegisterBenchDecodeCommand(app, &result);
   tritmoe::RegisterBenchGpuDecodeCommand(app, &result);
+  tritmoe::RegisterStoreCommand(app, &result);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
