@@ -14,6 +14,7 @@
 #include "runtime/cli/commands.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/engine_job.h"
+#include "runtime/store/expert_cache_setup.h"
 #include "runtime/text/chat_template.h"
 #include "runtime/text/sampler.h"
 #include "runtime/text/stop_checker.h"
@@ -32,6 +33,7 @@ struct GenerateArgs {
   std::string placement = "contiguous";
   SamplingParams sampling;
   int n_predict = 128;
+  ExpertCacheFlags expert_cache;
 };
 
 // Driver only: encodes the prompt, runs it, streams the completion to stdout.
@@ -116,9 +118,15 @@ absl::Status RunGenerate(const GenerateArgs& a) {
   options.placement = a.placement;
   options.model.threads = a.threads;
   ASSIGN_OR_RETURN(options.model.kv_type, ParseKvCacheType(a.kv_type));
+  ASSIGN_OR_RETURN(ExpertCacheSetup cache, SetUpExpertCache(a.model, a.expert_cache));
+  options.model.expert_source = cache.source.get();
   EngineJobOptions job;
   job.comm = a.comm;
-  return RunEngineJob(job, options, [&](Engine& engine) { return Generate(a, engine); });
+  return RunEngineJob(job, options, [&](Engine& engine) -> absl::Status {
+    RETURN_IF_ERROR(Generate(a, engine));
+    if (cache.source) std::fprintf(stderr, "%s\n", cache.source->Stats().Summary().c_str());
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace
@@ -148,6 +156,7 @@ void RegisterGenerateCommand(CLI::App& app, absl::Status* result) {
   cmd->add_option("--seed", a->sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--stop", a->sampling.stop, "Stop string (repeatable)");
   cmd->add_flag("--ignore-eos", a->sampling.ignore_eos, "Keep generating through EOS");
+  AddExpertCacheFlags(cmd, &a->expert_cache);
   cmd->callback([a, result] { *result = RunGenerate(*a); });
 }
 
