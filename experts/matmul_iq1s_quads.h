@@ -20,7 +20,7 @@
 // so sub-block scales apply per lane. d sits in one aligned-free 16-bit word, so the kernels fetch
 // the d of 16 blocks with one dword gather (extracting it bit by bit per block costs more than all
 // the rest of a block). The grid values are recovered exactly (the grid is sorted by its base-3
-// value), so UnpackBlock returns the original IQ1_S bytes.
+// value, its 2048 points distinct), so UnpackBlock returns the original IQ1_S bytes.
 #pragma once
 
 #include <cstdint>
