@@ -17,10 +17,10 @@
 // Why this shape: with VBMI, one vpmultishiftqb puts field j of qword k in byte 8k + j, and a
 // 128-entry byte table (vpermi2b) per digit n turns the 64 fields into 64 codes; byte p of digit
 // plane n is element 4p + n, and each 4-byte lane holds one sub-block's 16 consecutive elements,
-// so sub-block scales apply per lane. d sits in one aligned-free 16-bit word, so the kernels fetch
-// the d of 16 blocks with one dword gather (extracting it bit by bit per block costs more than all
-// the rest of a block). The grid values are recovered exactly (the grid is sorted by its base-3
-// value, its 2048 points distinct), so UnpackBlock returns the original IQ1_S bytes.
+// so sub-block scales apply per lane. d sits in one 16-bit word, read with one scalar load (put
+// together from four nibbles it cost the kernel more than the rest of the block's decode). The
+// grid values are recovered exactly (the grid's 2048 points are distinct), so UnpackBlock returns
+// the original IQ1_S bytes.
 #pragma once
 
 #include <cstdint>
