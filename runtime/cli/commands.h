@@ -17,5 +17,7 @@ void RegisterTokenizeCommand(CLI::App& app, absl::Status* result);
 void RegisterBenchDecodeCommand(CLI::App& app, absl::Status* result);
 void RegisterBenchGpuDecodeCommand(CLI::App& app, absl::Status* result);
 void RegisterStoreCommand(CLI::App& app, absl::Status* result);  // store and bench-cache
+void RegisterServeCommand(CLI::App& app, absl::Status* result);
+void RegisterBenchServeCommand(CLI::App& app, absl::Status* result);
 
 }  // namespace tritmoe

@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   tritmoe::RegisterBenchDecodeCommand(app, &result);
   tritmoe::RegisterBenchGpuDecodeCommand(app, &result);
   tritmoe::RegisterStoreCommand(app, &result);
+  tritmoe::RegisterServeCommand(app, &result);
+  tritmoe::RegisterBenchServeCommand(app, &result);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

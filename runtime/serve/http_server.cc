@@ -220,7 +220,8 @@ void HttpServer::Route() {
                                      {"created", started_unix_},
                                      {"owned_by", "tritmoe"},
                                      {"root", model_->path},
-                                     {"max_model_len", model_->max_model_len}}})}});
+                                     {"max_model_len", model_->max_model_len},
+                                     {"vocab_size", model_->tokenizer->n_vocab()}}})}});
   });
   srv.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     if (scheduler_->stats().draining) {
