@@ -11,6 +11,7 @@ out=$2
 rm -rf "$out"
 mkdir -p "$out/lib"
 bins=("$build/tritmoe" "$build/tests/gpu/gpu_ops_test" "$build/tests/gpu/gpu_model_test"
+      "$build/tests/gpu/gpu_fusion_test"
       "$build/tests/gpu/quant_gemv_test" "$build/bench/gpu_gemv_bench")
 [[ -f $build/tests/gpu/nccl_communicator_test ]] && bins+=("$build/tests/gpu/nccl_communicator_test")
 skip='^(libc|libm|libpthread|libdl|librt|ld-linux|libgcc_s|libstdc\+\+|libcuda|libnccl|linux-vdso)\.'

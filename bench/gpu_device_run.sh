@@ -1,7 +1,8 @@
 #!/bin/bash
 # gpu_device_run.sh [CARRY_DIR] [LAYERS] [BENCH_ARGS...]: one device session on a GPU machine.
 # Starts generating a DeepSeek-V3-shaped ud-1.58 model of LAYERS layers under /tmp in the
-# background, runs the GPU tests meanwhile, then bench-gpu-decode on the model. CARRY_DIR holds
+# background, runs the GPU tests meanwhile, then bench-gpu-decode on the model (with --unfused, then
+# fused: before and after in one run). CARRY_DIR holds
 # what bench/gpu_bundle.sh made; logs go to $OUT (or /tmp/gpu_out).
 set -uo pipefail
 carry=${1:-gpu-carry}
@@ -22,7 +23,7 @@ summary() {  # the gtest verdict lines and any failure detail
   grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED|Failure|Expected|Which is|actual|model, |error" \
     "$1" | head -${2:-40}
 }
-for t in gpu_ops_test gpu_model_test quant_gemv_test nccl_communicator_test; do
+for t in gpu_ops_test gpu_fusion_test gpu_model_test quant_gemv_test nccl_communicator_test; do
   [[ -x $carry/$t ]] || continue
   echo "== $t"
   start=$SECONDS
@@ -33,5 +34,9 @@ done
 echo "== gen-model (waiting)"
 wait $gen
 tail -4 "$out/gen.log"
+# Separate small-op kernels first (the "before"), then the fused default, on the same model.
+echo "== bench-gpu-decode --unfused"
+timeout 200 "$carry/tritmoe" bench-gpu-decode -m "$model" --unfused "$@" 2>&1 |
+  tee "$out/bench_unfused.log"
 echo "== bench-gpu-decode"
-timeout 300 "$carry/tritmoe" bench-gpu-decode -m "$model" "$@" 2>&1 | tee "$out/bench.log"
+timeout 200 "$carry/tritmoe" bench-gpu-decode -m "$model" "$@" 2>&1 | tee "$out/bench.log"

@@ -76,6 +76,39 @@ absl::Status QuantizeActivationsGpu(const float* x, int64_t n_rows, int64_t cols
   return absl::OkStatus();
 }
 
+absl::Status QuantizeSwiGluActivationsGpu(const float* gu, int64_t n_rows, int64_t n_ff,
+                                          void* workspace, int64_t workspace_bytes, void* stream,
+                                          GpuActivations* out) {
+  if (n_ff <= 0 || n_ff % gpu_internal::kTileCols != 0 ||
+      n_ff > std::numeric_limits<int>::max() / 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SwiGLU width must be a positive multiple of 256, got ", n_ff));
+  }
+  if (n_rows < 0 || (n_rows > 0 && (gu == nullptr || workspace == nullptr))) {
+    return absl::InvalidArgumentError("null activations or workspace");
+  }
+  if (reinterpret_cast<uintptr_t>(gu) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(workspace) % 16 != 0) {
+    return absl::InvalidArgumentError("activations and workspace must be 16-byte aligned");
+  }
+  if (workspace_bytes < GpuActivationBytes(n_rows, n_ff)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "workspace of ", workspace_bytes, " bytes, need ", GpuActivationBytes(n_rows, n_ff)));
+  }
+  if (absl::Status s =
+          FromCuda(gpu_internal::LaunchQuantizeSwiGlu(gu, n_rows, static_cast<int>(n_ff),
+                                                      static_cast<uint8_t*>(workspace),
+                                                      static_cast<cudaStream_t>(stream)),
+                   "QuantizeSwiGluActivationsGpu");
+      !s.ok()) {
+    return s;
+  }
+  out->data = workspace;
+  out->n_rows = n_rows;
+  out->cols = n_ff;
+  return absl::OkStatus();
+}
+
 absl::Status GpuGemv(const GpuWeightView& w, const GpuActivations& x, float* y, void* stream,
                      int64_t y_stride) {
   if (absl::Status s = CheckWeights(w, x); !s.ok()) return s;

@@ -29,6 +29,7 @@
 #include <cstring>
 #include <utility>
 
+#include "experts/cuda/act_quant.cuh"
 #include "experts/cuda/quant_gemv_launch.h"
 #include "experts/quant_tables.h"
 
@@ -1063,40 +1064,28 @@ __global__ void QuantizeActKernel(const float* __restrict__ x, int64_t n_rows, i
   const float4* src = reinterpret_cast<const float4*>(x + row * cols + kb * 256 + lane * 8);
   const float4 v0 = src[0], v1 = src[1];
   const float v[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
-  float amax = 0.0f;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(v[j]));
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFF, amax, o));
-  const float d = amax / 127.0f;
-  const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
-  int sum = 0;
-  uint32_t packed[2] = {0, 0};
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    const int q = __float2int_rn(v[j] * id);
-    sum += q;
-    packed[j / 4] |= (static_cast<uint32_t>(q) & 0xFF) << (8 * (j % 4));
-  }
-  const int ib = lane >> 2, t = lane & 3;
-  uint8_t* rec = act + warp_id * kActRecordBytes;  // warp_id = row * nkb + kb
-  *reinterpret_cast<uint2*>(rec + t * 64 + ib * 8) = make_uint2(packed[0], packed[1]);
-  int sub = sum + __shfl_xor_sync(0xFFFFFFFF, sum, 1);
-  sub += __shfl_xor_sync(0xFFFFFFFF, sub, 2);
-  int total = sub;
-#pragma unroll
-  for (int o = 4; o < 32; o <<= 1) total += __shfl_xor_sync(0xFFFFFFFF, total, o);
-  if (t == 0) {
-    const uint32_t lo = static_cast<uint32_t>(sub & 127);
-    const uint32_t hi = static_cast<uint32_t>(sub >> 7) & 0xFF;
-    uint8_t* qs = rec + kActQsOffset + (ib / 2) * 8 + (ib % 2) * 2;
-    *reinterpret_cast<uint16_t*>(qs) = static_cast<uint16_t>(lo | (lo << 8));
-    *reinterpret_cast<uint16_t*>(qs + 4) = static_cast<uint16_t>(hi | (hi << 8));
-  }
-  if (lane == 0) {
-    *reinterpret_cast<uint2*>(rec + kActMetaOffset) =
-        make_uint2(__float_as_uint(d), static_cast<uint32_t>(total));
-  }
+  QuantizeBlockWarp(v, lane, act + warp_id * kActRecordBytes);  // warp_id = row * nkb + kb
+}
+
+// SwiGLU folded into the quantization of the down projection's input: x[r][c] =
+// silu(gu[r][c]) * gu[r][n_ff + c], never stored as floats.
+__global__ void QuantizeSwiGluKernel(const float* __restrict__ gu, int64_t n_rows, int n_ff,
+                                     uint8_t* __restrict__ act) {
+  const int64_t warp_id = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  const int nkb = n_ff / 256;
+  if (warp_id >= n_rows * nkb) return;
+  const int64_t row = warp_id / nkb;
+  const int kb = static_cast<int>(warp_id % nkb);
+  const float* g = gu + row * 2 * n_ff + kb * 256 + lane * 8;
+  const float4 g0 = reinterpret_cast<const float4*>(g)[0],
+               g1 = reinterpret_cast<const float4*>(g)[1];
+  const float4 u0 = reinterpret_cast<const float4*>(g + n_ff)[0];
+  const float4 u1 = reinterpret_cast<const float4*>(g + n_ff)[1];
+  const float v[8] = {SwiGluValue(g0.x, u0.x), SwiGluValue(g0.y, u0.y), SwiGluValue(g0.z, u0.z),
+                      SwiGluValue(g0.w, u0.w), SwiGluValue(g1.x, u1.x), SwiGluValue(g1.y, u1.y),
+                      SwiGluValue(g1.z, u1.z), SwiGluValue(g1.w, u1.w)};
+  QuantizeBlockWarp(v, lane, act + warp_id * kActRecordBytes);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1250,6 +1239,18 @@ cudaError_t LaunchQuantizeActivations(const float* x, int64_t n_rows, int cols, 
   const int threads = 256;
   const int64_t blocks = (warps * 32 + threads - 1) / threads;
   QuantizeActKernel<<<static_cast<unsigned>(blocks), threads, 0, stream>>>(x, n_rows, cols, act);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchQuantizeSwiGlu(const float* gu, int64_t n_rows, int n_ff, uint8_t* act,
+                                 cudaStream_t stream) {
+  if (n_rows <= 0) return cudaSuccess;
+  if (n_ff <= 0 || n_ff % 256 != 0) return cudaErrorInvalidValue;
+  const int64_t warps = n_rows * (n_ff / 256);
+  const int threads = 256;
+  const int64_t blocks = (warps * 32 + threads - 1) / threads;
+  QuantizeSwiGluKernel<<<static_cast<unsigned>(blocks), threads, 0, stream>>>(gu, n_rows, n_ff,
+                                                                              act);
   return cudaGetLastError();
 }
 

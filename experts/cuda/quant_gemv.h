@@ -76,6 +76,13 @@ int64_t GpuActivationBytes(int64_t n_rows, int64_t cols);
 absl::Status QuantizeActivationsGpu(const float* x, int64_t n_rows, int64_t cols, void* workspace,
                                     int64_t workspace_bytes, void* stream, GpuActivations* out);
 
+// As QuantizeActivationsGpu of x[r][c] = silu(gu[r][c]) * gu[r][n_ff + c], c < n_ff (the SwiGLU
+// of a gate ‖ up product, gu: device [n_rows][2 * n_ff], n_ff % 256 == 0), in one kernel: the
+// records are bit-identical to SwiGLU followed by QuantizeActivationsGpu.
+absl::Status QuantizeSwiGluActivationsGpu(const float* gu, int64_t n_rows, int64_t n_ff,
+                                          void* workspace, int64_t workspace_bytes, void* stream,
+                                          GpuActivations* out);
+
 // Dense: y[t][r] = sum_c W[r][c] * x[t][c] for every activation row t; y: device
 // [x.n_rows][y_stride] float32 (y_stride = 0 means w.rows). Any number of rows (MMA batches of
 // 8 in one launch; decode batches of 1..8 read the weights once). w.n_experts must be 1.

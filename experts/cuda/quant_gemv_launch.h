@@ -93,6 +93,11 @@ struct GemvLaunch {
 
 cudaError_t LaunchQuantizeActivations(const float* x, int64_t n_rows, int cols, uint8_t* act,
                                       cudaStream_t stream);
+// As LaunchQuantizeActivations of x[r][c] = silu(gu[r][c]) * gu[r][n_ff + c] (gu: [n_rows][2 *
+// n_ff], n_ff % 256 == 0): SwiGLU folded into the quantization, records bit-identical to a
+// SwiGLU kernel followed by LaunchQuantizeActivations.
+cudaError_t LaunchQuantizeSwiGlu(const float* gu, int64_t n_rows, int n_ff, uint8_t* act,
+                                 cudaStream_t stream);
 cudaError_t LaunchGemv(const GemvLaunch& launch, cudaStream_t stream);
 
 // Forces the kernel variant of later launches: 0 automatic, 1 split-K (few items: every warp of

@@ -43,6 +43,7 @@ struct BenchGpuDecodeArgs {
   std::string kv_type = "f16";
   int device = 0;
   bool no_graphs = false;
+  bool unfused = false;
   double hbm_gbs = 4610.0;
   int full_layers = 61;
   int full_dense = 3;
@@ -151,6 +152,7 @@ absl::Status RunBenchGpuDecode(const BenchGpuDecodeArgs& a) {
   ASSIGN_OR_RETURN(o.kv_type, ParseKvCacheType(a.kv_type));
   o.max_context = std::max(a.prompt, a.context + a.tokens);
   o.cuda_graphs = !a.no_graphs;
+  o.fuse_small_ops = !a.unfused;
   const auto t_load = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(std::unique_ptr<GpuModel> model, GpuModel::Load(a.model, o));
   const double load_s = Seconds(t_load);
@@ -165,8 +167,9 @@ absl::Status RunBenchGpuDecode(const BenchGpuDecodeArgs& a) {
       "router+shared %.1f MB, one routed expert %.2f MB; lm_head %.1f MB\n",
       wb.total / 1e9, wb.attn_per_layer / 1e6, wb.dense_ffn_per_layer / 1e6,
       wb.moe_fixed_per_layer / 1e6, wb.expert_per_layer / 1e6, wb.head / 1e6);
-  std::printf("kv cache: %s, CUDA graphs: %s, HBM bandwidth for the bound: %.0f GB/s\n",
-              a.kv_type.c_str(), a.no_graphs ? "off" : "on", a.hbm_gbs);
+  std::printf(
+      "kv cache: %s, CUDA graphs: %s, small ops: %s, HBM bandwidth for the bound: %.0f GB/s\n",
+      a.kv_type.c_str(), a.no_graphs ? "off" : "on", a.unfused ? "separate" : "fused", a.hbm_gbs);
 
   std::vector<Row> rows;
   // Prefill.
@@ -311,6 +314,9 @@ void RegisterBenchGpuDecodeCommand(CLI::App& app, absl::Status* result) {
       ->capture_default_str();
   cmd->add_option("--device", a->device, "CUDA device")->capture_default_str();
   cmd->add_flag("--no-graphs", a->no_graphs, "Launch decode steps eagerly (no CUDA graphs)");
+  cmd->add_flag("--unfused", a->unfused,
+                "Separate kernels for norm/quantize, residual, SwiGLU and routing (to measure "
+                "what fusion gains)");
   cmd->add_option("--hbm-gbs", a->hbm_gbs, "HBM read bandwidth for the bound (GB/s)")
       ->capture_default_str();
   cmd->add_option("--full-layers", a->full_layers, "Depth to extrapolate to")

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "experts/cuda/act_quant.cuh"
 #include "runtime/gpu/elementwise.h"
 
 namespace tritmoe::gpu {
@@ -20,17 +21,28 @@ __global__ void __launch_bounds__(kNormThreads) RmsNormKernel(const RmsNormParam
   const float* x = p.x + src * p.x_stride;
   float* y = p.y + static_cast<int64_t>(r) * p.y_stride;
   double sum = 0.0;
+  if (p.residual != nullptr) {
+    float* xw = const_cast<float*>(x);  // writable by contract (see elementwise.h)
+    const float* res = p.residual + src * p.x_stride;
 #pragma unroll 8
-  for (int i = threadIdx.x; i < p.n; i += kNormThreads) {
-    const double v = x[i];
-    sum += v * v;
+    for (int i = threadIdx.x; i < p.n; i += kNormThreads) {
+      const float v = __fadd_rn(xw[i], res[i]);
+      xw[i] = v;
+      sum += static_cast<double>(v) * v;
+    }
+  } else {
+#pragma unroll 8
+    for (int i = threadIdx.x; i < p.n; i += kNormThreads) {
+      const double v = x[i];
+      sum += v * v;
+    }
   }
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
   __shared__ double part[kNormThreads / 32];
   __shared__ float scale_s;
   if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = sum;
-  __syncthreads();
+  __syncthreads();  // also orders the residual writes before the reads below
   if (threadIdx.x == 0) {
     double total = 0.0;
     for (int w = 0; w < kNormThreads / 32; ++w) total += part[w];
@@ -39,6 +51,22 @@ __global__ void __launch_bounds__(kNormThreads) RmsNormKernel(const RmsNormParam
   }
   __syncthreads();
   const float scale = scale_s;
+  if (p.act != nullptr) {
+    // A warp per 256-column block, lane L on columns 8L..8L+7 (the record's fragment order).
+    const int lane = threadIdx.x & 31, nkb = p.n / 256;
+    for (int kb = threadIdx.x >> 5; kb < nkb; kb += kNormThreads / 32) {
+      const int c0 = kb * 256 + lane * 8;
+      float v[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        v[j] = __fmul_rn(__fmul_rn(x[c0 + j], scale), p.gain[c0 + j]);
+        y[c0 + j] = v[j];
+      }
+      gpu_internal::QuantizeBlockWarp(
+          v, lane, p.act + (static_cast<int64_t>(r) * nkb + kb) * gpu_internal::kActRecordBytes);
+    }
+    return;
+  }
 #pragma unroll 8
   for (int i = threadIdx.x; i < p.n; i += kNormThreads) {
     y[i] = __fmul_rn(__fmul_rn(x[i], scale), p.gain[i]);
@@ -83,7 +111,8 @@ unsigned Blocks(int64_t n, int threads) {
 
 cudaError_t LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream) {
   if (p.n_rows <= 0) return cudaSuccess;
-  if (p.n <= 0 || p.x == nullptr || p.y == nullptr || p.gain == nullptr) {
+  if (p.n <= 0 || p.x == nullptr || p.y == nullptr || p.gain == nullptr ||
+      (p.residual != nullptr && p.in_rows != nullptr) || (p.act != nullptr && p.n % 256 != 0)) {
     return cudaErrorInvalidValue;
   }
   RmsNormKernel<<<p.n_rows, kNormThreads, 0, stream>>>(p);

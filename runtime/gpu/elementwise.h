@@ -22,6 +22,13 @@ struct RmsNormParams {
   int n = 0;
   const float* gain = nullptr;  // device [n]
   float eps = 0.0f;
+  // Fusions that save a launch each in decode steps (results bit-identical to the unfused
+  // kernels). residual: x[r][i] = x[r][i] + residual[r][i] first, written back into x (x must be
+  // writable; in_rows must be null; twin: LaunchAdd). act: y is also quantized into activation
+  // records for the next int8 GEMV (the layout of experts/cuda/quant_gemv_launch.h, n % 256 == 0,
+  // ActWorkspaceBytes(n_rows, n) bytes), as QuantizeActivationsGpu over y would.
+  const float* residual = nullptr;  // device [n_rows][x_stride] or nullptr
+  uint8_t* act = nullptr;           // device records or nullptr
 };
 cudaError_t LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream);
 

@@ -120,6 +120,12 @@ class GpuModel::Impl {
   absl::Status Attention(int il, const StepShape& s, GpuActivations* h_act);
   absl::Status Moe(int il, const StepShape& s, GpuActivations* h_act);
   absl::Status DenseFfn(int il, const StepShape& s, GpuActivations* h_act);
+  // out_act->data stays null unless fused.
+  void FuseQuantization(int T, RmsNormParams* norm, GpuActivations* out_act);
+  // SwiGLU of ws_.gu ([rows][2 ff]) for the product `down`: folded into down's activation
+  // quantization (into ws_.act_tmp, *down_act set) where fusion is on and down is tiled, else
+  // a SwiGLU kernel into ws_.ffn_act.
+  absl::Status SwiGlu(const GpuLinear& down, int64_t rows, int64_t ff, GpuActivations* down_act);
   absl::Status Head(const StepShape& s);
   absl::StatusOr<cudaGraphExec_t> Graph(const StepShape& s);
 
@@ -294,16 +300,25 @@ absl::Status GpuModel::Impl::Enqueue(const StepShape& s, std::vector<CudaEvent>*
     norm.n = c.n_embd;
     norm.gain = lw.attn_norm.as<float>();
     norm.eps = c.rms_eps;
+    GpuActivations h_act;
+    const GpuLinear& first = !lw.qkv_a.empty() ? lw.qkv_a : c.q_lora_rank > 0 ? lw.q_a : lw.kv_a;
+    if (options_.fuse_small_ops && first.tiled()) FuseQuantization(T, &norm, &h_act);
     RETURN_IF_ERROR(Cuda(LaunchRmsNorm(norm, st), "attn_norm"));
     Mark("attn_norm", il);
-    GpuActivations h_act;
     RETURN_IF_ERROR(Attention(il, s, &h_act));
-    RETURN_IF_ERROR(Cuda(LaunchAdd(ws_.x, ws_.f, T * D, st), "residual"));
-    Mark("residual", il);
     norm.gain = lw.ffn_norm.as<float>();
+    norm.act = nullptr;
+    h_act = GpuActivations();
+    if (options_.fuse_small_ops) {
+      norm.residual = ws_.f;  // x += attention output, inside the norm
+      const GpuLinear& up = c.IsMoeLayer(il) ? lw.exp_gate_up : lw.ffn_gate_up;
+      if (up.tiled()) FuseQuantization(T, &norm, &h_act);
+    } else {
+      RETURN_IF_ERROR(Cuda(LaunchAdd(ws_.x, ws_.f, T * D, st), "residual"));
+      Mark("residual", il);
+    }
     RETURN_IF_ERROR(Cuda(LaunchRmsNorm(norm, st), "ffn_norm"));
     Mark("ffn_norm", il);
-    h_act = GpuActivations();
     if (c.IsMoeLayer(il)) {
       RETURN_IF_ERROR(Moe(il, s, &h_act));
     } else {
@@ -335,6 +350,7 @@ absl::Status GpuModel::Impl::Attention(int il, const StepShape& s, GpuActivation
   in.y = ws_.qkv;
   in.y_stride = kvs;
   in.quantized_out = h_act;
+  if (h_act->data != nullptr) in.quantized = h_act;  // quantized by the norm
   if (qlr > 0) {
     if (!lw.qkv_a.empty()) {
       RETURN_IF_ERROR(lw.qkv_a.Apply(in, st));
@@ -355,9 +371,15 @@ absl::Status GpuModel::Impl::Attention(int il, const StepShape& s, GpuActivation
     norm.n = static_cast<int>(qlr);
     norm.gain = lw.attn_q_a_norm.as<float>();
     norm.eps = c.rms_eps;
+    GpuActivations cq_act;
+    if (options_.fuse_small_ops && lw.q_b.tiled() && qlr % 256 == 0) {
+      norm.act = static_cast<uint8_t*>(ws_.act_tmp);
+      cq_act = {ws_.act_tmp, T, qlr};
+    }
     RETURN_IF_ERROR(Cuda(LaunchRmsNorm(norm, st), "attn_q_a_norm"));
     Mark("q_a_norm", il);
     LinearArgs qb;
+    if (cq_act.data != nullptr) qb.quantized = &cq_act;
     qb.x = ws_.cq;
     qb.x_stride = qlr;
     qb.n_x_rows = T;
@@ -491,6 +513,27 @@ absl::Status GpuModel::Impl::Attention(int il, const StepShape& s, GpuActivation
   return absl::OkStatus();
 }
 
+void GpuModel::Impl::FuseQuantization(int T, RmsNormParams* norm, GpuActivations* out_act) {
+  if (norm->n % 256 != 0 || norm->y_stride != norm->n) return;
+  norm->act = static_cast<uint8_t*>(ws_.act_in);
+  *out_act = {ws_.act_in, T, norm->n};
+}
+
+absl::Status GpuModel::Impl::SwiGlu(const GpuLinear& down, int64_t rows, int64_t ff,
+                                    GpuActivations* down_act) {
+  cudaStream_t st = stream_->get();
+  if (options_.fuse_small_ops && down.tiled() && ff % 256 == 0 && down.cols() == ff) {
+    return QuantizeSwiGluActivationsGpu(ws_.gu, rows, ff, ws_.act_tmp, ws_.act_tmp_bytes, st,
+                                        down_act);
+  }
+  SwiGluParams sw;
+  sw.gu = ws_.gu;
+  sw.out = ws_.ffn_act;
+  sw.n_rows = static_cast<int>(rows);
+  sw.n_ff = static_cast<int>(ff);
+  return Cuda(LaunchSwiGlu(sw, st), "swiglu");
+}
+
 absl::Status GpuModel::Impl::DenseFfn(int il, const StepShape& s, GpuActivations* h_act) {
   const ModelConfig& c = config_;
   const GpuLayerWeights& lw = weights_.layer(il);
@@ -504,18 +547,16 @@ absl::Status GpuModel::Impl::DenseFfn(int il, const StepShape& s, GpuActivations
   gu.act_workspace = ws_.act_in;
   gu.act_workspace_bytes = ws_.act_in_bytes;
   gu.quantized_out = h_act;
+  if (h_act->data != nullptr) gu.quantized = h_act;
   gu.y = ws_.gu;
   gu.y_stride = 2 * ff;
   RETURN_IF_ERROR(lw.ffn_gate_up.Apply(gu, st));
   Mark("ffn gate+up", il);
-  SwiGluParams sw;
-  sw.gu = ws_.gu;
-  sw.out = ws_.ffn_act;
-  sw.n_rows = T;
-  sw.n_ff = static_cast<int>(ff);
-  RETURN_IF_ERROR(Cuda(LaunchSwiGlu(sw, st), "swiglu"));
-  Mark("ffn swiglu", il);
   LinearArgs dn;
+  GpuActivations dn_act;
+  RETURN_IF_ERROR(SwiGlu(lw.ffn_down, T, ff, &dn_act));
+  if (dn_act.data != nullptr) dn.quantized = &dn_act;
+  Mark("ffn swiglu", il);
   dn.x = ws_.ffn_act;
   dn.x_stride = ff;
   dn.n_x_rows = T;
@@ -559,8 +600,6 @@ absl::Status GpuModel::Impl::Moe(int il, const StepShape& s, GpuActivations* h_a
   rp.weights_scale = c.weights_scale;
   rp.experts = ws_.sel_experts;
   rp.weights = ws_.sel_weights;
-  RETURN_IF_ERROR(Cuda(LaunchRoute(rp, st), "router"));
-  Mark("route", il);
   GroupParams gp;
   gp.experts = ws_.sel_experts;
   gp.n_tokens = T;
@@ -569,8 +608,15 @@ absl::Status GpuModel::Impl::Moe(int il, const StepShape& s, GpuActivations* h_a
   gp.offsets = ws_.expert_offsets;
   gp.pair_token = ws_.pair_token;
   gp.slot_pair = ws_.slot_pair;
-  RETURN_IF_ERROR(Cuda(LaunchGroupByExpert(gp, st), "group by expert"));
-  Mark("group", il);
+  if (options_.fuse_small_ops && RouteAndGroupFits(rp)) {
+    RETURN_IF_ERROR(Cuda(LaunchRouteAndGroup(rp, gp, st), "route + group"));
+    Mark("route+group", il);
+  } else {
+    RETURN_IF_ERROR(Cuda(LaunchRoute(rp, st), "router"));
+    Mark("route", il);
+    RETURN_IF_ERROR(Cuda(LaunchGroupByExpert(gp, st), "group by expert"));
+    Mark("group", il);
+  }
 
   const int64_t ff = lw.exp_gate_up.rows() / 2;
   LinearArgs gu;
@@ -583,18 +629,16 @@ absl::Status GpuModel::Impl::Moe(int il, const StepShape& s, GpuActivations* h_a
   gu.act_workspace = ws_.act_in;
   gu.act_workspace_bytes = ws_.act_in_bytes;
   gu.quantized_out = h_act;
+  if (h_act->data != nullptr) gu.quantized = h_act;
   gu.y = ws_.gu;
   gu.y_stride = 2 * ff;
   RETURN_IF_ERROR(lw.exp_gate_up.Apply(gu, st));
   Mark("experts gate+up", il);
-  SwiGluParams sw;
-  sw.gu = ws_.gu;
-  sw.out = ws_.ffn_act;
-  sw.n_rows = static_cast<int>(P);
-  sw.n_ff = static_cast<int>(ff);
-  RETURN_IF_ERROR(Cuda(LaunchSwiGlu(sw, st), "expert swiglu"));
-  Mark("experts swiglu", il);
   LinearArgs dn;
+  GpuActivations dn_act;
+  RETURN_IF_ERROR(SwiGlu(lw.exp_down, P, ff, &dn_act));
+  if (dn_act.data != nullptr) dn.quantized = &dn_act;
+  Mark("experts swiglu", il);
   dn.x = ws_.ffn_act;
   dn.x_stride = ff;
   dn.n_x_rows = P;
@@ -621,11 +665,11 @@ absl::Status GpuModel::Impl::Moe(int il, const StepShape& s, GpuActivations* h_a
     sgu.y_stride = 2 * sff;
     RETURN_IF_ERROR(lw.shared_gate_up.Apply(sgu, st));
     Mark("shared gate+up", il);
-    sw.n_rows = T;
-    sw.n_ff = static_cast<int>(sff);
-    RETURN_IF_ERROR(Cuda(LaunchSwiGlu(sw, st), "shared swiglu"));
-    Mark("shared swiglu", il);
     LinearArgs sdn;
+    GpuActivations sdn_act;
+    RETURN_IF_ERROR(SwiGlu(lw.shared_down, T, sff, &sdn_act));
+    if (sdn_act.data != nullptr) sdn.quantized = &sdn_act;
+    Mark("shared swiglu", il);
     sdn.x = ws_.ffn_act;
     sdn.x_stride = sff;
     sdn.n_x_rows = T;

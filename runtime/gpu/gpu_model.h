@@ -42,6 +42,10 @@ struct GpuModelOptions {
   int64_t max_context = 0;
   int threads = 0;  // host threads for repacking weights at load; 0: DefaultThreadCount()
   bool cuda_graphs = true;
+  // Fused small ops (RMSNorm + the next GEMV's activation quantization, residual add + RMSNorm,
+  // SwiGLU + quantization, routing + grouping): bit-identical results, fewer launches. Off only
+  // to measure what fusion gains.
+  bool fuse_small_ops = true;
 
   absl::Status Validate() const;
 };

@@ -30,13 +30,14 @@ __device__ __forceinline__ void WarpArgMax(float& v, int& i) {
   }
 }
 
-__global__ void RouteKernel(const RouteParams p) {
-  extern __shared__ float smem[];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int t = blockIdx.x * kRouteWarps + warp;
-  if (t >= p.n_tokens) return;  // whole warp
+// Shared floats one routing warp stages its token's scores in.
+__host__ __device__ constexpr int RouteWarpFloats(int n_expert) {
+  return 2 * n_expert + kMaxGroups;
+}
+
+// One warp routes token t; pr: the warp's RouteWarpFloats(E) shared floats.
+__device__ void RouteToken(const RouteParams& p, int t, float* pr, int lane) {
   const int E = p.n_expert;
-  float* pr = smem + warp * (2 * E + kMaxGroups);
   float* s = pr + E;
   float* gs = s + E;
   const float* z = p.logits + static_cast<int64_t>(t) * E;
@@ -135,13 +136,27 @@ __global__ void RouteKernel(const RouteParams p) {
   }
 }
 
+__global__ void RouteKernel(const RouteParams p) {
+  extern __shared__ float smem[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int t = blockIdx.x * kRouteWarps + warp;
+  if (t >= p.n_tokens) return;  // whole warp
+  RouteToken(p, t, smem + warp * RouteWarpFloats(p.n_expert), lane);
+}
+
 constexpr int kGroupThreads = kMaxRoutedExperts;
 
-__global__ void __launch_bounds__(kGroupThreads) GroupKernel(const GroupParams p) {
-  using Scan = cub::BlockScan<int, kGroupThreads>;
-  __shared__ typename Scan::TempStorage scan_tmp;
-  __shared__ int counts[kMaxRoutedExperts];
-  __shared__ int offs[kMaxRoutedExperts];
+using GroupScan = cub::BlockScan<int, kGroupThreads>;
+struct GroupShared {
+  typename GroupScan::TempStorage scan_tmp;
+  int counts[kMaxRoutedExperts];
+  int offs[kMaxRoutedExperts];
+};
+
+// The whole CTA (kGroupThreads threads) groups p's choices.
+__device__ void GroupChoices(const GroupParams& p, GroupShared& sh) {
+  auto& counts = sh.counts;
+  auto& offs = sh.offs;
   const int E = p.n_expert, P = p.n_tokens * p.k;
   for (int e = threadIdx.x; e < E; e += kGroupThreads) counts[e] = 0;
   __syncthreads();
@@ -151,7 +166,7 @@ __global__ void __launch_bounds__(kGroupThreads) GroupKernel(const GroupParams p
   __syncthreads();
   const int mine = threadIdx.x < E ? counts[threadIdx.x] : 0;
   int excl = 0;
-  Scan(scan_tmp).ExclusiveSum(mine, excl);
+  GroupScan(sh.scan_tmp).ExclusiveSum(mine, excl);
   if (threadIdx.x < E) {
     offs[threadIdx.x] = excl;
     p.offsets[threadIdx.x] = excl;
@@ -165,16 +180,44 @@ __global__ void __launch_bounds__(kGroupThreads) GroupKernel(const GroupParams p
   }
 }
 
+__global__ void __launch_bounds__(kGroupThreads) GroupKernel(const GroupParams p) {
+  __shared__ GroupShared sh;
+  GroupChoices(p, sh);
+}
+
+// Small batches: routing (a warp per token) and grouping in one CTA, one launch. The grouping's
+// shared memory reuses the routing scores' (dead after the barrier): all dynamic, <= 48 KB.
+constexpr size_t kFusedRouteSmem = 48 * 1024;
+
+size_t FusedSmemBytes(const RouteParams& p) {
+  const size_t route =
+      static_cast<size_t>(p.n_tokens) * RouteWarpFloats(p.n_expert) * sizeof(float);
+  return route > sizeof(GroupShared) ? route : sizeof(GroupShared);
+}
+
+__global__ void __launch_bounds__(kGroupThreads)
+    RouteGroupKernel(const RouteParams rp, const GroupParams gp) {
+  extern __shared__ __align__(16) float fused_smem[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (warp < rp.n_tokens) {
+    RouteToken(rp, warp, fused_smem + warp * RouteWarpFloats(rp.n_expert), lane);
+  }
+  __syncthreads();  // the choices (global) are visible to the whole CTA after the barrier
+  GroupChoices(gp, *reinterpret_cast<GroupShared*>(fused_smem));
+}
+
+bool RouteValid(const RouteParams& p) {
+  return !(p.n_expert <= 0 || p.n_expert > kMaxRoutedExperts || p.k <= 0 || p.k > p.n_expert ||
+           (p.group_limited && (p.n_group <= 1 || p.n_group > kMaxGroups ||
+                                p.n_expert % p.n_group != 0 || p.n_group_used <= 0)));
+}
+
 }  // namespace
 
 cudaError_t LaunchRoute(const RouteParams& p, cudaStream_t stream) {
   if (p.n_tokens <= 0) return cudaSuccess;
-  if (p.n_expert <= 0 || p.n_expert > kMaxRoutedExperts || p.k <= 0 || p.k > p.n_expert ||
-      (p.group_limited && (p.n_group <= 1 || p.n_group > kMaxGroups ||
-                           p.n_expert % p.n_group != 0 || p.n_group_used <= 0))) {
-    return cudaErrorInvalidValue;
-  }
-  const size_t smem = kRouteWarps * (2 * p.n_expert + kMaxGroups) * sizeof(float);
+  if (!RouteValid(p)) return cudaErrorInvalidValue;
+  const size_t smem = kRouteWarps * RouteWarpFloats(p.n_expert) * sizeof(float);
   const int blocks = (p.n_tokens + kRouteWarps - 1) / kRouteWarps;
   RouteKernel<<<blocks, kRouteWarps * 32, smem, stream>>>(p);
   return cudaGetLastError();
@@ -183,6 +226,20 @@ cudaError_t LaunchRoute(const RouteParams& p, cudaStream_t stream) {
 cudaError_t LaunchGroupByExpert(const GroupParams& p, cudaStream_t stream) {
   if (p.n_expert <= 0 || p.n_expert > kMaxRoutedExperts || p.k <= 0) return cudaErrorInvalidValue;
   GroupKernel<<<1, kGroupThreads, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+bool RouteAndGroupFits(const RouteParams& p) {
+  return p.n_tokens <= kGroupThreads / 32 && FusedSmemBytes(p) <= kFusedRouteSmem;
+}
+
+cudaError_t LaunchRouteAndGroup(const RouteParams& rp, const GroupParams& gp, cudaStream_t stream) {
+  if (rp.n_tokens <= 0) return cudaSuccess;
+  if (!RouteValid(rp) || !RouteAndGroupFits(rp) || gp.experts != rp.experts ||
+      gp.n_tokens != rp.n_tokens || gp.k != rp.k || gp.n_expert != rp.n_expert) {
+    return cudaErrorInvalidValue;
+  }
+  RouteGroupKernel<<<1, kGroupThreads, FusedSmemBytes(rp), stream>>>(rp, gp);
   return cudaGetLastError();
 }
 

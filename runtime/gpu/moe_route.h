@@ -49,4 +49,11 @@ struct GroupParams {
 };
 cudaError_t LaunchGroupByExpert(const GroupParams& p, cudaStream_t stream);
 
+// LaunchRoute then LaunchGroupByExpert in one launch (one CTA: saves a launch in small decode
+// steps), the same outputs; gp.experts must be rp.experts. Only where RouteAndGroupFits(rp)
+// (a warp per token: n_tokens <= 32, and their scores in 48 KB of shared memory: 21 tokens
+// of 256 experts).
+bool RouteAndGroupFits(const RouteParams& rp);
+cudaError_t LaunchRouteAndGroup(const RouteParams& rp, const GroupParams& gp, cudaStream_t stream);
+
 }  // namespace tritmoe::gpu

@@ -127,8 +127,10 @@ std::vector<std::vector<float>> RunGpu(GpuModel& m) {
   return steps;
 }
 
-std::unique_ptr<GpuModel> LoadGpu(const std::string& path, KvCacheType kv, bool graphs) {
+std::unique_ptr<GpuModel> LoadGpu(const std::string& path, KvCacheType kv, bool graphs,
+                                  bool fuse = true) {
   GpuModelOptions o;
+  o.fuse_small_ops = fuse;
   o.kv_type = kv;
   o.max_context = 64;
   o.threads = 2;
@@ -223,6 +225,18 @@ TEST(GpuModelTest, GraphReplaysEqualEagerLaunches) {
   ASSERT_NE(eager, nullptr);
   ASSERT_NE(graphs, nullptr);
   EXPECT_EQ(RunGpu(*graphs), RunGpu(*eager));
+}
+
+// The fused small ops (norm + quantize, residual + norm, SwiGLU + quantize, route + group) do the
+// same float operations as the separate kernels: bit-identical logits, prefill and decode.
+TEST(GpuModelTest, FusedSmallOpsEqualSeparateKernels) {
+  TM_SKIP_WITHOUT_GPU();
+  const std::string path = TinyModel("ud-1.58");
+  auto fused = LoadGpu(path, KvCacheType::kF16, true, true);
+  auto separate = LoadGpu(path, KvCacheType::kF16, true, false);
+  ASSERT_NE(fused, nullptr);
+  ASSERT_NE(separate, nullptr);
+  EXPECT_EQ(RunGpu(*fused), RunGpu(*separate));
 }
 
 TEST(GpuModelTest, GreedyStepReturnsTheArgmax) {
