@@ -55,13 +55,16 @@ __global__ void __launch_bounds__(kNormThreads) RmsNormKernel(const RmsNormParam
     // A warp per 256-column block, lane L on columns 8L..8L+7 (the record's fragment order).
     const int lane = threadIdx.x & 31, nkb = p.n / 256;
     for (int kb = threadIdx.x >> 5; kb < nkb; kb += kNormThreads / 32) {
-      const int c0 = kb * 256 + lane * 8;
-      float v[8];
+      const int c0 = kb * 256 + lane * 8;  // 16-byte aligned (checked at launch)
+      float xv[8], gv[8], v[8];
+      *reinterpret_cast<float4*>(xv) = *reinterpret_cast<const float4*>(x + c0);
+      *reinterpret_cast<float4*>(xv + 4) = *reinterpret_cast<const float4*>(x + c0 + 4);
+      *reinterpret_cast<float4*>(gv) = *reinterpret_cast<const float4*>(p.gain + c0);
+      *reinterpret_cast<float4*>(gv + 4) = *reinterpret_cast<const float4*>(p.gain + c0 + 4);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        v[j] = __fmul_rn(__fmul_rn(x[c0 + j], scale), p.gain[c0 + j]);
-        y[c0 + j] = v[j];
-      }
+      for (int j = 0; j < 8; ++j) v[j] = __fmul_rn(__fmul_rn(xv[j], scale), gv[j]);
+      *reinterpret_cast<float4*>(y + c0) = *reinterpret_cast<const float4*>(v);
+      *reinterpret_cast<float4*>(y + c0 + 4) = *reinterpret_cast<const float4*>(v + 4);
       gpu_internal::QuantizeBlockWarp(
           v, lane, p.act + (static_cast<int64_t>(r) * nkb + kb) * gpu_internal::kActRecordBytes);
     }
@@ -112,8 +115,13 @@ unsigned Blocks(int64_t n, int threads) {
 cudaError_t LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream) {
   if (p.n_rows <= 0) return cudaSuccess;
   if (p.n <= 0 || p.x == nullptr || p.y == nullptr || p.gain == nullptr ||
-      (p.residual != nullptr && p.in_rows != nullptr) || (p.act != nullptr && p.n % 256 != 0)) {
+      (p.residual != nullptr && p.in_rows != nullptr)) {
     return cudaErrorInvalidValue;
+  }
+  const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  if (p.act != nullptr && (p.n % 256 != 0 || p.x_stride % 4 != 0 || p.y_stride % 4 != 0 ||
+                           !aligned(p.x) || !aligned(p.y) || !aligned(p.gain) || !aligned(p.act))) {
+    return cudaErrorInvalidValue;  // the quantizing pass moves 16-byte vectors
   }
   RmsNormKernel<<<p.n_rows, kNormThreads, 0, stream>>>(p);
   return cudaGetLastError();

@@ -26,7 +26,8 @@ struct RmsNormParams {
   // kernels). residual: x[r][i] = x[r][i] + residual[r][i] first, written back into x (x must be
   // writable; in_rows must be null; twin: LaunchAdd). act: y is also quantized into activation
   // records for the next int8 GEMV (the layout of experts/cuda/quant_gemv_launch.h, n % 256 == 0,
-  // ActWorkspaceBytes(n_rows, n) bytes), as QuantizeActivationsGpu over y would.
+  // ActWorkspaceBytes(n_rows, n) bytes), as QuantizeActivationsGpu over y would; x, y, gain and
+  // act 16-byte aligned, strides multiples of 4.
   const float* residual = nullptr;  // device [n_rows][x_stride] or nullptr
   uint8_t* act = nullptr;           // device records or nullptr
 };
