@@ -274,7 +274,14 @@ absl::Status RunBenchGpuDecode(const BenchGpuDecodeArgs& a) {
   std::printf("\n|---|");
   for (size_t i = 0; i < rows.size(); ++i) std::printf("---|");
   std::printf("\n");
-  for (const std::string& name : rows.back().shares.op_names) {
+  // Every op of any row (fused ops exist only in some batch sizes), in order of appearance.
+  std::vector<std::string> names;
+  for (const Row& r : rows) {
+    for (const std::string& name : r.shares.op_names) {
+      if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+    }
+  }
+  for (const std::string& name : names) {
     std::printf("| %s |", name.c_str());
     for (const Row& r : rows) {
       const LayerShares& s = r.shares;
