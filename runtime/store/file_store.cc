@@ -21,7 +21,7 @@ namespace {
 
 // Reads above this many bytes are split over the reader threads; below it a thread costs more
 // than it saves.
-constexpr uint64_t kParallelReadBytes = uint64_t{4} << 20;
+constexpr uint64_t kParallelReadBytes = uint64_t{1} << 20;
 
 // Runs fn(i) for i in [0, n) on `threads` threads (the caller's included); returns the first error
 // and skips the tasks not yet started once one failed.
