@@ -1,0 +1,110 @@
+"""llama.cpp on the same model file, in the same units as the study.
+
+  llama-bench          -p ISL -n OSL: prompt and generation tok/s of one sequence (mean of -r)
+  llama-batched-bench  -npp ISL -ntg OSL -npl <concurrencies>: B sequences decoding together;
+                       output tok/s = B x OSL / (prefill + decode time), the same definition as
+                       bench-serve's output throughput, and per-user tok/s = OSL / decode time
+                       (1000 / TPOT)
+
+Both run on the CPU with the given threads. A missing tool is recorded, not fatal.
+"""
+import json
+import os
+import subprocess
+
+
+def _run(cmd, log_path, timeout):
+    env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(os.path.dirname(cmd[0]), "..", "lib"))
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    with open(log_path, "w") as f:
+        f.write("$ " + " ".join(cmd) + "\n" + p.stdout + p.stderr)
+    if p.returncode != 0:
+        raise RuntimeError(f"exit {p.returncode}: {' '.join(cmd)}\n{(p.stdout + p.stderr)[-2000:]}")
+    return p.stdout + "\n" + p.stderr
+
+
+def parse_batched_jsonl(text):
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{") and '"speed_tg"' in line:
+            rows.append(json.loads(line))
+    return rows
+
+
+def parse_llama_bench_json(text):
+    start = text.find("[")
+    end = text.rfind("]")
+    if start < 0 or end < 0:
+        return []
+    return json.loads(text[start:end + 1])
+
+
+def run(bin_dir, model, threads, concurrency, input_len, output_len, work, reps=3,
+        timeout=1200):
+    out = {"bin": os.path.abspath(bin_dir), "threads": threads, "bench": None, "batched": None,
+           "errors": []}
+    stamp = os.path.join(bin_dir, "..", ".tritmoe-llama-stamp")
+    if os.path.exists(stamp):
+        out["stamp"] = open(stamp).read()
+    lb = os.path.join(bin_dir, "llama-bench")
+    if os.access(lb, os.X_OK):
+        cmd = [lb, "-m", model, "-t", str(threads), "-p", str(input_len), "-n", str(output_len),
+               "-r", str(reps), "-o", "json"]
+        try:
+            rows = parse_llama_bench_json(_run(cmd, os.path.join(work, "llama_bench.log"),
+                                               timeout))
+            out["bench"] = {"command": " ".join(cmd), "rows": [
+                {"n_prompt": r.get("n_prompt"), "n_gen": r.get("n_gen"),
+                 "avg_ts": r.get("avg_ts"), "stddev_ts": r.get("stddev_ts"),
+                 "build_commit": r.get("build_commit"), "cpu_info": r.get("cpu_info")}
+                for r in rows]}
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError) as e:
+            out["errors"].append(f"llama-bench: {e}")
+    else:
+        out["errors"].append(f"no llama-bench in {bin_dir}")
+    bb = os.path.join(bin_dir, "llama-batched-bench")
+    if os.access(bb, os.X_OK):
+        npl = ",".join(map(str, concurrency))
+        ctx = max(concurrency) * (input_len + output_len) + 64
+        cmd = [bb, "-m", model, "-t", str(threads), "-c", str(ctx), "-b", "2048", "-ub", "512",
+               "-npp", str(input_len), "-ntg", str(output_len), "-npl", npl,
+               "--output-format", "jsonl"]
+        try:
+            rows = parse_batched_jsonl(_run(cmd, os.path.join(work, "llama_batched.log"),
+                                            timeout))
+            out["batched"] = {"command": " ".join(cmd), "rows": [
+                {"concurrency": r["pl"], "pp": r["pp"], "tg": r["tg"],
+                 "output_tok_s": r["pl"] * r["tg"] / r["t"],
+                 "decode_tok_s": r["speed_tg"],
+                 "per_user_tok_s": r["tg"] / r["t_tg"],
+                 "prefill_tok_s": r["speed_pp"]} for r in rows]}
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
+            out["errors"].append(f"llama-batched-bench: {e}")
+    else:
+        out["errors"].append(f"no llama-batched-bench in {bin_dir}")
+    return out
+
+
+def csv_rows(peer):
+    rows = []
+    if peer.get("batched"):
+        for r in peer["batched"]["rows"]:
+            rows.append({"kind": "llama", "device": "cpu", "config": "llama.cpp batched-bench",
+                         "ranks": 1, "threads_per_rank": peer["threads"],
+                         "concurrency": r["concurrency"], "input_len": r["pp"],
+                         "output_len": r["tg"], "output_tok_s": r["output_tok_s"],
+                         "output_tok_s_per_rank": r["output_tok_s"],
+                         "per_user_tok_s": r["per_user_tok_s"],
+                         "notes": f"decode-only {r['decode_tok_s']:.1f} tok/s, prefill "
+                                  f"{r['prefill_tok_s']:.1f} tok/s"})
+    if peer.get("bench"):
+        for r in peer["bench"]["rows"]:
+            rows.append({"kind": "llama", "device": "cpu", "config": "llama.cpp llama-bench "
+                         + ("pp" if r["n_gen"] == 0 else "tg"), "ranks": 1,
+                         "threads_per_rank": peer["threads"], "concurrency": 1,
+                         "input_len": r["n_prompt"], "output_len": r["n_gen"],
+                         "output_tok_s": r["avg_ts"] if r["n_gen"] else None,
+                         "per_user_tok_s": r["avg_ts"] if r["n_gen"] else None,
+                         "notes": f"{r['avg_ts']:.2f} +- {r['stddev_ts']:.2f} tok/s"})
+    return rows
