@@ -568,6 +568,16 @@ absl::Status EngineImpl::RunWorker() {
 
 }  // namespace
 
+StepPhaseTimes& StepPhaseTimes::operator+=(const StepPhaseTimes& o) {
+  attention_s += o.attention_s;
+  moe_compute_s += o.moe_compute_s;
+  dispatch_s += o.dispatch_s;
+  combine_s += o.combine_s;
+  other_s += o.other_s;
+  tokens += o.tokens;
+  return *this;
+}
+
 absl::Status EngineOptions::Validate() const {
   if (model_path.empty()) return absl::InvalidArgumentError("no model path");
   RETURN_IF_ERROR(model.Validate());

@@ -33,6 +33,10 @@
 //     engine stays usable. An error inside the collective (a rank failed) is fatal: the caller
 //     must end the job (MpiSession::Abort); every rank reports it rather than hanging.
 //   * Thread use: one thread calls Step (the server's scheduler thread); not reentrant.
+//   * Self-measurement: every step result carries each rank's wall time split by phase
+//     (StepPhaseTimes, gathered with the results at no extra collective), and
+//     CollectRoutingStats sums the tokens routed to each (MoE layer, expert) over all ranks since
+//     start -- the input of placement "balanced:<file>" (RoutingStats::Save writes that file).
 #pragma once
 
 #include <cstdint>
@@ -43,6 +47,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "comm/communicator.h"
+#include "comm/expert_placement.h"
+#include "comm/routing_stats.h"
 #include "runtime/model/model.h"
 #include "runtime/model/model_config.h"
 #include "runtime/text/sampler.h"
@@ -93,10 +99,35 @@ struct EngineRankInfo {
   int num_local_experts = 0;      // experts it holds, summed over the MoE layers
 };
 
+// One rank's wall time in one step, by phase (seconds, steady clock, measured on that rank).
+// The step on a rank runs from the moment it has the step message (the driver: after planning
+// and broadcasting it) to just before its results go back to the driver; the phases partition
+// that span:
+//   attention_s    MLA attention of every layer (projections, RoPE, KV cache append, softmax)
+//   moe_compute_s  the MoE layers' own compute: router, this rank's routed experts, shared expert
+//   dispatch_s     ExpertExchange::Dispatch: routing its tokens' rows to the experts' ranks, incl.
+//                  the all-to-alls and the time spent in them waiting for slower ranks to arrive
+//   combine_s      ExpertExchange::Combine: expert outputs back to the tokens' ranks, weighted sum,
+//                  incl. waiting in the all-to-all (for the slowest rank's experts)
+//   other_s        everything else: embedding, norms, residual adds, dense FFN layers, lm_head,
+//                  sampling, starting/releasing sequences
+// With one rank there is no all-to-all: dispatch_s and combine_s are exactly 0 (the single-rank
+// exchange's local copies count as moe_compute_s). A rank idle in a step (no sequences) still
+// takes part in every MoE exchange, so its dispatch/combine time is mostly waiting. A model
+// that does not split its step (the GPU model) reports it all as other_s.
+struct StepPhaseTimes {
+  double attention_s = 0, moe_compute_s = 0, dispatch_s = 0, combine_s = 0, other_s = 0;
+  int64_t tokens = 0;  // new tokens of this rank's own sequences in the step
+
+  double total_s() const { return attention_s + moe_compute_s + dispatch_s + combine_s + other_s; }
+  StepPhaseTimes& operator+=(const StepPhaseTimes& o);
+};
+
 struct EngineStepResult {
   std::vector<int32_t> tokens;  // per item: the sampled token, or -1 when sample was false
   // Per item, the requested logits rows, n_vocab floats each (empty for kNone).
   std::vector<std::vector<float>> logits;
+  std::vector<StepPhaseTimes> rank_times;  // [num_ranks()]: every step, indexed by rank
 };
 
 class Engine {
@@ -126,6 +157,18 @@ class Engine {
 
   // Driver only: runs one step on every rank (see the contracts above).
   virtual absl::StatusOr<EngineStepResult> Step(const EngineStep& step) = 0;
+  // Driver only, collective (the workers take part through the step protocol, between steps):
+  // tokens routed to each (MoE layer, expert) since the engine started, summed over all ranks --
+  // each of a token's top-k choices counts once. Row l is model layer config().n_dense_lead + l.
+  // FailedPrecondition for a model without MoE layers. Cost: one all-reduce of
+  // n_moe_layers x n_expert int64 (DeepSeek-V3: 58 x 256 x 8 B = 119 KB).
+  virtual absl::StatusOr<RoutingStats> CollectRoutingStats() {
+    return absl::UnimplementedError("this engine records no routing statistics");
+  }
+  // The expert placement in use, one per MoE layer (empty for a model without MoE layers); with
+  // CollectRoutingStats, input to LayerLoadImbalance (runtime/engine/expert_load.h).
+  virtual std::vector<ExpertPlacement> expert_placements() const { return {}; }
+
   // Driver only: ends every worker's RunWorker with OK. Idempotent.
   virtual absl::Status Shutdown() = 0;
   // Workers only: executes the driver's steps until Shutdown (OK) or a failure (error).
