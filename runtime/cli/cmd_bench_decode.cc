@@ -44,6 +44,7 @@ struct BenchDecodeArgs {
   int reps = 5;
   std::string comm = "auto";
   std::string placement = "contiguous";
+  std::string device = "cpu";
 };
 
 // Bytes of weights one step reads apart from the routed experts, and one routed expert's bytes
@@ -143,6 +144,7 @@ absl::Status RunBenchDecode(const BenchDecodeArgs& a) {
   EngineOptions options;
   options.model_path = a.model;
   options.placement = a.placement;
+  options.device = a.device;
   options.model.threads = a.threads;
   ASSIGN_OR_RETURN(options.model.kv_type, ParseKvCacheType(a.kv_type));
   const int max_batch = *std::max_element(batches.begin(), batches.end());
@@ -163,8 +165,9 @@ absl::Status BenchDecode(const BenchDecodeArgs& a, const std::vector<int>& batch
   const WeightBytes wb = CountWeightBytes(*file, c);
   file.reset();
   std::printf("model: %s\n", a.model.c_str());
-  std::printf("ranks: %d, threads per rank: %d, kv cache: %s, reps: %d (median)\n",
-              engine.num_ranks(), engine.threads(), a.kv_type.c_str(), a.reps);
+  std::printf("ranks: %d, threads per rank: %d, device: %s, kv cache: %s, reps: %d (median)\n",
+              engine.num_ranks(), engine.threads(), engine.ranks()[0].device.c_str(),
+              a.kv_type.c_str(), a.reps);
   std::printf(
       "weights: %.1f MB outside routed experts, %.2f MB per routed expert (all %d MoE "
       "layers), %d of %d experts per token\n",
@@ -224,6 +227,10 @@ void RegisterBenchDecodeCommand(CLI::App& app, absl::Status* result) {
                   "Expert placement: contiguous, balanced:<routing stats>, or a placement file")
       ->capture_default_str();
   cmd->add_option("--kv-type", a->kv_type, "KV cache type: f16, q8_0, q4_0, f32")
+      ->capture_default_str();
+  cmd->add_option(
+         "--device", a->device,
+         "Where the model runs: cpu, or cuda (the GPU of the rank's local rank; one rank only)")
       ->capture_default_str();
   cmd->add_option("--batch", a->batches, "Decode batch sizes, comma-separated")
       ->capture_default_str();

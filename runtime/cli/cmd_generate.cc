@@ -31,6 +31,7 @@ struct GenerateArgs {
   std::string kv_type = "f16";
   std::string comm = "auto";
   std::string placement = "contiguous";
+  std::string device = "cpu";
   SamplingParams sampling;
   int n_predict = 128;
   ExpertCacheFlags expert_cache;
@@ -116,6 +117,7 @@ absl::Status RunGenerate(const GenerateArgs& a) {
   EngineOptions options;
   options.model_path = a.model;
   options.placement = a.placement;
+  options.device = a.device;
   options.model.threads = a.threads;
   ASSIGN_OR_RETURN(options.model.kv_type, ParseKvCacheType(a.kv_type));
   ASSIGN_OR_RETURN(ExpertCacheSetup cache, SetUpExpertCache(a.model, a.expert_cache));
@@ -147,6 +149,10 @@ void RegisterGenerateCommand(CLI::App& app, absl::Status* result) {
                   "Expert placement: contiguous, balanced:<routing stats>, or a placement file")
       ->capture_default_str();
   cmd->add_option("--kv-type", a->kv_type, "KV cache type: f16, q8_0, q4_0, f32")
+      ->capture_default_str();
+  cmd->add_option(
+         "--device", a->device,
+         "Where the model runs: cpu, or cuda (the GPU of the rank's local rank; one rank only)")
       ->capture_default_str();
   cmd->add_option("--temperature,--temp", a->sampling.temperature, "0 = greedy")
       ->capture_default_str();

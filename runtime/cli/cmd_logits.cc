@@ -51,6 +51,7 @@ struct LogitsArgs {
   std::string attention = "auto";
   std::string comm = "auto";
   std::string placement = "contiguous";
+  std::string device = "cpu";
   int threads = 0;
   bool verbose = false;
 };
@@ -60,6 +61,7 @@ absl::Status RunLogits(const LogitsArgs& a) {
   EngineOptions eo;
   eo.model_path = a.model;
   eo.placement = a.placement;
+  eo.device = a.device;
   ModelOptions& opts = eo.model;
   if (a.precision == "float") {
     opts.precision = ActPrecision::kFloat;
@@ -157,6 +159,10 @@ void RegisterLogitsCommand(CLI::App& app, absl::Status* result) {
       ->capture_default_str();
   cmd->add_option("--placement", args->placement,
                   "Expert placement: contiguous, balanced:<routing stats>, or a placement file")
+      ->capture_default_str();
+  cmd->add_option(
+         "--device", args->device,
+         "Where the model runs: cpu, or cuda (the GPU of the rank's local rank; one rank only)")
       ->capture_default_str();
   cmd->add_flag("--verbose,-v", args->verbose,
                 "Print the ranks, the bytes each maps, and the model configuration");

@@ -46,6 +46,7 @@ struct ServeArgs {
   std::string kv_type = "f16";
   std::string comm = "auto";
   std::string placement = "contiguous";
+  std::string device = "cpu";
   int max_num_seqs = 64;
   int max_num_batched_tokens = 2048;
   int64_t max_model_len = 0;
@@ -187,6 +188,7 @@ absl::Status RunServe(const ServeArgs& a) {
   EngineOptions options;
   options.model_path = a.model;
   options.placement = a.placement;
+  options.device = a.device;
   options.model.threads = a.threads;
   options.model.max_context = a.max_model_len;
   ASSIGN_OR_RETURN(options.model.kv_type, ParseKvCacheType(a.kv_type));
@@ -221,6 +223,10 @@ void RegisterServeCommand(CLI::App& app, absl::Status* result) {
                   "Expert placement: contiguous, balanced:<routing stats>, or a placement file")
       ->capture_default_str();
   cmd->add_option("--kv-type", a->kv_type, "KV cache type: f16, q8_0, q4_0, f32")
+      ->capture_default_str();
+  cmd->add_option(
+         "--device", a->device,
+         "Where the model runs: cpu, or cuda (the GPU of the rank's local rank; one rank only)")
       ->capture_default_str();
   cmd->add_option("--max-num-seqs", a->max_num_seqs, "Sequences in the running batch")
       ->capture_default_str();

@@ -19,6 +19,7 @@
 #include "runtime/engine/ep_expert_exchange.h"
 #include "runtime/engine/placement_spec.h"
 #include "runtime/engine/rank_weights.h"
+#include "runtime/engine/step_backend.h"
 #include "runtime/engine/step_codec.h"
 #include "runtime/model/vocab_loader.h"
 
@@ -53,6 +54,7 @@ struct StartInfo {
   int64_t expert_bytes = 0;
   int64_t file_tensor_bytes = 0;
   char host[64] = {};
+  char device[64] = {};
   char options[256] = {};
   char path[256] = {};
   char error[512] = {};
@@ -66,11 +68,18 @@ void CopyString(char (&dst)[N], const std::string& s) {
 // The options every rank must share (not threads: ranks may differ in cores).
 std::string OptionsDescription(const EngineOptions& o) {
   return absl::StrFormat(
-      "precision=%s kv_type=%s max_context=%d attention=%d placement=%s max_sequences=%d "
-      "max_tokens_per_step=%d",
-      o.model.precision == ActPrecision::kFloat ? "float" : "quantized",
+      "device=%s precision=%s kv_type=%s max_context=%d attention=%d placement=%s "
+      "max_sequences=%d max_tokens_per_step=%d",
+      o.device, o.model.precision == ActPrecision::kFloat ? "float" : "quantized",
       std::string(KvCacheTypeName(o.model.kv_type)), o.model.max_context,
       static_cast<int>(o.model.attention), o.placement, o.max_sequences, o.max_tokens_per_step);
+}
+
+// Whether the sampler's next draw is the plain argmax of the logits (first maximum on ties), which
+// a backend may compute where the logits are: greedy, and no token masked at this point.
+bool IsPlainArgmax(const Sampler& sampler, int32_t generated) {
+  const SamplingParams& p = sampler.params();
+  return p.temperature == 0 && !p.ignore_eos && generated >= p.min_tokens;
 }
 
 std::string HostName() {
@@ -103,7 +112,7 @@ class EngineImpl final : public Engine {
 
  private:
   struct LocalSequence {
-    std::unique_ptr<KvCache> cache;
+    std::unique_ptr<BackendCache> cache;
     Sampler sampler;
     int32_t generated = 0;
   };
@@ -131,7 +140,7 @@ class EngineImpl final : public Engine {
   Communicator* const comm_;
   int threads_ = 1;
   std::unique_ptr<EpExpertExchange> exchange_;  // outlives model_ (declared first)
-  std::unique_ptr<Model> model_;
+  std::unique_ptr<StepBackend> model_;          // the CPU Model or the GPU model (options_.device)
   std::optional<Tokenizer> tokenizer_;
   std::vector<EngineRankInfo> ranks_;
 
@@ -149,6 +158,14 @@ class EngineImpl final : public Engine {
 absl::Status EngineImpl::LoadLocal(StartInfo* info) {
   RETURN_IF_ERROR(options_.Validate());
   const int n_ranks = comm_->size(), me = comm_->rank();
+  const bool gpu = options_.device == "cuda";
+  if (gpu && n_ranks > 1) {
+    // GpuModel computes every routed expert itself; it has no hook for the MoE exchange yet.
+    return absl::UnimplementedError(absl::StrCat(
+        "--device cuda runs on one rank only: expert parallelism across GPUs is not implemented "
+        "yet, and this job has ",
+        n_ranks, " ranks (run one process, or --device cpu)"));
+  }
   ModelConfig config;
   std::vector<ExpertPlacement> placements;
   {
@@ -170,13 +187,19 @@ absl::Status EngineImpl::LoadLocal(StartInfo* info) {
   mo.threads = threads_;
   mo.local_experts.clear();
   mo.exchange = nullptr;
-  // A model without MoE layers (all dense) needs no exchange: every rank computes everything.
-  if (!placements.empty()) {
-    mo.local_experts = LocalExpertUnion(placements, me);
-    ASSIGN_OR_RETURN(exchange_, EpExpertExchange::Create(config, std::move(placements), n_ranks));
-    mo.exchange = exchange_.get();
+  if (gpu) {
+    // One rank, one GPU (its local rank), every expert on it: no exchange.
+    ASSIGN_OR_RETURN(model_, LoadGpuBackend(options_.model_path, mo, comm_->local_rank()));
+  } else {
+    // A model without MoE layers (all dense) needs no exchange: every rank computes everything.
+    if (!placements.empty()) {
+      mo.local_experts = LocalExpertUnion(placements, me);
+      ASSIGN_OR_RETURN(exchange_, EpExpertExchange::Create(config, std::move(placements), n_ranks));
+      mo.exchange = exchange_.get();
+    }
+    ASSIGN_OR_RETURN(model_, LoadCpuBackend(options_.model_path, mo));
   }
-  ASSIGN_OR_RETURN(model_, Model::Load(options_.model_path, mo));
+  CopyString(info->device, model_->device_name());
   ASSIGN_OR_RETURN(Tokenizer tok, LoadTokenizer(model_->gguf()));
   if (tok.n_vocab() != model_->n_vocab()) {
     return absl::InvalidArgumentError(absl::StrCat(options_.model_path, ": tokenizer has ",
@@ -184,9 +207,9 @@ absl::Status EngineImpl::LoadLocal(StartInfo* info) {
                                                    model_->n_vocab()));
   }
   tokenizer_.emplace(std::move(tok));
-  const RankWeightBytes bytes = CountRankWeightBytes(
-      model_->gguf(), model_->config(),
-      exchange_ != nullptr ? exchange_->placements() : std::vector<ExpertPlacement>{}, me);
+  const RankWeightBytes bytes =
+      CountRankWeightBytes(model_->gguf(), model_->config(),
+                           exchange_ != nullptr ? exchange_->placements() : placements, me);
   info->replicated_bytes = bytes.replicated;
   info->expert_bytes = bytes.experts;
   info->file_tensor_bytes = bytes.file;
@@ -258,6 +281,7 @@ absl::Status EngineImpl::Init() {
     r.pid = x.pid;
     r.host = x.host;
     r.threads = x.threads;
+    r.device = x.device;
     r.replicated_bytes = x.replicated_bytes;
     r.expert_bytes = x.expert_bytes;
     r.file_tensor_bytes = x.file_tensor_bytes;
@@ -380,15 +404,18 @@ absl::Status EngineImpl::Execute(const StepMessage& m, RankResult* result) {
   for (size_t i = 0; i < m.step.start.size(); ++i) {
     if (m.owners[i] != me) continue;
     const SequenceStart& s = m.step.start[i];
-    ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, model_->NewKvCache(s.capacity));
+    ASSIGN_OR_RETURN(std::unique_ptr<BackendCache> cache, model_->NewCache(s.capacity));
     ASSIGN_OR_RETURN(Sampler sampler, Sampler::Create(s.sampling, static_cast<int32_t>(n_vocab),
                                                       tokenizer_->eos_id()));
     if (!local_.emplace(s.id, LocalSequence{std::move(cache), std::move(sampler), 0}).second) {
       return absl::InternalError(absl::StrCat("sequence id ", s.id, " started twice"));
     }
   }
-  std::vector<SequenceInput> batch;
+  std::vector<BackendInput> batch;
   std::vector<size_t> batch_item;
+  // Where the backend samples greedily itself (the GPU: argmax on the device, only the tokens
+  // come back) and every item wants exactly that, the logits never reach the host.
+  bool device_greedy = model_->has_device_greedy();
   for (size_t i = 0; i < m.step.items.size(); ++i) {
     const EngineItem& it = m.step.items[i];
     auto l = local_.find(it.id);
@@ -397,19 +424,32 @@ absl::Status EngineImpl::Execute(const StepMessage& m, RankResult* result) {
     if (want == LogitsRequest::kNone && it.sample) want = LogitsRequest::kLast;
     batch.push_back({l->second.cache.get(), it.tokens, want});
     batch_item.push_back(i);
+    device_greedy = device_greedy && it.sample && it.logits == LogitsRequest::kNone &&
+                    IsPlainArgmax(l->second.sampler, l->second.generated);
   }
   // Runs even with an empty batch: this rank's experts serve the other ranks' tokens.
   StepOutput out;
-  RETURN_IF_ERROR(model_->Step(batch, &out));
+  std::vector<int32_t> next;  // the device's argmax per batch entry (device_greedy)
+  if (device_greedy && !batch.empty()) {
+    RETURN_IF_ERROR(model_->StepGreedy(batch, &next));
+    if (next.size() != batch.size()) {
+      return absl::InternalError(absl::StrCat("greedy step returned ", next.size(), " tokens for ",
+                                              batch.size(), " sequences"));
+    }
+  } else {
+    RETURN_IF_ERROR(model_->Step(batch, &out));
+  }
   for (size_t b = 0; b < batch.size(); ++b) {
     const EngineItem& it = m.step.items[batch_item[b]];
     ItemResult r;
     r.item = static_cast<int32_t>(batch_item[b]);
     if (it.sample && result->status.ok()) {
       LocalSequence& seq = local_.find(it.id)->second;
-      const float* last = out.Row(b, out.n_rows[b] - 1);
       absl::StatusOr<int32_t> token =
-          seq.sampler.Sample(absl::MakeConstSpan(last, n_vocab), seq.generated);
+          !next.empty()
+              ? absl::StatusOr<int32_t>(next[b])
+              : seq.sampler.Sample(absl::MakeConstSpan(out.Row(b, out.n_rows[b] - 1), n_vocab),
+                                   seq.generated);
       if (token.ok()) {
         r.token = *token;
         ++seq.generated;
@@ -580,6 +620,10 @@ StepPhaseTimes& StepPhaseTimes::operator+=(const StepPhaseTimes& o) {
 
 absl::Status EngineOptions::Validate() const {
   if (model_path.empty()) return absl::InvalidArgumentError("no model path");
+  if (device != "cpu" && device != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device must be cpu or cuda, got \"", device, "\""));
+  }
   RETURN_IF_ERROR(model.Validate());
   if (placement.empty()) return absl::InvalidArgumentError("empty expert placement");
   if (max_sequences < 1) {

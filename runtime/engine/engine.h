@@ -63,6 +63,13 @@ struct EngineOptions {
   std::string placement = "contiguous";
   int max_sequences = 64;          // live sequences job-wide
   int max_tokens_per_step = 2048;  // tokens of all items of one step, job-wide (sizes buffers)
+  // Where each rank runs its model: "cpu" (runtime/model) or "cuda" (runtime/gpu/gpu_model.h, on
+  // the rank's local-rank GPU, every expert on it). "cuda" takes one rank only for now (a job of
+  // more fails at start on every rank, an agreed failure) and rejects what only the CPU has
+  // (precision float, attention naive, an expert cache); builds without CUDA reject it.
+  // Greedy sequences are sampled on the GPU (only their tokens come back); other sampling, and
+  // requested logits, copy n_vocab floats per row to the host.
+  std::string device = "cpu";
 
   absl::Status Validate() const;
 };
@@ -92,6 +99,7 @@ struct EngineStep {
 struct EngineRankInfo {
   int pid = 0;
   std::string host;
+  std::string device;             // "cpu" or "cuda:<index> (<GPU name>)"
   int threads = 0;                // model threads of that rank
   int64_t replicated_bytes = 0;   // tensor bytes outside the routed experts
   int64_t expert_bytes = 0;       // its own routed experts, all MoE layers

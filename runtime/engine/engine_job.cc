@@ -19,10 +19,10 @@ std::string StartupReport(const Engine& engine, const std::string& backend) {
     absl::StrAppendFormat(
         &out,
         "  rank %d (pid %d on %s, %d thread%s): weights %.2f MB = replicated %.2f MB + %d "
-        "expert-layers %.2f MB, of %.2f MB in the file\n",
+        "expert-layers %.2f MB, of %.2f MB in the file, on %s\n",
         r, x.pid, x.host, x.threads, x.threads == 1 ? "" : "s",
         (x.replicated_bytes + x.expert_bytes) / 1e6, x.replicated_bytes / 1e6, x.num_local_experts,
-        x.expert_bytes / 1e6, x.file_tensor_bytes / 1e6);
+        x.expert_bytes / 1e6, x.file_tensor_bytes / 1e6, x.device);
   }
   return out;
 }

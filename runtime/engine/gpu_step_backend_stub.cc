@@ -1,0 +1,13 @@
+// Builds without CUDA: the GPU backend of the Engine does not exist.
+#include "runtime/engine/step_backend.h"
+
+namespace tritmoe {
+
+absl::StatusOr<std::unique_ptr<StepBackend>> LoadGpuBackend(const std::string&, const ModelOptions&,
+                                                            int) {
+  return absl::UnimplementedError(
+      "--device cuda: this tritmoe was built without CUDA (configure on a machine with the CUDA "
+      "toolkit, TRITMOE_CUDA=ON)");
+}
+
+}  // namespace tritmoe

@@ -1,0 +1,82 @@
+// What one Engine rank runs its share of a step on: the CPU Model (runtime/model) or, with
+// EngineOptions::device "cuda", the GPU model (runtime/gpu/gpu_model.h). Both have the same Step
+// contract (a batch of sequences, each with its own KV cache; logits of the requested rows to the
+// host); the Engine sees them only through this interface.
+//
+//   ASSIGN_OR_RETURN(std::unique_ptr<StepBackend> b, LoadCpuBackend(path, model_options));
+//   ASSIGN_OR_RETURN(std::unique_ptr<BackendCache> c, b->NewCache(capacity));
+//   RETURN_IF_ERROR(b->Step({{c.get(), tokens, LogitsRequest::kLast}}, &out));
+//
+// Contracts:
+//   * A BackendCache belongs to the backend that made it (passing another's is a programming
+//     error) and must be destroyed before it.
+//   * Step with an empty batch is valid and does no model work on a single-rank backend; on the
+//     CPU backend it still takes part in the MoE exchange (expert parallelism).
+//   * StepGreedy: every sequence's next token is the argmax of its last row (first maximum on
+//     ties, as Sampler's greedy draw), computed where the model runs, so that only the tokens come
+//     back. Backends without it return Unimplemented; callers check has_device_greedy().
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "runtime/gguf/gguf.h"
+#include "runtime/model/model.h"
+#include "runtime/model/model_config.h"
+
+namespace tritmoe {
+
+// One sequence's KV cache, wherever it lives.
+class BackendCache {
+ public:
+  virtual ~BackendCache() = default;
+  virtual int64_t size() const = 0;
+};
+
+// One sequence's part of a step (as SequenceInput).
+struct BackendInput {
+  BackendCache* cache = nullptr;
+  std::span<const int32_t> tokens;
+  LogitsRequest logits = LogitsRequest::kLast;
+};
+
+class StepBackend {
+ public:
+  virtual ~StepBackend() = default;
+
+  virtual const ModelConfig& config() const = 0;
+  virtual const gguf::GgufModel& gguf() const = 0;  // tokenizer and other metadata
+  virtual int64_t n_vocab() const = 0;
+  virtual int64_t max_context() const = 0;
+  // "cpu" or "cuda:<index> (<GPU name>)": for the start-up report.
+  virtual std::string device_name() const = 0;
+
+  virtual absl::StatusOr<std::unique_ptr<BackendCache>> NewCache(int64_t capacity) const = 0;
+  virtual absl::Status Step(std::span<const BackendInput> batch, StepOutput* out) = 0;
+  virtual bool has_device_greedy() const { return false; }
+  virtual absl::Status StepGreedy(std::span<const BackendInput> /*batch*/,
+                                  std::vector<int32_t>* /*next*/) {
+    return absl::UnimplementedError("this backend has no device-side greedy sampling");
+  }
+};
+
+// The CPU Model of runtime/model (options as Model::Load).
+absl::StatusOr<std::unique_ptr<StepBackend>> LoadCpuBackend(const std::string& path,
+                                                            const ModelOptions& options);
+
+// The GPU model on CUDA device `device`, with the KV cache type and max context of `options`;
+// options.threads repack the weights at load. The GPU quantizes activations for quantized weights
+// and runs float kernels for F16/F32/BF16 ones, in the absorbed MLA form, with the routed experts
+// in device memory: options.precision kFloat, attention kNaive, local_experts, exchange and
+// expert_source are rejected (InvalidArgument naming the option). Builds without CUDA:
+// Unimplemented ("built without CUDA").
+absl::StatusOr<std::unique_ptr<StepBackend>> LoadGpuBackend(const std::string& path,
+                                                            const ModelOptions& options,
+                                                            int device);
+
+}  // namespace tritmoe

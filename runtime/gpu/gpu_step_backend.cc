@@ -1,0 +1,118 @@
+// The GPU model behind the Engine's StepBackend interface (runtime/engine/step_backend.h).
+#include <cuda_runtime_api.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "runtime/engine/step_backend.h"
+#include "runtime/gpu/gpu_kv_cache.h"
+#include "runtime/gpu/gpu_model.h"
+
+namespace tritmoe {
+namespace {
+
+class GpuCache final : public BackendCache {
+ public:
+  explicit GpuCache(std::unique_ptr<gpu::GpuKvCache> cache) : cache_(std::move(cache)) {}
+  int64_t size() const override { return cache_->size(); }
+  gpu::GpuKvCache* get() const { return cache_.get(); }
+
+ private:
+  std::unique_ptr<gpu::GpuKvCache> cache_;
+};
+
+class GpuBackend final : public StepBackend {
+ public:
+  GpuBackend(std::unique_ptr<gpu::GpuModel> model, std::string name)
+      : model_(std::move(model)), name_(std::move(name)) {}
+
+  const ModelConfig& config() const override { return model_->config(); }
+  const gguf::GgufModel& gguf() const override { return model_->gguf(); }
+  int64_t n_vocab() const override { return model_->n_vocab(); }
+  int64_t max_context() const override { return model_->max_context(); }
+  std::string device_name() const override { return name_; }
+
+  absl::StatusOr<std::unique_ptr<BackendCache>> NewCache(int64_t capacity) const override {
+    ASSIGN_OR_RETURN(std::unique_ptr<gpu::GpuKvCache> cache, model_->NewKvCache(capacity));
+    return std::make_unique<GpuCache>(std::move(cache));
+  }
+
+  absl::Status Step(std::span<const BackendInput> batch, StepOutput* out) override {
+    // A single rank with nothing to run (a step that only starts or releases sequences).
+    if (batch.empty()) {
+      *out = StepOutput{};
+      out->n_vocab = model_->n_vocab();
+      return absl::OkStatus();
+    }
+    return model_->Step(Inputs(batch), out);
+  }
+
+  bool has_device_greedy() const override { return true; }
+  absl::Status StepGreedy(std::span<const BackendInput> batch,
+                          std::vector<int32_t>* next) override {
+    if (batch.empty()) {
+      next->clear();
+      return absl::OkStatus();
+    }
+    return model_->StepGreedy(Inputs(batch), next);
+  }
+
+ private:
+  std::span<const gpu::GpuSequenceInput> Inputs(std::span<const BackendInput> batch) {
+    inputs_.clear();
+    for (const BackendInput& in : batch) {
+      inputs_.push_back({static_cast<GpuCache*>(in.cache)->get(), in.tokens, in.logits});
+    }
+    return inputs_;
+  }
+
+  std::unique_ptr<gpu::GpuModel> model_;
+  std::string name_;
+  std::vector<gpu::GpuSequenceInput> inputs_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<StepBackend>> LoadGpuBackend(const std::string& path,
+                                                            const ModelOptions& options,
+                                                            int device) {
+  RETURN_IF_ERROR(options.Validate());
+  if (options.precision == ActPrecision::kFloat) {
+    return absl::InvalidArgumentError(
+        "--precision float is CPU only: on the GPU, quantized weights always take quantized "
+        "activations and F16/F32/BF16 weights float kernels");
+  }
+  if (options.attention == AttentionForm::kNaive) {
+    return absl::InvalidArgumentError(
+        "--attention naive is CPU only: the GPU runs MLA in the absorbed form");
+  }
+  if (options.expert_source != nullptr) {
+    return absl::InvalidArgumentError(
+        "the expert cache / expert store is CPU only: the GPU holds every routed expert in "
+        "device memory");
+  }
+  if (!options.local_experts.empty() || options.exchange != nullptr) {
+    return absl::InvalidArgumentError(
+        "the GPU model computes every routed expert itself (no expert parallelism on the GPU)");
+  }
+  gpu::GpuModelOptions go;
+  go.device = device;
+  go.kv_type = options.kv_type;
+  go.max_context = options.max_context;
+  go.threads = options.threads;
+  ASSIGN_OR_RETURN(std::unique_ptr<gpu::GpuModel> model, gpu::GpuModel::Load(path, go));
+  std::string name = absl::StrCat("cuda:", device);
+  cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, device) == cudaSuccess) {
+    absl::StrAppend(&name, " (", prop.name, ")");
+  } else {
+    cudaGetLastError();
+  }
+  return std::make_unique<GpuBackend>(std::move(model), std::move(name));
+}
+
+}  // namespace tritmoe
