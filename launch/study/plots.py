@@ -12,6 +12,8 @@
                           phase times, with the measured mean step time beside it
   imbalance.png           expert-load imbalance (max/mean routed tokens per rank) per MoE layer,
                           one line per rank count
+  gpu_predictions.png     the cluster model's GPU predictions (tok/s per GPU against per-user
+                          tok/s, one curve per cluster shape), titled as predictions
 
 Every PNG has NAME.series.json: {"title", "series": [{"label", "x", "y"}...]} with the values
 plotted, so a test can hold the picture to the CSV.
@@ -211,7 +213,32 @@ def imbalance(study, out):
                  {"available": bool(series)})
 
 
+def gpu_predictions(rows, out):
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    series = []
+    configs = []
+    for r in rows:
+        if r["kind"] == "prediction" and r["config"] not in configs:
+            configs.append(r["config"])
+    for cfg in configs:
+        pts = sorted(((r["model_per_user_tok_s"], r["output_tok_s_per_rank"], r["concurrency"])
+                      for r in rows if r["kind"] == "prediction" and r["config"] == cfg),
+                     key=lambda p: p[2])
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o--", label=cfg)
+        series.append({"label": cfg, "kind": "prediction", "concurrency": [p[2] for p in pts],
+                       "x": [p[0] for p in pts], "y": [p[1] for p in pts]})
+    ax.set_xlabel("per-user tok/s (predicted)")
+    ax.set_ylabel("output tok/s per GPU (predicted)")
+    ax.set_title("PREDICTED by the cluster model, not measured: DeepSeek-V3 ud-1.58 on H200s")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, out, "gpu_predictions", "predicted tok/s per GPU vs per-user tok/s", series)
+
+
 def make_all(study, rows, out):
     # CSV-formatted rows carry strings; work from the typed rows the study built.
-    return [throughput_vs_user(rows, out), scaling(rows, out), step_breakdown(rows, out),
+    made = [throughput_vs_user(rows, out), scaling(rows, out), step_breakdown(rows, out),
             imbalance(study, out)]
+    if any(r["kind"] == "prediction" for r in rows):
+        made.append(gpu_predictions(rows, out))
+    return made

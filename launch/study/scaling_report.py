@@ -17,7 +17,9 @@ import sys
 PLOTS = [("throughput_vs_user", "Output tok/s per rank against per-user tok/s"),
          ("scaling", "Strong and weak scaling against the ideal"),
          ("step_breakdown", "Step time breakdown per rank count"),
-         ("imbalance", "Expert-load imbalance per MoE layer")]
+         ("imbalance", "Expert-load imbalance per MoE layer"),
+         ("gpu_predictions", "GPU clusters, PREDICTED (not measured): tok/s per GPU against "
+                             "per-user tok/s")]
 
 
 def f(v, nd=1):

@@ -86,7 +86,8 @@ def pct(model, measured):
     return 100.0 * (model - measured) / measured
 
 
-def serve_row(args, ranks, threads, lvl, summ):
+def serve_row(args, ranks, threads, item):
+    lvl, summ = item["level"], item["metrics"]
     tpot = lvl["tpot_ms"]["mean"]
     row = {"kind": "serve", "device": args.device, "config": f"{args.device} np={ranks}",
            "ranks": ranks, "threads_per_rank": threads, "concurrency": lvl["concurrency"],
@@ -106,6 +107,9 @@ def serve_row(args, ranks, threads, lvl, summ):
            "mean_step_ms": summ["mean_step_s"] * 1e3 if summ["mean_step_s"] else None,
            "mean_tokens_per_step": summ["mean_tokens_per_step"], "notes": ""}
     notes = []
+    if len(item.get("runs_output_tok_s", [])) > 1:
+        notes.append("median of runs at " + " / ".join(f"{v:.1f}" for v in
+                                                        item["runs_output_tok_s"]) + " tok/s")
     if tpot <= 0:
         notes.append("TPOT 0: tokens arrived in one burst, per-user tok/s undefined")
     ph = summ["phase_s_per_step"]
@@ -135,14 +139,23 @@ def run_rank_count(args, shape, ranks, threads, work):
                 extra=extra) as srv:
         log(f"np={ranks}: serving on port {srv.http_port} ({threads} thread(s) per rank)")
         for c in args.concurrency:
-            before = prom.scrape(srv.http_port)
-            lvl = benches.bench_serve(args.tritmoe, srv.http_port, c, args.input_len,
-                                      args.output_len, work, num_prompts=args.num_prompts)
-            after = prom.scrape(srv.http_port)
-            summ = prom.level_summary(before, after)
-            log(f"np={ranks} c={c}: {lvl['output_throughput']:.1f} out tok/s, TPOT "
-                f"{lvl['tpot_ms']['mean']:.1f} ms, {lvl['failed']} failed")
-            levels.append({"level": lvl, "metrics": summ})
+            runs = []
+            for rep in range(args.repeat):
+                before = prom.scrape(srv.http_port)
+                lvl = benches.bench_serve(args.tritmoe, srv.http_port, c, args.input_len,
+                                          args.output_len, work, num_prompts=args.num_prompts,
+                                          seed=rep)
+                after = prom.scrape(srv.http_port)
+                runs.append({"level": lvl, "metrics": prom.level_summary(before, after)})
+                log(f"np={ranks} c={c} run {rep + 1}/{args.repeat}: "
+                    f"{lvl['output_throughput']:.1f} out tok/s, TPOT "
+                    f"{lvl['tpot_ms']['mean']:.1f} ms, {lvl['failed']} failed")
+            # The run with the median output throughput stands for the level (all are kept).
+            runs_sorted = sorted(runs, key=lambda r: r["level"]["output_throughput"])
+            chosen = dict(runs_sorted[(len(runs) - 1) // 2])
+            chosen["runs_output_tok_s"] = [r["level"]["output_throughput"] for r in runs]
+            chosen["all_runs"] = runs
+            levels.append(chosen)
         command = " ".join(srv.command)
     if srv.exit_code != 0:
         raise SystemExit(f"study: server np={ranks} exited with {srv.exit_code}; log: "
@@ -281,6 +294,9 @@ def parse_args(argv):
     ap.add_argument("--concurrency", type=int_list, default=[1, 4, 16])
     ap.add_argument("--input-len", type=int, default=64)
     ap.add_argument("--output-len", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="bench-serve runs per level; the median run (by output tok/s) is "
+                         "reported, all are kept in study.json")
     ap.add_argument("--num-prompts", type=int, default=0,
                     help="requests per level (0: bench-serve's default, 4 x concurrency, >= 8)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -309,6 +325,8 @@ def parse_args(argv):
         ap.error(f"--tritmoe {a.tritmoe}: not an executable file")
     if any(r > 1 for r in a.ranks) and not shutil.which(a.mpirun):
         ap.error(f"--mpirun {a.mpirun}: not found (needed for ranks > 1)")
+    if a.repeat < 1:
+        ap.error("--repeat must be >= 1")
     if a.input_len < 1 or a.output_len < 2:
         ap.error("--input-len must be >= 1 and --output-len >= 2 (TPOT needs two tokens)")
     return a
@@ -389,8 +407,7 @@ def main(argv=None):
     rows = []
     for rc in study["serve"]:
         for item in rc["levels"]:
-            rows.append(serve_row(args, rc["ranks"], rc["threads_per_rank"], item["level"],
-                                  item["metrics"]))
+            rows.append(serve_row(args, rc["ranks"], rc["threads_per_rank"], item))
     rows += mrows + a2a_rows(study) + grows
     if study["llama"]:
         rows += llama_peer.csv_rows(study["llama"])

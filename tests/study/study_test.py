@@ -197,7 +197,8 @@ class StudyEndToEnd(unittest.TestCase):
 
     @unittest.skipUnless(HAVE_MPL, "python3-matplotlib not installed: plots not made")
     def test_pngs_are_real_and_sane(self):
-        for name in ("throughput_vs_user", "scaling", "step_breakdown", "imbalance"):
+        for name in ("throughput_vs_user", "scaling", "step_breakdown", "imbalance",
+                     "gpu_predictions"):
             with self.subTest(plot=name):
                 path = os.path.join(self.out, name + ".png")
                 w, h = png_size(path)
@@ -244,6 +245,17 @@ class StudyEndToEnd(unittest.TestCase):
         for n, y in zip(step["x"], step["y"]):
             r = [r for r in serve if int(r["ranks"]) == n and int(r["concurrency"]) == c][0]
             self.assertTrue(close(y, float(r["mean_step_ms"])))
+        s = load_json(os.path.join(self.out, "gpu_predictions.series.json"))
+        pred = self.kind("prediction")
+        self.assertEqual(sorted(x["label"] for x in s["series"]),
+                         sorted({r["config"] for r in pred}))
+        for x in s["series"]:
+            rows = sorted((r for r in pred if r["config"] == x["label"]),
+                          key=lambda r: int(r["concurrency"]))
+            self.assertEqual(len(rows), len(x["x"]))
+            for r, px, py in zip(rows, x["x"], x["y"]):
+                self.assertTrue(close(float(r["model_per_user_tok_s"]), px))
+                self.assertTrue(close(float(r["output_tok_s_per_rank"]), py))
         s = load_json(os.path.join(self.out, "imbalance.series.json"))
         for x in s["series"]:
             r = [r for r in serve if int(r["ranks"]) == x["ranks"] and
