@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <optional>
@@ -39,7 +40,8 @@ absl::Status MarkAgreed(absl::Status s) {
 constexpr int64_t kControlBytes = 4096;
 constexpr int64_t kHeaderBytes = 2 * sizeof(int64_t);
 constexpr int64_t kInlineBytes = kControlBytes - kHeaderBytes;
-enum class Control : int64_t { kStep = 1, kShutdown = 2 };
+// kRoutingStats: every rank adds its routing counts into one all-reduce (CollectRoutingStats).
+enum class Control : int64_t { kStep = 1, kShutdown = 2, kRoutingStats = 3 };
 
 // What every rank contributes at start-up (all-gathered, fixed size). Strings are NUL-terminated
 // and truncated to fit.
@@ -107,6 +109,10 @@ class EngineImpl final : public Engine {
   int threads() const override { return threads_; }
 
   absl::StatusOr<EngineStepResult> Step(const EngineStep& step) override;
+  absl::StatusOr<RoutingStats> CollectRoutingStats() override;
+  std::vector<ExpertPlacement> expert_placements() const override {
+    return exchange_ != nullptr ? exchange_->placements() : std::vector<ExpertPlacement>{};
+  }
   absl::Status Shutdown() override;
   absl::Status RunWorker() override;
 
@@ -127,6 +133,8 @@ class EngineImpl final : public Engine {
   absl::StatusOr<StepMessage> Plan(const EngineStep& step) const;
   void Commit(const StepMessage& m);
   absl::Status Execute(const StepMessage& m, RankResult* result);
+  // This rank's part of CollectRoutingStats: its counts summed with every other rank's.
+  absl::StatusOr<RoutingStats> SumRoutingStats();
   absl::Status SendControl(Control kind, const std::vector<uint8_t>& payload);
   absl::Status ReceiveControl(Control* kind, std::vector<uint8_t>* payload);
   absl::StatusOr<std::vector<std::vector<uint8_t>>> GatherToDriver(
@@ -140,6 +148,7 @@ class EngineImpl final : public Engine {
   Communicator* const comm_;
   int threads_ = 1;
   std::unique_ptr<EpExpertExchange> exchange_;  // outlives model_ (declared first)
+  ModelStepTimes model_times_;                  // the CPU model writes each step's split here
   std::unique_ptr<StepBackend> model_;          // the CPU Model or the GPU model (options_.device)
   std::optional<Tokenizer> tokenizer_;
   std::vector<EngineRankInfo> ranks_;
@@ -197,6 +206,7 @@ absl::Status EngineImpl::LoadLocal(StartInfo* info) {
       ASSIGN_OR_RETURN(exchange_, EpExpertExchange::Create(config, std::move(placements), n_ranks));
       mo.exchange = exchange_.get();
     }
+    mo.step_times = &model_times_;
     ASSIGN_OR_RETURN(model_, LoadCpuBackend(options_.model_path, mo));
   }
   CopyString(info->device, model_->device_name());
@@ -399,6 +409,9 @@ void EngineImpl::Commit(const StepMessage& m) {
 }
 
 absl::Status EngineImpl::Execute(const StepMessage& m, RankResult* result) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point t_begin = Clock::now();
+  model_times_ = ModelStepTimes{};  // stays zero for a backend that does not split its step
   const int me = rank();
   const int64_t n_vocab = model_->n_vocab();
   for (size_t i = 0; i < m.step.start.size(); ++i) {
@@ -424,6 +437,7 @@ absl::Status EngineImpl::Execute(const StepMessage& m, RankResult* result) {
     if (want == LogitsRequest::kNone && it.sample) want = LogitsRequest::kLast;
     batch.push_back({l->second.cache.get(), it.tokens, want});
     batch_item.push_back(i);
+    result->times.tokens += static_cast<int64_t>(it.tokens.size());
     device_greedy = device_greedy && it.sample && it.logits == LogitsRequest::kNone &&
                     IsPlainArgmax(l->second.sampler, l->second.generated);
   }
@@ -465,7 +479,20 @@ absl::Status EngineImpl::Execute(const StepMessage& m, RankResult* result) {
     result->items.push_back(std::move(r));
   }
   for (uint64_t id : m.step.release) local_.erase(id);
+  StepPhaseTimes& t = result->times;
+  t.attention_s = model_times_.attention_s;
+  t.moe_compute_s = model_times_.moe_compute_s;
+  t.dispatch_s = model_times_.dispatch_s;
+  t.combine_s = model_times_.combine_s;
+  const double total = std::chrono::duration<double>(Clock::now() - t_begin).count();
+  t.other_s = std::max(0.0, total - t.attention_s - t.moe_compute_s - t.dispatch_s - t.combine_s);
   return absl::OkStatus();
+}
+
+absl::StatusOr<RoutingStats> EngineImpl::SumRoutingStats() {
+  RoutingStats stats = exchange_->exchange().stats().routing;
+  RETURN_IF_ERROR(stats.AllReduceSum(*comm_));
+  return stats;
 }
 
 absl::Status EngineImpl::SendControl(Control kind, const std::vector<uint8_t>& payload) {
@@ -489,7 +516,8 @@ absl::Status EngineImpl::ReceiveControl(Control* kind, std::vector<uint8_t>* pay
   int64_t header[2];
   std::memcpy(header, control_.data(), kHeaderBytes);
   if (header[0] != static_cast<int64_t>(Control::kStep) &&
-      header[0] != static_cast<int64_t>(Control::kShutdown)) {
+      header[0] != static_cast<int64_t>(Control::kShutdown) &&
+      header[0] != static_cast<int64_t>(Control::kRoutingStats)) {
     return absl::DataLossError(absl::StrCat("engine control message of unknown kind ", header[0]));
   }
   const int64_t size = header[1];
@@ -553,6 +581,7 @@ absl::StatusOr<EngineStepResult> EngineImpl::Step(const EngineStep& step) {
   EngineStepResult r;
   r.tokens.assign(m.step.items.size(), -1);
   r.logits.resize(m.step.items.size());
+  r.rank_times.resize(num_ranks());
   absl::Status first_error;
   for (int p = 0; p < num_ranks(); ++p) {
     RankResult theirs;
@@ -564,6 +593,7 @@ absl::StatusOr<EngineStepResult> EngineImpl::Step(const EngineStep& step) {
       theirs = std::move(*decoded);
     }
     if (!theirs.status.ok() && first_error.ok()) first_error = theirs.status;
+    r.rank_times[p] = theirs.times;
     for (ItemResult& it : theirs.items) {
       if (it.item < 0 || it.item >= static_cast<int32_t>(r.tokens.size())) {
         return Fail(absl::DataLossError(absl::StrCat("rank ", p, " returned item ", it.item)));
@@ -575,6 +605,29 @@ absl::StatusOr<EngineStepResult> EngineImpl::Step(const EngineStep& step) {
   // A sampling failure leaves every rank in step: report it, the engine stays usable.
   if (!first_error.ok()) return first_error;
   return r;
+}
+
+absl::StatusOr<RoutingStats> EngineImpl::CollectRoutingStats() {
+  if (!is_driver()) {
+    return absl::FailedPreconditionError("Engine::CollectRoutingStats is for rank 0 only");
+  }
+  if (shut_down_) return absl::FailedPreconditionError("the engine is shut down");
+  if (!broken_.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the engine failed earlier: ", broken_.message()));
+  }
+  // Every rank has the same model and device, so none has an exchange when the driver has none:
+  // refusing here, before any message, keeps the ranks in step.
+  if (exchange_ == nullptr) {
+    return absl::FailedPreconditionError(
+        options_.device == "cpu"
+            ? "no routing statistics: the model has no MoE layers"
+            : "no routing statistics: they are recorded by the CPU expert exchange only");
+  }
+  if (absl::Status s = SendControl(Control::kRoutingStats, {}); !s.ok()) return Fail(s);
+  absl::StatusOr<RoutingStats> stats = SumRoutingStats();
+  if (!stats.ok()) return Fail(stats.status());
+  return stats;
 }
 
 absl::Status EngineImpl::Shutdown() {
@@ -598,6 +651,10 @@ absl::Status EngineImpl::RunWorker() {
     if (kind == Control::kShutdown) {
       shut_down_ = true;
       return absl::OkStatus();
+    }
+    if (kind == Control::kRoutingStats) {
+      RETURN_IF_ERROR(SumRoutingStats().status());
+      continue;
     }
     ASSIGN_OR_RETURN(StepMessage m, DecodeStepMessage(payload));
     RankResult mine;

@@ -43,6 +43,8 @@ class EpExpertExchange final : public ExpertExchange {
   absl::Status Dispatch(int layer, const float* hidden, int64_t n_embd, const Routing& routing,
                         ExpertBatch* batch) override;
   absl::Status Combine(const ExpertBatch& batch, const Routing& routing, float* y) override;
+  // With one rank the all-to-alls are local copies: their time is MoE compute, not communication.
+  bool communicates() const override { return placements_[0].num_ranks() > 1; }
 
   // Valid after Connect.
   const MoeExchange& exchange() const { return *exchange_; }

@@ -121,6 +121,7 @@ std::vector<uint8_t> EncodeRankResult(const RankResult& result) {
   w.Put(kResultMagic);
   w.Put<int32_t>(static_cast<int32_t>(result.status.code()));
   w.PutString(std::string(result.status.message()));
+  w.Put(result.times);
   w.Put<uint64_t>(result.items.size());
   for (const ItemResult& it : result.items) {
     w.Put(it.item);
@@ -141,6 +142,7 @@ absl::StatusOr<RankResult> DecodeRankResult(std::span<const uint8_t> bytes) {
   RETURN_IF_ERROR(r.Get(&code));
   RETURN_IF_ERROR(r.GetString(&message));
   result.status = absl::Status(static_cast<absl::StatusCode>(code), message);
+  RETURN_IF_ERROR(r.Get(&result.times));
   ASSIGN_OR_RETURN(const uint64_t n, GetCount(r));
   result.items.resize(n);
   for (ItemResult& it : result.items) {

@@ -1,8 +1,8 @@
 // The engine's messages between ranks, as bytes (runtime/engine/wire.h):
 //   * StepMessage: what the driver broadcasts for one step -- the EngineStep itself plus the rank
 //     that owns each sequence it starts (the driver decides placement; workers just follow);
-//   * RankResult: what each rank sends back to the driver -- its verdict and, for each item it
-//     owns, the sampled token and the requested logits rows.
+//   * RankResult: what each rank sends back to the driver -- its verdict, its step's phase times
+//     and, for each item it owns, the sampled token and the requested logits rows.
 // Every field of SamplingParams travels (workers build the samplers); adding a field to
 // SamplingParams means adding it here (the round-trip test in tests/engine compares all fields).
 #pragma once
@@ -36,6 +36,7 @@ struct ItemResult {
 struct RankResult {
   absl::Status status;  // a rank-local failure after the collective part (e.g. sampling)
   std::vector<ItemResult> items;
+  StepPhaseTimes times;  // this rank's step, by phase (travels with the results: no extra message)
 };
 
 std::vector<uint8_t> EncodeRankResult(const RankResult& result);

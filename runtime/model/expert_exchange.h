@@ -42,6 +42,10 @@ class ExpertExchange {
   // batch: as filled by Dispatch, with output computed. Writes y [n_tokens][n_embd]:
   // y[t] = sum over slots j in order of routing.weights[t, j] * output of (t, j).
   virtual absl::Status Combine(const ExpertBatch& batch, const Routing& routing, float* y) = 0;
+
+  // Whether Dispatch/Combine move rows between processes (false: local copies only). Decides
+  // whether their time counts as communication or as MoE compute (ModelStepTimes).
+  virtual bool communicates() const { return false; }
 };
 
 // One rank holding every expert: dispatch gathers rows, combine scatters them back.

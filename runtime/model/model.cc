@@ -1,6 +1,7 @@
 #include "runtime/model/model.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <set>
 #include <utility>
@@ -99,6 +100,9 @@ absl::Status Model::CheckBatch(std::span<const SequenceInput> batch) const {
 }
 
 absl::Status Model::Step(std::span<const SequenceInput> batch, StepOutput* out) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point t_begin = Clock::now();
+  ModelStepTimes times;
   RETURN_IF_ERROR(CheckBatch(batch));
   const ModelConfig& c = config_;
   const int64_t D = c.n_embd;
@@ -140,13 +144,15 @@ absl::Status Model::Step(std::span<const SequenceInput> batch, StepOutput* out) 
   for (int il = 0; il < c.n_layer; ++il) {
     const LayerWeights& lw = weights_.layer(il);
     RmsNorm(x, T, D, lw.attn_norm.data(), c.rms_eps, h);
+    const Clock::time_point t_attention = Clock::now();
     MlaAttention(c, lw, il, h, T, seqs, rope, f, pool, prec, ws_);
+    times.attention_s += std::chrono::duration<double>(Clock::now() - t_attention).count();
     for (int64_t i = 0; i < T * D; ++i) x[i] += f[i];
     RmsNorm(x, T, D, lw.ffn_norm.data(), c.rms_eps, h);
     if (c.IsMoeLayer(il)) {
-      RETURN_IF_ERROR(
-          MoeForward(c, il, lw, weights_.local_experts(), h, T, f, *exchange_, pool, prec, ws_,
-                     options_.expert_source));
+      RETURN_IF_ERROR(MoeForward(c, il, lw, weights_.local_experts(), h, T, f, *exchange_, pool,
+                                 prec, ws_, options_.expert_source, /*routing_out=*/nullptr,
+                                 &times));
     } else {
       SwiGluFfn(lw.dense, h, T, f, pool, prec, ws_);
     }
@@ -180,6 +186,10 @@ absl::Status Model::Step(std::span<const SequenceInput> batch, StepOutput* out) 
   out->logits.resize(n_out * c.n_vocab);
   LmHead(weights_.output(), weights_.output_norm().data(), c.rms_eps, sel, n_out,
          out->logits.data(), pool, prec, ws_);
+  if (options_.step_times != nullptr) {
+    times.total_s = std::chrono::duration<double>(Clock::now() - t_begin).count();
+    *options_.step_times = times;
+  }
   return absl::OkStatus();
 }
 

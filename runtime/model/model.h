@@ -28,6 +28,7 @@
 #include "runtime/model/expert_exchange.h"
 #include "runtime/model/kv_cache.h"
 #include "runtime/model/model_config.h"
+#include "runtime/model/step_times.h"
 #include "runtime/model/weights.h"
 #include "runtime/model/workspace.h"
 
@@ -52,6 +53,9 @@ struct ModelOptions {
   // Where the MoE layers get their routed experts' weights (runtime/model/moe.h); nullptr: in
   // place from the mapped file. Not owned; must outlive the model; Load attaches it.
   ExpertSource* expert_source = nullptr;
+  // Where each Step writes its wall time by part (overwritten per successful Step); nullptr: not
+  // measured. Not owned; must outlive the model.
+  ModelStepTimes* step_times = nullptr;
 
   absl::Status Validate() const;
 };

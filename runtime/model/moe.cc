@@ -1,5 +1,6 @@
 #include "runtime/model/moe.h"
 
+#include <chrono>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -36,7 +37,9 @@ absl::Status MoeForward(const ModelConfig& config, int layer_index, const LayerW
                         const std::vector<bool>& local_experts, const float* h2, int64_t n_tokens,
                         float* y, ExpertExchange& exchange, ThreadPool& pool,
                         ActPrecision precision, Workspace& ws, ExpertSource* source,
-                        Routing* routing_out) {
+                        Routing* routing_out, ModelStepTimes* times) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point t_begin = Clock::now();
   const int64_t D = config.n_embd;
   // First, so that a prefetch of the next layer's experts overlaps this whole block.
   if (source != nullptr) source->BeginLayer(layer_index, h2, n_tokens, pool);
@@ -46,16 +49,33 @@ absl::Status MoeForward(const ModelConfig& config, int layer_index, const LayerW
   Route(RouterConfig::FromModel(config), logits,
         layer.exp_probs_b.empty() ? nullptr : layer.exp_probs_b.data(), n_tokens, &routing);
   ExpertBatch batch;
+  const Clock::time_point t_dispatch = Clock::now();
   RETURN_IF_ERROR(exchange.Dispatch(layer_index, h2, D, routing, &batch));
+  const Clock::time_point t_experts = Clock::now();
   RETURN_IF_ERROR(
       RunExperts(layer_index, layer, local_experts, source, &batch, pool, precision, ws));
+  const Clock::time_point t_combine = Clock::now();
   RETURN_IF_ERROR(exchange.Combine(batch, routing, y));
+  const Clock::time_point t_shared = Clock::now();
   if (layer.shared.present()) {
     float* sh = ws.Get(Buf::kShared, n_tokens * D);
     SwiGluFfn(layer.shared, h2, n_tokens, sh, pool, precision, ws);
     for (int64_t i = 0; i < n_tokens * D; ++i) y[i] += sh[i];
   }
   if (routing_out != nullptr) *routing_out = std::move(routing);
+  if (times != nullptr) {
+    auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+    const double dispatch = seconds(t_experts - t_dispatch);
+    const double combine = seconds(t_shared - t_combine);
+    const double all = seconds(Clock::now() - t_begin);
+    if (exchange.communicates()) {
+      times->dispatch_s += dispatch;
+      times->combine_s += combine;
+      times->moe_compute_s += all - dispatch - combine;
+    } else {
+      times->moe_compute_s += all;
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -13,6 +13,7 @@
 #include "runtime/model/expert_exchange.h"
 #include "runtime/model/model_config.h"
 #include "runtime/model/router.h"
+#include "runtime/model/step_times.h"
 #include "runtime/model/weights.h"
 #include "runtime/model/workspace.h"
 
@@ -54,10 +55,12 @@ absl::Status RunExperts(int layer_index, const LayerWeights& layer,
 // layer_index: the model layer. h2: [n_tokens][n_embd] (after ffn_norm) -> y [n_tokens][n_embd].
 // The router always runs in float (llama.cpp keeps it F32). source: where the routed experts'
 // weights come from (nullptr: the mapped file). routing_out, when non-null, receives the choices.
+// times, when non-null, gets this block's wall time ADDED to moe_compute_s, dispatch_s and
+// combine_s (dispatch/combine only for an exchange that communicates(); else compute).
 absl::Status MoeForward(const ModelConfig& config, int layer_index, const LayerWeights& layer,
                         const std::vector<bool>& local_experts, const float* h2, int64_t n_tokens,
                         float* y, ExpertExchange& exchange, ThreadPool& pool,
                         ActPrecision precision, Workspace& ws, ExpertSource* source = nullptr,
-                        Routing* routing_out = nullptr);
+                        Routing* routing_out = nullptr, ModelStepTimes* times = nullptr);
 
 }  // namespace tritmoe
