@@ -120,10 +120,12 @@ def parse_decode(text):
 
 
 def bench_decode(tritmoe, model, batches, work, ranks=1, mpirun=None, threads=0, prompt=64,
-                 context=64, tokens=8, reps=3, timeout=900):
+                 context=64, tokens=8, reps=3, timeout=900, device="cpu"):
     cmd = [tritmoe, "bench-decode", "-m", model, "--batch", ",".join(map(str, batches)),
            "--prompt", str(prompt), "--context", str(context), "--tokens", str(tokens),
            "--reps", str(reps), "-t", str(threads)]
+    if device != "cpu":
+        cmd += ["--device", device]
     if ranks > 1:
         cmd = [mpirun, "-np", str(ranks)] + cmd
     else:

@@ -7,10 +7,17 @@
                        (1000 / TPOT)
 
 Both run on the CPU with the given threads. A missing tool is recorded, not fatal.
+
+Run alone, it adds the peer to an existing study (study.json, study.csv, plots):
+
+  launch/study/llama_peer.py --study /tmp/study-small --bin /opt/tritmoe-llama.cpp/bin
 """
+import argparse
+import csv
 import json
 import os
 import subprocess
+import sys
 
 
 def _run(cmd, log_path, timeout):
@@ -108,3 +115,49 @@ def csv_rows(peer):
                          "per_user_tok_s": r["avg_ts"] if r["n_gen"] else None,
                          "notes": f"{r['avg_ts']:.2f} +- {r['stddev_ts']:.2f} tok/s"})
     return rows
+
+
+def _typed(v):
+    if v == "":
+        return None
+    for t in (int, float):
+        try:
+            return t(v)
+        except ValueError:
+            pass
+    return {"True": True, "False": False}.get(v, v)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Add llama.cpp's figures to an existing study")
+    ap.add_argument("--study", required=True)
+    ap.add_argument("--bin", required=True, help="llama.cpp bin/ folder")
+    ap.add_argument("--threads", type=int, default=0, help="0: the study's cores")
+    ap.add_argument("--no-plots", action="store_true")
+    a = ap.parse_args(argv)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import study as study_mod
+    jpath, cpath = os.path.join(a.study, "study.json"), os.path.join(a.study, "study.csv")
+    with open(jpath) as f:
+        st = json.load(f)
+    s = st["settings"]
+    work = os.path.join(a.study, "logs")
+    peer = run(a.bin, st["model"]["path"], a.threads or s["cores"], s["concurrency"],
+               s["input_len"], s["output_len"], work)
+    st["llama"] = peer
+    with open(cpath, newline="") as f:
+        rows = [{k: _typed(v) for k, v in r.items()} for r in csv.DictReader(f)
+                if r["kind"] != "llama"]
+    rows += csv_rows(peer)
+    study_mod.write_csv(cpath, rows)
+    with open(jpath, "w") as f:
+        json.dump(st, f, indent=1, default=str)
+    print(f"llama.cpp: {len(csv_rows(peer))} rows; errors: {peer['errors'] or 'none'}")
+    if not a.no_plots:
+        import plots
+        plots.make_all(st, rows, a.study)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

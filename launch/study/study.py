@@ -25,6 +25,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -135,6 +136,8 @@ def run_rank_count(args, shape, ranks, threads, work):
     levels = []
     extra = ["--max-model-len", str(args.input_len + args.output_len + 64),
              "--max-num-seqs", str(max(args.concurrency) * 2)]
+    if args.device == "cuda":
+        extra += ["--device", "cuda"]
     with Server(args.tritmoe, args.model, ranks, work, mpirun=args.mpirun, threads=threads,
                 extra=extra) as srv:
         log(f"np={ranks}: serving on port {srv.http_port} ({threads} thread(s) per rank)")
@@ -142,9 +145,9 @@ def run_rank_count(args, shape, ranks, threads, work):
             runs = []
             for rep in range(args.repeat):
                 before = prom.scrape(srv.http_port)
+                n_req = args.num_prompts or max(4, args.prompts_per_stream * c)
                 lvl = benches.bench_serve(args.tritmoe, srv.http_port, c, args.input_len,
-                                          args.output_len, work, num_prompts=args.num_prompts,
-                                          seed=rep)
+                                          args.output_len, work, num_prompts=n_req, seed=rep)
                 after = prom.scrape(srv.http_port)
                 runs.append({"level": lvl, "metrics": prom.level_summary(before, after)})
                 log(f"np={ranks} c={c} run {rep + 1}/{args.repeat}: "
@@ -298,7 +301,10 @@ def parse_args(argv):
                     help="bench-serve runs per level; the median run (by output tok/s) is "
                          "reported, all are kept in study.json")
     ap.add_argument("--num-prompts", type=int, default=0,
-                    help="requests per level (0: bench-serve's default, 4 x concurrency, >= 8)")
+                    help="requests per level (0: --prompts-per-stream x concurrency)")
+    ap.add_argument("--prompts-per-stream", type=int, default=4,
+                    help="requests per concurrent stream when --num-prompts is 0 (at least 4 "
+                         "requests per level)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--threads", type=int, default=0,
                     help="threads per rank (0: cores / ranks, at least 1)")
@@ -332,13 +338,23 @@ def parse_args(argv):
     return a
 
 
+def _stop_on_signal(signum, frame):
+    # Unwinds through every `with Server(...)`, which stops its server: SIGTERM (or SIGINT when
+    # the study runs in the background, where the shell ignores it) leaves no mpirun behind.
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGINT, _stop_on_signal)
     args = parse_args(argv)
     args.cores = len(os.sched_getaffinity(0))
     os.makedirs(args.out, exist_ok=True)
     work = os.path.join(args.out, "logs")
     os.makedirs(work, exist_ok=True)
     if args.device == "cuda":
+        # GPU serving exists only where the binary has --device (one GPU per rank; the binary
+        # itself refuses rank counts it cannot run, and the study stops with its message).
         help_text = subprocess.run([args.tritmoe, "serve", "--help"], capture_output=True,
                                    text=True).stdout
         if "--device" not in help_text:
@@ -380,7 +396,8 @@ def main(argv=None):
     log(f"bench-decode np=1, {threads1} thread(s), batches {batches}")
     study["decode"] = benches.bench_decode(args.tritmoe, args.model, batches, work,
                                            threads=threads1, prompt=args.input_len,
-                                           context=args.input_len, reps=args.decode_reps)
+                                           context=args.input_len, reps=args.decode_reps,
+                                           device=args.device)
 
     for n in args.ranks:
         threads = args.threads or max(1, args.cores // n)

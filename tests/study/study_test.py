@@ -17,9 +17,11 @@ import json
 import math
 import os
 import random
+import signal
 import struct
 import subprocess
 import sys
+import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -275,6 +277,31 @@ class StudyBadInput(unittest.TestCase):
         p, out = self.run_study("--model", model, "--ranks", "3", "--concurrency", "1")
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("3 ranks do not divide the model's 16 experts", p.stdout + p.stderr)
+        self.assertEqual(our_processes(out), [])
+
+    def test_sigterm_mid_study_stops_the_server(self):
+        out = os.path.join(ARGS.work, "interrupted")
+        p = subprocess.Popen([sys.executable, os.path.join(STUDY, "study.py"), "--tritmoe",
+                              ARGS.tritmoe, "--mpirun", ARGS.mpirun, "--out", out, "--no-plots",
+                              "--model", tiny_model(), "--ranks", "2", "--concurrency", "1",
+                              "--repeat", "50", "--input-len", "8", "--output-len", "8",
+                              "--decode-reps", "1", "--a2a-max-tokens", "1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            ports = os.path.join(out, "logs", "ports_np2.json")
+            deadline = time.time() + 120
+            while not os.path.exists(ports) and p.poll() is None and time.time() < deadline:
+                time.sleep(0.1)
+            self.assertTrue(os.path.exists(ports), "the server never started")
+            self.assertTrue(our_processes(out))  # serving now
+            time.sleep(1.0)  # inside a bench-serve level
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(timeout=90), 128 + signal.SIGTERM, p.stdout.read())
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stdout.close()
         self.assertEqual(our_processes(out), [])
 
     def test_missing_model(self):
