@@ -13,6 +13,10 @@
 // random weights routing is close to uniform, so the distinct count is taken as its expectation
 // E * (1 - (1 - k/E)^B); the figure is labelled as such. Each distinct weight counts once per
 // step, also with N ranks (where every rank reads its own copy of the replicated part).
+//
+// Then, per rank, the decode steps' wall time by phase (attention, MoE compute, dispatch, combine,
+// other; Engine's StepPhaseTimes) and how evenly the routing recorded over the run loads the
+// ranks under this run's placement, contiguous and balanced (max/mean per MoE layer).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -28,6 +32,7 @@
 #include "runtime/cli/commands.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/engine_job.h"
+#include "runtime/engine/engine_report.h"
 #include "runtime/gguf/gguf.h"
 
 namespace tritmoe {
@@ -45,6 +50,7 @@ struct BenchDecodeArgs {
   std::string comm = "auto";
   std::string placement = "contiguous";
   std::string device = "cpu";
+  std::string routing_stats_out;
 };
 
 // Bytes of weights one step reads apart from the routed experts, and one routed expert's bytes
@@ -100,8 +106,9 @@ absl::StatusOr<double> TimePrefill(Engine& engine, int prompt, uint64_t id) {
 
 // Seconds for `steps` decode steps of `batch` sequences (after their prefill, untimed). The engine
 // samples greedily (argmax) on each sequence's rank and returns only the tokens.
+// Adds the timed steps' per-rank phase times to *phases.
 absl::StatusOr<double> TimeDecode(Engine& engine, int batch, int context, int steps,
-                                  uint64_t first_id) {
+                                  uint64_t first_id, PhaseTimesAccumulator* phases) {
   using Clock = std::chrono::steady_clock;
   EngineStep prefill;
   for (int s = 0; s < batch; ++s) {
@@ -118,6 +125,7 @@ absl::StatusOr<double> TimeDecode(Engine& engine, int batch, int context, int st
     for (int s = 0; s < batch; ++s)
       d.items.push_back({.id = first_id + s, .tokens = {r.tokens[s]}});
     ASSIGN_OR_RETURN(r, engine.Step(d));
+    phases->Add(r);
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   EngineStep release;
@@ -192,10 +200,12 @@ absl::Status BenchDecode(const BenchDecodeArgs& a, const std::vector<int>& batch
     std::printf("| prefill | 1 | %d | %.1f | %.1f | %.2f |\n", a.prompt, a.prompt / pf, bytes / 1e6,
                 bytes / pf / 1e9);
   }
+  std::string phase_rows;
   for (int b : batches) {
     std::vector<double> secs;
+    PhaseTimesAccumulator phases;
     for (int r = 0; r < a.reps; ++r) {
-      ASSIGN_OR_RETURN(double s, TimeDecode(engine, b, a.context, a.tokens, next_id));
+      ASSIGN_OR_RETURN(double s, TimeDecode(engine, b, a.context, a.tokens, next_id, &phases));
       next_id += b;
       secs.push_back(s);
     }
@@ -205,10 +215,21 @@ absl::Status BenchDecode(const BenchDecodeArgs& a, const std::vector<int>& batch
     const double bytes = wb.dense_per_step + b * wb.embd_row + distinct * wb.expert_all_layers;
     std::printf("| decode | %d | %d | %.1f | %.1f | %.2f |\n", b, a.tokens, b / step_s, bytes / 1e6,
                 bytes / step_s / 1e9);
+    phase_rows += PhaseTableRows(absl::StrCat(b), phases);
   }
   std::printf(
       "\nweight MB/step counts each distinct weight once per step; the routed experts "
       "a step reads are taken as their expectation under uniform routing.\n");
+  std::printf(
+      "\ndecode step by phase, per rank (ms per step, mean over all timed steps; measured on each "
+      "rank from receiving the step to sending its results; dispatch/combine include waiting for "
+      "slower ranks):\n%s%s",
+      PhaseTableHeader("batch").c_str(), phase_rows.c_str());
+  ASSIGN_OR_RETURN(std::string load, LoadImbalanceReport(engine));
+  if (!load.empty()) std::printf("\n%s", load.c_str());
+  if (!a.routing_stats_out.empty()) {
+    RETURN_IF_ERROR(SaveEngineRoutingStats(engine, a.routing_stats_out));
+  }
   return absl::OkStatus();
 }
 
@@ -224,8 +245,12 @@ void RegisterBenchDecodeCommand(CLI::App& app, absl::Status* result) {
   cmd->add_option("--comm", a->comm, "auto (MPI when started by mpirun), mpi or local")
       ->capture_default_str();
   cmd->add_option("--placement", a->placement,
-                  "Expert placement: contiguous, balanced:<routing stats>, or a placement file")
+                  "Expert placement: contiguous, balanced:<routing stats file>, balanced+<extra "
+                  "replicas>:<routing stats file>, or a placement file")
       ->capture_default_str();
+  cmd->add_option("--routing-stats-out", a->routing_stats_out,
+                  "Write the tokens routed to each expert of each MoE layer (all ranks, whole run) "
+                  "to FILE (.json, else TSV), for a later --placement balanced:FILE");
   cmd->add_option("--kv-type", a->kv_type, "KV cache type: f16, q8_0, q4_0, f32")
       ->capture_default_str();
   cmd->add_option(

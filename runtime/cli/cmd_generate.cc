@@ -14,6 +14,7 @@
 #include "runtime/cli/commands.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/engine_job.h"
+#include "runtime/engine/engine_report.h"
 #include "runtime/store/expert_cache_setup.h"
 #include "runtime/text/chat_template.h"
 #include "runtime/text/sampler.h"
@@ -32,6 +33,7 @@ struct GenerateArgs {
   std::string comm = "auto";
   std::string placement = "contiguous";
   std::string device = "cpu";
+  std::string routing_stats_out;  // tokens per (MoE layer, expert), summed over ranks
   SamplingParams sampling;
   int n_predict = 128;
   ExpertCacheFlags expert_cache;
@@ -126,6 +128,9 @@ absl::Status RunGenerate(const GenerateArgs& a) {
   job.comm = a.comm;
   return RunEngineJob(job, options, [&](Engine& engine) -> absl::Status {
     RETURN_IF_ERROR(Generate(a, engine));
+    if (!a.routing_stats_out.empty()) {
+      RETURN_IF_ERROR(SaveEngineRoutingStats(engine, a.routing_stats_out));
+    }
     if (cache.source) std::fprintf(stderr, "%s\n", cache.source->Stats().Summary().c_str());
     return absl::OkStatus();
   });
@@ -146,8 +151,12 @@ void RegisterGenerateCommand(CLI::App& app, absl::Status* result) {
   cmd->add_option("--comm", a->comm, "auto (MPI when started by mpirun), mpi or local")
       ->capture_default_str();
   cmd->add_option("--placement", a->placement,
-                  "Expert placement: contiguous, balanced:<routing stats>, or a placement file")
+                  "Expert placement: contiguous, balanced:<routing stats file>, balanced+<extra "
+                  "replicas>:<routing stats file>, or a placement file")
       ->capture_default_str();
+  cmd->add_option("--routing-stats-out", a->routing_stats_out,
+                  "Write the tokens routed to each expert of each MoE layer (all ranks) to FILE "
+                  "(.json, else TSV), for a later --placement balanced:FILE");
   cmd->add_option("--kv-type", a->kv_type, "KV cache type: f16, q8_0, q4_0, f32")
       ->capture_default_str();
   cmd->add_option(

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "comm/routing_stats.h"
@@ -18,8 +19,23 @@ absl::StatusOr<std::vector<ExpertPlacement>> PlacementsFromSpec(const std::strin
     out.assign(num_moe_layers, p);
     return out;
   }
-  if (absl::StartsWith(spec, "balanced:")) {
-    const std::string path = spec.substr(9);
+  if (absl::StartsWith(spec, "balanced:") || absl::StartsWith(spec, "balanced+")) {
+    BalanceOptions balance;
+    const size_t colon = spec.find(':');
+    if (spec[8] == '+') {
+      // "balanced+R:FILE": R extra copies of the hottest experts per layer.
+      if (colon == std::string::npos ||
+          !absl::SimpleAtoi(spec.substr(9, colon - 9), &balance.num_extra_replicas) ||
+          balance.num_extra_replicas < 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "placement \"", spec, "\": expected balanced+<extra replicas>:<routing stats file>"));
+      }
+    }
+    const std::string path = spec.substr(colon + 1);
+    if (path.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("placement \"", spec, "\" names no routing statistics file"));
+    }
     ASSIGN_OR_RETURN(RoutingStats stats, RoutingStats::Load(path));
     if (stats.num_experts() != num_experts ||
         (stats.num_layers() != num_moe_layers && stats.num_layers() != 1)) {
@@ -31,7 +47,7 @@ absl::StatusOr<std::vector<ExpertPlacement>> PlacementsFromSpec(const std::strin
     for (int l = 0; l < num_moe_layers; ++l) {
       const int row = stats.num_layers() == 1 ? 0 : l;
       ASSIGN_OR_RETURN(ExpertPlacement p,
-                       ExpertPlacement::Balanced(num_ranks, stats.layer_counts(row)));
+                       ExpertPlacement::Balanced(num_ranks, stats.layer_counts(row), balance));
       out.push_back(std::move(p));
     }
     return out;

@@ -2,6 +2,9 @@
 //   "contiguous"            rank r holds experts [r*E/N, (r+1)*E/N) in every layer (default)
 //   "balanced:<stats file>" ExpertPlacement::Balanced per layer from recorded routing statistics
 //                           (RoutingStats file with one row per MoE layer, or one for all layers)
+//   "balanced+R:<file>"     the same with R extra copies per layer of the hottest experts (each
+//                           to a rank without one; an expert's tokens split evenly between its
+//                           copies), so a single hot expert no longer bounds its rank's load
 //   anything else           a placement file (SavePlacements: one entry, or one per MoE layer)
 // Deterministic: every rank that reads the same inputs builds the same placements (the engine
 // checks this with their fingerprints at start).
