@@ -279,7 +279,8 @@ struct Tq2 {
       for (int64_t i = 0; i < a.n_blocks; ++i) {
         const uint8_t* p = w + i * kBlockBytes;
         const ActTq2& x = act[i];
-        const __m512i q = Load512(p);
+        __m512i q = Load512(p);
+        InRegister(q);  // else each plane re-loads the block, split across two cache lines
         __m512i s = _mm512_dpbusd_epi32(_mm512_load_si512(x.off), _mm512_and_si512(q, m3),
                                         _mm512_load_si512(x.q[0]));
         s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q, 2), m3),
@@ -305,7 +306,8 @@ struct Tq2 {
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < a.n_blocks; ++i) {
       const uint8_t* b = w + kBlockBytes * i;
-      const __m512i q = Load512(b);
+      __m512i q = Load512(b);
+      InRegister(q);
       const __m512i u0 = _mm512_and_si512(q, m3);
       const __m512i u1 = _mm512_and_si512(_mm512_srli_epi16(q, 2), m3);
       const __m512i u2 = _mm512_and_si512(_mm512_srli_epi16(q, 4), m3);
@@ -592,7 +594,8 @@ struct Quads {
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < a.n_blocks; ++i) {
       const uint8_t* b = w + kBlockBytes * i;
-      const __m512i blk = Load512(b);
+      __m512i blk = Load512(b);
+      InRegister(blk);
       const __m512i f = _mm512_multishift_epi64_epi8(select, blk);
       __m512i u[4];
       for (int n = 0; n < 4; ++n) {
