@@ -7,11 +7,17 @@
 // counts the bytes it reads (64 per 256 weights) and gguf_bytes_per_second the IQ1_S bytes the
 // same matrix has in the GGUF file (50 per 256), i.e. the speed in terms of the model.
 //
-// Name: BM_MatMul/<type>[_quads]/<rows>x<cols>/threads:<T>/batch:<B>/<isa>
+// cpu_bytes_per_second = the same bytes over the process's CPU time divided by the thread count:
+// the speed while the threads actually run. On a shared machine whose cores are oversubscribed the
+// wall-clock rate mostly measures the share of the cores the benchmark got; bench_membw reports
+// the same counter, and docs/PERF.md compares like with like (bench/perf_table.py --cpu-time).
+//
+// Name: BM_MatMul/<type>[_quads]/<rows>x<cols>/threads:<T>/batch:<B>/<isa> (batch > 1 at 2 threads)
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <random>
 #include <string>
 #include <vector>
@@ -29,6 +35,12 @@ namespace tritmoe {
 namespace {
 
 constexpr int64_t kWorkingSetBytes = int64_t{384} << 20;
+
+double ProcessCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 // Byte offsets of the fp16 scales of a block (set to a sane value so results stay finite).
 void SaneScales(GgmlType type, uint8_t* b) {
@@ -145,13 +157,17 @@ void BM_MatMul(benchmark::State& state, GgmlType type, WeightLayout layout, int6
   std::vector<float> y(batch * rows);
   ThreadPool pool(threads);
   int64_t m = 0;
+  const double cpu0 = ProcessCpuSeconds();
   for (auto _ : state) {
     const WeightView w{type, weights + m * matrix_bytes, rows, cols, layout};
     MatMul(w, x.data(), batch, y.data(), pool);
     benchmark::DoNotOptimize(y.data());
     m = m + 1 == n_matrices ? 0 : m + 1;
   }
+  const double cpu_seconds = ProcessCpuSeconds() - cpu0;
   state.SetBytesProcessed(state.iterations() * matrix_bytes);
+  state.counters["cpu_bytes_per_second"] = static_cast<double>(state.iterations() * matrix_bytes) *
+                                           threads / std::max(cpu_seconds, 1e-9);
   if (layout != WeightLayout::kGguf) {
     state.counters["gguf_bytes_per_second"] = benchmark::Counter(
         static_cast<double>(rows * RowBytes(type, cols)) * static_cast<double>(state.iterations()),
@@ -243,7 +259,9 @@ void RegisterAll() {
       if (f.layout != WeightLayout::kGguf && isa == 0) continue;
       for (const auto& shape : kShapes) {
         for (int threads : {1, 2}) {
-          for (int batch : {1, 4, 8}) {
+          // Batched products only at 2 threads (the PERF.md table compares them with batch 1).
+          for (int batch : {1, 4, 8, 16}) {
+            if (threads == 1 && batch > 1) continue;
             const std::string name = "BM_MatMul/" + FormatName(f) + "/" + std::to_string(shape[0]) +
                                      "x" + std::to_string(shape[1]) +
                                      "/threads:" + std::to_string(threads) +

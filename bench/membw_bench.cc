@@ -1,12 +1,15 @@
 // Memory read bandwidth of this machine: a 1 GiB buffer summed with wide vector loads by 1..N
 // threads (each thread a contiguous slice). The GEMV benchmarks (matmul_bench.cc) are judged
 // against this number, so it uses the same kind of loop a streaming kernel would: independent
-// accumulators, no stores, no prefetch hints.
+// accumulators, no stores, no prefetch hints. cpu_bytes_per_second: the bytes over the process's
+// CPU time divided by the thread count (the speed while the threads run; see matmul_bench.cc).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <vector>
 
 #include "base/thread_pool.h"
@@ -19,6 +22,12 @@ namespace tritmoe {
 namespace {
 
 constexpr int64_t kBufferBytes = int64_t{1} << 30;
+
+double ProcessCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 __attribute__((target("avx512f"))) uint64_t SumAvx512(const uint8_t* p, int64_t n) {
   __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
@@ -77,6 +86,7 @@ void BM_ReadBandwidth(benchmark::State& state) {
   ThreadPool pool(threads);
   std::vector<uint64_t> sums(threads);
   const int64_t slice = kBufferBytes / threads;
+  const double cpu0 = ProcessCpuSeconds();
   for (auto _ : state) {
     pool.ParallelFor(threads, 1, [&](int64_t b, int64_t e, int) {
       for (int64_t t = b; t < e; ++t) {
@@ -85,7 +95,10 @@ void BM_ReadBandwidth(benchmark::State& state) {
     });
     benchmark::DoNotOptimize(sums.data());
   }
+  const double cpu_seconds = ProcessCpuSeconds() - cpu0;
   state.SetBytesProcessed(state.iterations() * kBufferBytes);
+  state.counters["cpu_bytes_per_second"] = static_cast<double>(state.iterations() * kBufferBytes) *
+                                           threads / std::max(cpu_seconds, 1e-9);
 }
 BENCHMARK(BM_ReadBandwidth)
     ->ArgNames({"threads", "avx512"})
