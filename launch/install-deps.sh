@@ -10,7 +10,7 @@ pkgs=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libopenmpi-dev openmpi-bin
   libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libcpp-httplib-dev libpcre2-dev libcli11-dev
+  nlohmann-json3-dev libcpp-httplib-dev libpcre2-dev libcli11-dev prometheus-cpp-dev
   python3 python3-numpy python3-grpcio curl
 )
 

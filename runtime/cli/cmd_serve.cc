@@ -123,7 +123,7 @@ absl::Status Serve(const ServeArgs& a, Engine& engine) {
   so.max_num_seqs = a.max_num_seqs;
   so.max_num_batched_tokens = a.max_num_batched_tokens;
   so.max_waiting = a.max_waiting;
-  so.kv_cache_tokens = a.kv_cache_tokens;
+  so.kv_cache_tokens_per_rank = a.kv_cache_tokens;
   ASSIGN_OR_RETURN(std::unique_ptr<Scheduler> scheduler, Scheduler::Create(&engine, so, &metrics));
 
   std::unique_ptr<HttpServer> http;
@@ -240,8 +240,9 @@ void RegisterServeCommand(CLI::App& app, absl::Status* result) {
                   "Admission queue length; beyond it requests get 429 / RESOURCE_EXHAUSTED")
       ->capture_default_str();
   cmd->add_option("--kv-cache-tokens", a->kv_cache_tokens,
-                  "KV tokens running requests may reserve in total (0: max-num-seqs x "
-                  "max-model-len)")
+                  "KV tokens the running requests on one rank may reserve (0: "
+                  "ceil(max-num-seqs / ranks) x max-model-len); a request waits until its rank "
+                  "has room")
       ->capture_default_str();
   cmd->add_option("--reasoning-parser", a->reasoning_parser,
                   "deepseek_r1: chat output inside <think> goes to reasoning_content; none")

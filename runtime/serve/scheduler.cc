@@ -6,12 +6,20 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "runtime/engine/expert_load.h"
 #include "runtime/serve/field_error.h"
 
 namespace tritmoe {
 namespace {
 
 double Seconds(ServeClock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+int64_t KvBudgetPerRank(const SchedulerOptions& o, const Engine& engine) {
+  if (o.kv_cache_tokens_per_rank > 0) return o.kv_cache_tokens_per_rank;
+  // The most sequences one rank can get under fewest-live placement.
+  const int64_t per_rank = (o.max_num_seqs + engine.num_ranks() - 1) / engine.num_ranks();
+  return per_rank * engine.max_context();
+}
 
 }  // namespace
 
@@ -26,8 +34,12 @@ absl::Status SchedulerOptions::Validate() const {
   }
   if (max_waiting < 0)
     return FieldError("max_waiting", absl::StrCat("must be >= 0, got ", max_waiting));
-  if (kv_cache_tokens < 0) {
-    return FieldError("kv_cache_tokens", absl::StrCat("must be >= 0, got ", kv_cache_tokens));
+  if (kv_cache_tokens_per_rank < 0) {
+    return FieldError("kv_cache_tokens_per_rank",
+                      absl::StrCat("must be >= 0, got ", kv_cache_tokens_per_rank));
+  }
+  if (routing_stats_interval < absl::ZeroDuration()) {
+    return FieldError("routing_stats_interval", "must be >= 0");
   }
   if (idle_wait <= absl::ZeroDuration()) return FieldError("idle_wait", "must be positive");
   return absl::OkStatus();
@@ -61,8 +73,10 @@ Scheduler::Scheduler(Engine* engine, const SchedulerOptions& options, ServerMetr
     : engine_(engine),
       options_(options),
       metrics_(metrics),
-      kv_budget_(options.kv_cache_tokens > 0 ? options.kv_cache_tokens
-                                             : options.max_num_seqs * engine->max_context()) {}
+      kv_budget_(KvBudgetPerRank(options, *engine)),
+      ledger_(engine->num_ranks(), kv_budget_) {
+  kv_usage_published_.assign(engine->num_ranks(), 0.0);
+}
 
 Scheduler::~Scheduler() = default;
 
@@ -70,12 +84,11 @@ absl::StatusOr<std::shared_ptr<RequestStream>> Scheduler::Submit(ServeRequest re
   const int64_t capacity =
       static_cast<int64_t>(request.prompt.size()) + request.sampling.max_tokens;
   if (capacity > kv_budget_) {
-    return FieldError("max_tokens",
-                      absl::StrCat("prompt (", request.prompt.size(), " tokens) + max_tokens (",
-                                   request.sampling.max_tokens,
-                                   ") exceeds the KV "
-                                   "cache budget of ",
-                                   kv_budget_, " tokens"));
+    return FieldError(
+        "max_tokens",
+        absl::StrCat("prompt (", request.prompt.size(), " tokens) + max_tokens (",
+                     request.sampling.max_tokens, ") exceeds the KV cache budget of one rank, ",
+                     kv_budget_, " tokens"));
   }
   std::shared_ptr<WakeSignal> wake = wake_;
   auto stream = std::make_shared<RequestStream>(request.request_id, [wake] { wake->Notify(); });
@@ -133,17 +146,18 @@ SchedulerStats Scheduler::stats() const {
   SchedulerStats s;
   s.running = n_running_.load();
   s.waiting = n_waiting_.load();
-  s.kv_usage = static_cast<double>(kv_reserved_published_.load()) / kv_budget_;
   s.steps = steps_.load();
   std::lock_guard<std::mutex> lock(mu_);
   s.draining = stopping_;
+  s.kv_usage_per_rank = kv_usage_published_;
+  for (double u : s.kv_usage_per_rank) s.kv_usage = std::max(s.kv_usage, u);
   return s;
 }
 
 void Scheduler::Retire(Sequence* seq) {
   seq->done = true;
   if (seq->started) {
-    to_release_.emplace_back(seq->id, seq->capacity);
+    to_release_.push_back({seq->id, seq->rank, seq->capacity});
     seq->started = false;
   }
   std::lock_guard<std::mutex> lock(mu_);
@@ -241,7 +255,8 @@ bool Scheduler::Intake() {
   for (auto& seq : running_) check(seq.get());
   std::erase_if(waiting_, [](const auto& s) { return s->done; });
   std::erase_if(running_, [](const auto& s) { return s->done; });
-  return !(stopping && waiting_.empty() && running_.empty());
+  // Releases still pending go to the engine first, so nothing stays reserved on a rank.
+  return !(stopping && waiting_.empty() && running_.empty() && to_release_.empty());
 }
 
 void Scheduler::Emit(Sequence* seq, int32_t token, ServeClock::time_point now) {
@@ -272,11 +287,62 @@ void Scheduler::Emit(Sequence* seq, int32_t token, ServeClock::time_point now) {
 void Scheduler::PublishStats() {
   n_running_.store(static_cast<int>(running_.size()));
   n_waiting_.store(static_cast<int>(waiting_.size()));
-  kv_reserved_published_.store(kv_reserved_);
+  std::vector<double> usage(ledger_.num_ranks());
+  for (int r = 0; r < ledger_.num_ranks(); ++r) usage[r] = ledger_.usage(r);
   if (metrics_ != nullptr) {
-    metrics_->SetLoad(static_cast<int>(running_.size()), static_cast<int>(waiting_.size()),
-                      static_cast<double>(kv_reserved_) / kv_budget_);
+    metrics_->SetLoad(static_cast<int>(running_.size()), static_cast<int>(waiting_.size()));
+    metrics_->SetKvUsage(usage);
   }
+  std::lock_guard<std::mutex> lock(mu_);
+  kv_usage_published_ = std::move(usage);
+}
+
+absl::Status Scheduler::MaybeCollectRoutingStats() {
+  if (!routing_stats_enabled_ || options_.routing_stats_interval == absl::ZeroDuration()) {
+    return absl::OkStatus();
+  }
+  const auto now = ServeClock::now();
+  const int64_t steps = steps_.load();
+  if (steps == steps_at_last_routing_ ||
+      now - last_routing_time_ < absl::ToChronoNanoseconds(options_.routing_stats_interval)) {
+    return absl::OkStatus();
+  }
+  steps_at_last_routing_ = steps;
+  last_routing_time_ = now;
+  absl::StatusOr<RoutingStats> stats = engine_->CollectRoutingStats();
+  if (!stats.ok()) {
+    const absl::StatusCode code = stats.status().code();
+    if (code == absl::StatusCode::kUnimplemented || code == absl::StatusCode::kFailedPrecondition) {
+      routing_stats_enabled_ = false;  // no statistics (or no MoE layers): nothing to publish
+      return absl::OkStatus();
+    }
+    return stats.status();
+  }
+  // The window since the last collection: the counts are cumulative since the engine started.
+  RoutingStats window = *stats;
+  if (last_routing_.num_layers() == stats->num_layers() &&
+      last_routing_.num_experts() == stats->num_experts()) {
+    for (int l = 0; l < window.num_layers(); ++l) {
+      for (int e = 0; e < window.num_experts(); ++e) window.Add(l, e, -last_routing_.count(l, e));
+    }
+  }
+  last_routing_ = *std::move(stats);
+  const std::vector<ExpertPlacement> placements = engine_->expert_placements();
+  absl::StatusOr<std::vector<LayerLoad>> load = LayerLoadImbalance(window, placements);
+  if (!load.ok()) {
+    // A mismatch between the statistics and the placement is the engine's bug, not the job's.
+    routing_stats_enabled_ = false;
+    return absl::OkStatus();
+  }
+  for (size_t l = 0; l < load->size(); ++l) {
+    double routed = 0;
+    for (double t : (*load)[l].rank_tokens) routed += t;
+    // A window without tokens in a layer says nothing about its balance: keep the last value.
+    if (routed > 0 && metrics_ != nullptr) {
+      metrics_->SetExpertLoadImbalance(static_cast<int>(l), (*load)[l].max_over_mean);
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Scheduler::Run() {
@@ -319,25 +385,22 @@ absl::Status Scheduler::Run() {
     const int pending_release = static_cast<int>(to_release_.size());
     while (budget > 0 && !waiting_.empty() &&
            static_cast<int>(running_.size()) + pending_release < options_.max_num_seqs &&
-           kv_reserved_ + waiting_.front()->capacity <= kv_budget_) {
+           ledger_.FitsNext(waiting_.front()->capacity)) {
       std::unique_ptr<Sequence> seq = std::move(waiting_.front());
       waiting_.pop_front();
       seq->id = next_id_++;
       seq->started = true;
       seq->first_scheduled = now;
       seq->output = std::make_unique<OutputProcessor>(tokenizer, seq->request, tokenizer.eos_id());
-      kv_reserved_ += seq->capacity;
+      seq->rank = ledger_.Start(seq->capacity);
       step.start.push_back(
           {.id = seq->id, .sampling = seq->request.sampling, .capacity = seq->capacity});
       add_prefill(seq.get());
       running_.push_back(std::move(seq));
     }
-    int64_t kv_released = 0;
-    for (const auto& [id, capacity] : to_release_) {
-      step.release.push_back(id);
-      kv_released += capacity;
-    }
-    to_release_.clear();
+    std::vector<Release> released;
+    released.swap(to_release_);
+    for (const Release& r : released) step.release.push_back(r.id);
     PublishStats();
 
     if (step.items.empty() && step.release.empty()) {
@@ -350,7 +413,7 @@ absl::Status Scheduler::Run() {
     steps_.fetch_add(1);
     // Released whether the step ran or was rejected: a rejected release is not retried (it
     // would be rejected again); the engine then holds the sequence until shutdown.
-    kv_reserved_ -= kv_released;
+    for (const Release& r : released) ledger_.Release(r.rank, r.capacity);
     if (!result.ok()) {
       if (result.status().code() != absl::StatusCode::kInvalidArgument) {
         {
@@ -368,7 +431,7 @@ absl::Status Scheduler::Run() {
         for (auto& seq : running_) {
           if (seq->id != s.id) continue;
           seq->started = false;
-          kv_reserved_ -= seq->capacity;
+          ledger_.Release(seq->rank, seq->capacity);
         }
       }
       const absl::Status error = absl::InternalError(
@@ -377,7 +440,19 @@ absl::Status Scheduler::Run() {
       std::erase_if(running_, [](const auto& s) { return s->done; });
       continue;
     }
-    int generated = 0;
+    // The step's metrics go first, so a client that sees its request end also sees its tokens
+    // counted.
+    if (metrics_ != nullptr) {
+      int generated = 0;
+      for (size_t i = 0; i < owners.size(); ++i) {
+        generated += step.items[i].sample && i < result->tokens.size() && result->tokens[i] >= 0;
+      }
+      metrics_->OnStep(Seconds(t1 - t0), options_.max_num_batched_tokens - budget, prefill_seqs,
+                       decode_seqs);
+      metrics_->OnPromptTokens(prompt_tokens);
+      metrics_->OnGenerationTokens(generated);
+      metrics_->OnRankTimes(result->rank_times);
+    }
     for (size_t i = 0; i < owners.size(); ++i) {
       if (!step.items[i].sample) continue;
       const int32_t token = i < result->tokens.size() ? result->tokens[i] : -1;
@@ -385,16 +460,19 @@ absl::Status Scheduler::Run() {
         FinishError(owners[i], absl::InternalError("the engine returned no token"), "internal");
         continue;
       }
-      ++generated;
       Emit(owners[i], token, t1);
     }
-    if (metrics_ != nullptr) {
-      metrics_->OnStep(Seconds(t1 - t0), options_.max_num_batched_tokens - budget, prefill_seqs,
-                       decode_seqs);
-      metrics_->OnPromptTokens(prompt_tokens);
-      metrics_->OnGenerationTokens(generated);
-    }
     std::erase_if(running_, [](const auto& s) { return s->done; });
+    if (absl::Status s = MaybeCollectRoutingStats(); !s.ok()) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        fatal_ = s;
+      }
+      FailAll(absl::UnavailableError(
+          absl::StrCat("the engine failed collecting routing statistics: ", s.message())));
+      PublishStats();
+      return s;
+    }
   }
   PublishStats();
   return absl::OkStatus();

@@ -5,10 +5,16 @@
 //   1. one decode token for every running sequence that has finished its prompt;
 //   2. the next prefill chunk of running sequences still in their prompt (oldest first);
 //   3. newly admitted requests (FCFS) with their first prefill chunk, while fewer than
-//      max_num_seqs run and the KV budget has room for prompt + max_tokens;
+//      max_num_seqs run and the rank the Engine will place the sequence on has KV room for
+//      prompt + max_tokens (KvLedger: capacity is accounted per rank; a request that does not fit
+//      its rank waits);
 // all bounded by max_num_batched_tokens tokens per step (chunked prefill: a long prompt takes
 // several steps; the last chunk samples the first token). Requests join and leave between steps:
 // a finished, cancelled, aborted or timed-out sequence is released in the next step.
+//
+// Between steps, about once per routing_stats_interval, the loop collects the Engine's routing
+// statistics (a collective, so only here, never from a front-end thread) and publishes each MoE
+// layer's expert-load imbalance over the window since the last collection.
 //
 // Threads: Run() is the scheduler loop and must run on the thread that may call the engine
 // (with MPI, the thread that initialized it). Submit, Abort, Stop and stats() may be called from
@@ -32,7 +38,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "comm/routing_stats.h"
 #include "runtime/engine/engine.h"
+#include "runtime/serve/kv_ledger.h"
 #include "runtime/serve/output_processor.h"
 #include "runtime/serve/request_stream.h"
 #include "runtime/serve/serve_request.h"
@@ -44,9 +52,13 @@ struct SchedulerOptions {
   int max_num_seqs = 64;              // running sequences; <= EngineOptions::max_sequences
   int max_num_batched_tokens = 2048;  // tokens per step; <= EngineOptions::max_tokens_per_step
   int max_waiting = 4096;             // admission queue; beyond it Submit is ResourceExhausted
-  // KV cache tokens that running requests may reserve in total (each reserves prompt +
-  // max_tokens); 0: no limit beyond max_num_seqs sequences of max_model_len.
-  int64_t kv_cache_tokens = 0;
+  // KV cache tokens that the running requests placed on one rank may reserve (each reserves
+  // prompt + max_tokens on its rank); 0: no limit beyond the sequences a rank can get
+  // (ceil(max_num_seqs / ranks)) of the engine's max context each.
+  int64_t kv_cache_tokens_per_rank = 0;
+  // How often the loop collects routing statistics for tritmoe_expert_load_imbalance (only after
+  // steps ran); zero: never.
+  absl::Duration routing_stats_interval = absl::Seconds(1);
   // How long an idle scheduler sleeps before rechecking deadlines.
   absl::Duration idle_wait = absl::Milliseconds(50);
 
@@ -58,7 +70,8 @@ struct SchedulerOptions {
 struct SchedulerStats {
   int running = 0;
   int waiting = 0;
-  double kv_usage = 0;  // reserved / budget
+  double kv_usage = 0;                    // max over ranks of reserved / budget
+  std::vector<double> kv_usage_per_rank;  // [ranks]
   int64_t steps = 0;
   bool draining = false;
 };
@@ -88,7 +101,7 @@ class Scheduler {
 
   SchedulerStats stats() const;
   const SchedulerOptions& options() const { return options_; }
-  int64_t kv_budget() const { return kv_budget_; }
+  int64_t kv_budget_per_rank() const { return kv_budget_; }
 
  private:
   struct Sequence {
@@ -97,6 +110,7 @@ class Scheduler {
     std::shared_ptr<RequestStream> stream;
     std::unique_ptr<OutputProcessor> output;
     int64_t capacity = 0;  // KV tokens reserved
+    int rank = -1;         // where the Engine placed it (KvLedger), once started
     size_t prefilled = 0;  // prompt tokens already in the KV cache
     int32_t last_token = -1;
     bool started = false;  // the engine knows the sequence
@@ -134,6 +148,10 @@ class Scheduler {
   // Fails every live request (fatal engine error).
   void FailAll(const absl::Status& status);
   void PublishStats();
+  // Every routing_stats_interval after steps ran: collects routing statistics and publishes the
+  // imbalance of the window. An engine without statistics turns this off; an error from the
+  // collective is fatal like a step's.
+  absl::Status MaybeCollectRoutingStats();
 
   Engine* const engine_;
   const SchedulerOptions options_;
@@ -152,17 +170,27 @@ class Scheduler {
   // Published by the loop for stats().
   std::atomic<int> n_running_{0};
   std::atomic<int> n_waiting_{0};
-  std::atomic<int64_t> kv_reserved_published_{0};
+  std::vector<double> kv_usage_published_;  // mu_ held
   std::atomic<int64_t> steps_{0};
 
   // Scheduler thread only.
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;  // admission order
-  // Finished sequences to release in the next step, with their KV reservations, which stay
-  // counted until that step has run (the engine frees them at its end).
-  std::vector<std::pair<uint64_t, int64_t>> to_release_;
-  int64_t kv_reserved_ = 0;
+  // Finished sequences to release in the next step; their KV reservations (and their place in
+  // the Engine's placement count) stay until that step has run (the engine frees them at its end).
+  struct Release {
+    uint64_t id;
+    int rank;
+    int64_t capacity;
+  };
+  std::vector<Release> to_release_;
+  KvLedger ledger_;
   uint64_t next_id_ = 1;
+  // Routing statistics: the last collection (cumulative), when, and whether to go on.
+  bool routing_stats_enabled_ = true;
+  RoutingStats last_routing_;
+  ServeClock::time_point last_routing_time_{};
+  int64_t steps_at_last_routing_ = 0;
 };
 
 }  // namespace tritmoe

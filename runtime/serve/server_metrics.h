@@ -1,8 +1,10 @@
-// The serving metrics (names after vLLM's, prefixed tritmoe_, label model_name), updated by the
-// scheduler and the front-ends and rendered for GET /metrics:
+// The serving metrics on prometheus-cpp's core library (names after vLLM's, prefixed tritmoe_,
+// label model_name; only per-rank series add `rank`), updated by the scheduler and the front-ends
+// and rendered in the text exposition format 0.0.4 for GET /metrics on our own HTTP server:
 //
 //   tritmoe_num_requests_running / _waiting       gauges: running batch, admission queue
-//   tritmoe_kv_cache_usage_perc                   gauge 0..1: reserved KV tokens / budget
+//   tritmoe_kv_cache_usage_perc{rank}             gauge 0..1: KV tokens reserved on the rank by
+//                                                 its sequences (prompt + max_tokens) / its budget
 //   tritmoe_prompt_tokens_total, _generation_tokens_total       counters
 //   tritmoe_request_success_total{finished_reason=stop|length|abort}
 //   tritmoe_request_failure_total{reason=invalid|not_found|queue_full|deadline|cancelled|internal}
@@ -10,24 +12,46 @@
 //   tritmoe_e2e_request_latency_seconds, _request_queue_time_seconds     histograms
 //   tritmoe_request_prompt_tokens, _request_generation_tokens            histograms (tokens)
 //   tritmoe_iteration_tokens_total                histogram: tokens per engine step
-//   tritmoe_step_duration_seconds                 histogram: engine step wall time
+//   tritmoe_step_duration_seconds                 histogram: engine step wall time (driver view)
 //   tritmoe_batch_size{phase=prefill|decode}      gauge: sequences in the last step
+//   tritmoe_step_phase_seconds_total{rank,phase=attention|moe_compute|dispatch|combine|other}
+//                                                 counter: each rank's step time by phase
+//   tritmoe_rank_tokens_total{rank}               counter: new tokens of the rank's sequences
+//   tritmoe_expert_load_imbalance{layer}          gauge: max/mean routed tokens per rank under the
+//                                                 placement in use, over the last window (~1 s)
 //   tritmoe_build_info{version,world_size}        gauge = 1
+//
+// Thread-safe: prometheus-cpp's metrics are atomic or locked, and every series except the
+// per-layer imbalance is created here, up front.
 #pragma once
 
+#include <span>
 #include <string>
+#include <vector>
 
-#include "runtime/serve/metrics.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "runtime/engine/engine.h"
 #include "runtime/serve/request_stream.h"
 
 namespace tritmoe {
 
 class ServerMetrics {
  public:
+  // world_size >= 1: the ranks that get per-rank series.
   ServerMetrics(std::string model_name, int world_size);
 
-  void SetLoad(int running, int waiting, double kv_usage);
+  void SetLoad(int running, int waiting);
+  // usage[rank], 0..1; world_size entries (extra ones are ignored).
+  void SetKvUsage(std::span<const double> usage);
   void OnStep(double seconds, int tokens, int prefill_seqs, int decode_seqs);
+  // One step's phase times of every rank, indexed by rank (EngineStepResult::rank_times).
+  void OnRankTimes(std::span<const StepPhaseTimes> rank_times);
+  // MoE layer index (0 = the first MoE layer) and its max/mean routed tokens per rank.
+  void SetExpertLoadImbalance(int layer, double max_over_mean);
   void OnPromptTokens(int n);
   void OnGenerationTokens(int n);
   void OnFirstToken(double ttft_seconds);
@@ -36,28 +60,42 @@ class ServerMetrics {
   // reason: one of the failure labels above.
   void OnFailed(const char* reason);
 
-  std::string Render() const { return registry_.Render(); }
-  const MetricsRegistry& registry() const { return registry_; }
+  // The exposition of every family.
+  std::string Render() const;
+  int world_size() const { return world_size_; }
 
  private:
-  const LabelValues model_;
-  MetricsRegistry registry_;
-  MetricFamily* running_;
-  MetricFamily* waiting_;
-  MetricFamily* kv_usage_;
-  MetricFamily* prompt_tokens_;
-  MetricFamily* generation_tokens_;
-  MetricFamily* success_;
-  MetricFamily* failure_;
-  MetricFamily* ttft_;
-  MetricFamily* itl_;
-  MetricFamily* e2e_;
-  MetricFamily* queue_time_;
-  MetricFamily* request_prompt_tokens_;
-  MetricFamily* request_generation_tokens_;
-  MetricFamily* iteration_tokens_;
-  MetricFamily* step_duration_;
-  MetricFamily* batch_size_;
+  struct RankSeries {
+    prometheus::Counter* attention;
+    prometheus::Counter* moe_compute;
+    prometheus::Counter* dispatch;
+    prometheus::Counter* combine;
+    prometheus::Counter* other;
+    prometheus::Counter* tokens;
+    prometheus::Gauge* kv_usage;
+  };
+
+  const std::string model_;
+  const int world_size_;
+  prometheus::Registry registry_;
+  prometheus::Gauge* running_;
+  prometheus::Gauge* waiting_;
+  prometheus::Counter* prompt_tokens_;
+  prometheus::Counter* generation_tokens_;
+  prometheus::Family<prometheus::Counter>* success_;
+  prometheus::Family<prometheus::Counter>* failure_;
+  prometheus::Histogram* ttft_;
+  prometheus::Histogram* itl_;
+  prometheus::Histogram* e2e_;
+  prometheus::Histogram* queue_time_;
+  prometheus::Histogram* request_prompt_tokens_;
+  prometheus::Histogram* request_generation_tokens_;
+  prometheus::Histogram* iteration_tokens_;
+  prometheus::Histogram* step_duration_;
+  prometheus::Gauge* batch_prefill_;
+  prometheus::Gauge* batch_decode_;
+  prometheus::Family<prometheus::Gauge>* imbalance_;
+  std::vector<RankSeries> ranks_;  // [world_size]
 };
 
 }  // namespace tritmoe

@@ -4,8 +4,16 @@
 // driver does -- unknown/duplicate ids, a step over max_tokens_per_step, more live sequences
 // than max_sequences (releases count until the end of their step), a sequence out of room -- and
 // records what each step held, so tests can assert how requests were batched.
+//
+// With n_ranks > 1 it places sequences as engine.h says (fewest live sequences, ties to the lowest
+// rank; a release counts until the end of its step) and can hold a rank to a KV budget: a start
+// that overflows its rank is a violation, as it would fail that rank. Every step reports per-rank
+// phase times (a known function of the rank's tokens, summed in rank_totals()), and the fake
+// router sends every token of a step to fixed experts per MoE layer (set_routing), so the
+// expected load imbalance of each layer is known in closed form.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -16,6 +24,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "comm/expert_placement.h"
+#include "comm/routing_stats.h"
 #include "runtime/engine/engine.h"
 #include "runtime/text/synthetic_vocab.h"
 #include "runtime/text/tokenizer.h"
@@ -56,20 +66,37 @@ struct FakeStepRecord {
   int releases = 0;
   int live_after = 0;
   std::vector<uint64_t> item_ids;
+  std::vector<int64_t> kv_after;  // [rank]: KV tokens reserved after the step's starts
 };
+
+// The phase times the fake engine reports for a rank with `tokens` new tokens in a step.
+inline StepPhaseTimes FakeRankTimes(int64_t tokens) {
+  StepPhaseTimes t;
+  t.attention_s = 1e-3 * static_cast<double>(tokens);
+  t.moe_compute_s = 2e-3 * static_cast<double>(tokens) + 1e-4;
+  t.dispatch_s = 5e-4;
+  t.combine_s = 2.5e-4;
+  t.other_s = 1e-5;
+  t.tokens = tokens;
+  return t;
+}
 
 class FakeEngine final : public Engine {
  public:
-  FakeEngine(int max_sequences, int max_tokens_per_step, int64_t max_context, int n_vocab = 512)
+  FakeEngine(int max_sequences, int max_tokens_per_step, int64_t max_context, int n_vocab = 512,
+             int n_ranks = 1)
       : max_sequences_(max_sequences),
         max_tokens_per_step_(max_tokens_per_step),
         max_context_(max_context),
-        tokenizer_(*Tokenizer::Create(*MakeSyntheticVocab(n_vocab, 7))) {
+        n_ranks_(n_ranks),
+        tokenizer_(*Tokenizer::Create(*MakeSyntheticVocab(n_vocab, 7))),
+        ranks_(n_ranks),
+        rank_totals_(n_ranks) {
     config_.n_vocab = n_vocab;
   }
 
   int rank() const override { return 0; }
-  int num_ranks() const override { return 1; }
+  int num_ranks() const override { return n_ranks_; }
   const ModelConfig& config() const override { return config_; }
   const Tokenizer& tokenizer() const override { return tokenizer_; }
   int64_t max_context() const override { return max_context_; }
@@ -78,6 +105,12 @@ class FakeEngine final : public Engine {
   int threads() const override { return 1; }
 
   absl::StatusOr<EngineStepResult> Step(const EngineStep& step) override {
+    {
+      std::unique_lock<std::mutex> gate(gate_mu_);
+      ++steps_entered_;
+      gate_cv_.notify_all();
+      gate_cv_.wait(gate, [&] { return !held_; });
+    }
     std::lock_guard<std::mutex> lock(mu_);
     if (fail_at_step_ >= 0 && static_cast<int>(log_.size()) == fail_at_step_) {
       return absl::InternalError("injected engine failure");
@@ -87,14 +120,26 @@ class FakeEngine final : public Engine {
       return s;
     }
     if (step_delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(step_delay_ms_));
+    step_thread_ = std::this_thread::get_id();
     FakeStepRecord rec;
     for (const SequenceStart& s : step.start) {
-      live_[s.id] = Seq{s.capacity, {}, 0, s.sampling.ignore_eos};
+      live_[s.id] = Seq{s.capacity, {}, 0, s.sampling.ignore_eos, Place()};
       ++rec.starts;
     }
+    rec.kv_after.assign(n_ranks_, 0);
+    for (const auto& [id, seq] : live_) rec.kv_after[seq.rank] += seq.capacity;
+    for (int r = 0; r < n_ranks_; ++r) {
+      if (kv_per_rank_ > 0 && rec.kv_after[r] > kv_per_rank_) {
+        violations_.push_back(absl::StrCat("rank ", r, " holds ", rec.kv_after[r],
+                                           " KV tokens, over its budget of ", kv_per_rank_));
+      }
+    }
     EngineStepResult result;
+    std::vector<int64_t> rank_tokens(n_ranks_, 0);
     for (const EngineItem& it : step.items) {
       Seq& seq = live_[it.id];
+      rank_tokens[seq.rank] += static_cast<int64_t>(it.tokens.size());
+      for (size_t i = 0; i < it.tokens.size(); ++i) Route();
       // Tokens fed after the prompt are the sequence's own samples coming back.
       seq.history.insert(seq.history.end(), it.tokens.begin(), it.tokens.end());
       rec.tokens += static_cast<int>(it.tokens.size());
@@ -118,7 +163,30 @@ class FakeEngine final : public Engine {
     }
     rec.live_after = static_cast<int>(live_.size());
     log_.push_back(rec);
+    for (int r = 0; r < n_ranks_; ++r) {
+      result.rank_times.push_back(FakeRankTimes(rank_tokens[r]));
+      rank_totals_[r] += result.rank_times.back();
+    }
     return result;
+  }
+
+  absl::StatusOr<RoutingStats> CollectRoutingStats() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (routes_.empty()) return absl::FailedPreconditionError("no MoE layers");
+    // A collective in the real engine: it must come from the thread that runs the steps.
+    if (std::this_thread::get_id() != step_thread_) {
+      violations_.push_back("CollectRoutingStats off the step thread");
+    }
+    ++routing_collections_;
+    return routing_;
+  }
+  std::vector<ExpertPlacement> expert_placements() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<ExpertPlacement> out;
+    for (size_t l = 0; l < routes_.size(); ++l) {
+      out.push_back(*ExpertPlacement::Contiguous(routing_.num_experts(), n_ranks_));
+    }
+    return out;
   }
   absl::Status Shutdown() override { return absl::OkStatus(); }
   absl::Status RunWorker() override { return absl::FailedPreconditionError("driver only"); }
@@ -127,6 +195,38 @@ class FakeEngine final : public Engine {
   void set_eos_after(int n) { eos_after_ = n; }
   void set_fail_at_step(int step) { fail_at_step_ = step; }
   void set_step_delay_ms(int ms) { step_delay_ms_ = ms; }
+  // Hold: Step blocks on entry until Resume, so a test can queue requests behind a step in
+  // flight whatever the machine's speed. WaitForStepEntered(n): until n steps have begun.
+  void Hold() {
+    std::lock_guard<std::mutex> gate(gate_mu_);
+    held_ = true;
+  }
+  void Resume() {
+    {
+      std::lock_guard<std::mutex> gate(gate_mu_);
+      held_ = false;
+    }
+    gate_cv_.notify_all();
+  }
+  void WaitForStepEntered(int n) {
+    std::unique_lock<std::mutex> gate(gate_mu_);
+    gate_cv_.wait(gate, [&] { return steps_entered_ >= n; });
+  }
+  // Holds every rank to `tokens` of KV reservations (0: no limit).
+  void set_kv_tokens_per_rank(int64_t tokens) { kv_per_rank_ = tokens; }
+  // routes[layer]: the experts (of n_experts, contiguous over the ranks) every token goes to.
+  void set_routing(int n_experts, std::vector<std::vector<int>> routes) {
+    routing_ = RoutingStats(static_cast<int>(routes.size()), n_experts);
+    routes_ = std::move(routes);
+  }
+  int routing_collections() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return routing_collections_;
+  }
+  std::vector<StepPhaseTimes> rank_totals() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return rank_totals_;
+  }
   std::vector<FakeStepRecord> log() const {
     std::lock_guard<std::mutex> lock(mu_);
     return log_;
@@ -146,7 +246,24 @@ class FakeEngine final : public Engine {
     std::vector<int32_t> history;
     int generated = 0;
     bool ignore_eos = false;
+    int rank = 0;
   };
+
+  // engine.h's placement, computed independently of the scheduler's KvLedger.
+  int Place() const {
+    std::vector<int> load(n_ranks_, 0);
+    for (const auto& [id, seq] : live_) ++load[seq.rank];
+    int best = 0;
+    for (int r = 1; r < n_ranks_; ++r) {
+      if (load[r] < load[best]) best = r;
+    }
+    return best;
+  }
+  void Route() {
+    for (size_t l = 0; l < routes_.size(); ++l) {
+      for (int e : routes_[l]) routing_.Add(static_cast<int>(l), e, 1);
+    }
+  }
 
   absl::Status Check(const EngineStep& step) const {
     std::set<uint64_t> started;
@@ -203,9 +320,10 @@ class FakeEngine final : public Engine {
   const int max_sequences_;
   const int max_tokens_per_step_;
   const int64_t max_context_;
+  const int n_ranks_;
   ModelConfig config_;
   Tokenizer tokenizer_;
-  std::vector<EngineRankInfo> ranks_ = {EngineRankInfo{}};
+  std::vector<EngineRankInfo> ranks_;
   mutable std::mutex mu_;
   std::map<uint64_t, Seq> live_;
   std::vector<FakeStepRecord> log_;
@@ -213,6 +331,16 @@ class FakeEngine final : public Engine {
   int eos_after_ = 0;
   int fail_at_step_ = -1;
   int step_delay_ms_ = 0;
+  int64_t kv_per_rank_ = 0;
+  std::thread::id step_thread_;
+  std::vector<std::vector<int>> routes_;
+  RoutingStats routing_;
+  int routing_collections_ = 0;
+  std::vector<StepPhaseTimes> rank_totals_;
+  std::mutex gate_mu_;
+  std::condition_variable gate_cv_;
+  bool held_ = false;
+  int steps_entered_ = 0;
 };
 
 }  // namespace tritmoe::testing

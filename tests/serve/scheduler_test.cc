@@ -11,6 +11,7 @@
 
 #include "fake_engine.h"
 #include "gtest/gtest.h"
+#include "prom_text.h"
 #include "runtime/serve/request_stream.h"
 
 namespace tritmoe {
@@ -20,11 +21,12 @@ using ::tritmoe::testing::FakeEngine;
 using ::tritmoe::testing::FakeReference;
 using ::tritmoe::testing::FakeStepRecord;
 using ::tritmoe::testing::LetterToken;
+using ::tritmoe::testing::PromValue;
 
 // Runs a scheduler's loop on its own thread for the duration of a test.
 class Harness {
  public:
-  Harness(FakeEngine* engine, SchedulerOptions options) : metrics_("fake", 1) {
+  Harness(FakeEngine* engine, SchedulerOptions options) : metrics_("fake", engine->num_ranks()) {
     options.idle_wait = absl::Milliseconds(5);
     auto s = Scheduler::Create(engine, options, &metrics_);
     EXPECT_TRUE(s.ok()) << s.status();
@@ -293,7 +295,8 @@ TEST(SchedulerTest, DuplicateLiveRequestIdIsRejected) {
 TEST(SchedulerTest, KvBudgetLimitsConcurrentSequences) {
   FakeEngine engine(8, 64, 256);
   // Each request reserves 4 + 12 = 16 tokens; a budget of 40 admits two at a time.
-  Harness h(&engine, {.max_num_seqs = 8, .max_num_batched_tokens = 64, .kv_cache_tokens = 40});
+  Harness h(&engine,
+            {.max_num_seqs = 8, .max_num_batched_tokens = 64, .kv_cache_tokens_per_rank = 40});
   std::vector<std::shared_ptr<RequestStream>> streams;
   for (int i = 0; i < 6; ++i) {
     auto s = h.scheduler().Submit(Request("k" + std::to_string(i), Prompt(4, i), 12));
@@ -358,25 +361,150 @@ TEST(SchedulerTest, MetricsCountTokensAndOutcomes) {
   ASSERT_TRUE(s.ok());
   ASSERT_TRUE(Drain(**s).completion);
   const std::string text = h.metrics().Render();
-  EXPECT_NE(text.find("tritmoe_prompt_tokens_total{model_name=\"fake\"} 7\n"), std::string::npos)
-      << text;
-  EXPECT_NE(text.find("tritmoe_generation_tokens_total{model_name=\"fake\"} 9\n"),
-            std::string::npos);
-  EXPECT_NE(
-      text.find(
-          "tritmoe_request_success_total{model_name=\"fake\",finished_reason=\"length\"} 1\n"),
-      std::string::npos);
-  EXPECT_NE(text.find("tritmoe_time_to_first_token_seconds_count{model_name=\"fake\"} 1\n"),
-            std::string::npos);
-  EXPECT_NE(text.find("tritmoe_inter_token_latency_seconds_count{model_name=\"fake\"} 8\n"),
-            std::string::npos);
+  const std::map<std::string, std::string> model = {{"model_name", "fake"}};
+  EXPECT_EQ(PromValue(text, "tritmoe_prompt_tokens_total", model), 7.0) << text;
+  EXPECT_EQ(PromValue(text, "tritmoe_generation_tokens_total", model), 9.0);
+  EXPECT_EQ(PromValue(text, "tritmoe_request_success_total",
+                      {{"model_name", "fake"}, {"finished_reason", "length"}}),
+            1.0);
+  EXPECT_EQ(PromValue(text, "tritmoe_time_to_first_token_seconds_count", model), 1.0);
+  EXPECT_EQ(PromValue(text, "tritmoe_inter_token_latency_seconds_count", model), 8.0);
+  // One rank holds everything: its tokens are the prompt and the 8 samples fed back.
+  EXPECT_EQ(PromValue(text, "tritmoe_rank_tokens_total", {{"model_name", "fake"}, {"rank", "0"}}),
+            15.0);
+}
+
+// Two ranks with 40 KV tokens each. A (30 tokens) lands on rank 0, B (10) on rank 1; C (30) would
+// land on rank 0 (fewest live sequences, ties to the lowest rank) where it does not fit, though
+// the job as a whole (80) has room: it must wait until B ends and then run on rank 1. The fake
+// engine places sequences by its own copy of the rule and flags a rank over its budget.
+TEST(SchedulerTest, KvIsAccountedPerRankAndARequestWaitsForItsRank) {
+  FakeEngine engine(8, 64, 256, 512, /*n_ranks=*/2);
+  engine.set_kv_tokens_per_rank(40);
+  Harness h(&engine,
+            {.max_num_seqs = 8, .max_num_batched_tokens = 64, .kv_cache_tokens_per_rank = 40});
+  EXPECT_EQ(h.scheduler().kv_budget_per_rank(), 40);
+  engine.Hold();  // A's first step waits until B and C are queued
+  auto a = h.scheduler().Submit(Request("a", Prompt(4, 0), 26));
+  ASSERT_TRUE(a.ok());
+  engine.WaitForStepEntered(1);
+  auto b = h.scheduler().Submit(Request("b", Prompt(4, 1), 6));
+  auto c = h.scheduler().Submit(Request("c", Prompt(4, 2), 26));
+  ASSERT_TRUE(b.ok() && c.ok());
+  // More than one rank's budget can never run, even with room job-wide.
+  auto big = h.scheduler().Submit(Request("big", Prompt(4, 3), 37));
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(big.status().message().find("one rank"), std::string::npos) << big.status();
+  engine.Resume();
+
+  EXPECT_EQ(Drain(**a).tokens, FakeReference(Prompt(4, 0), 26));
+  EXPECT_EQ(Drain(**b).tokens, FakeReference(Prompt(4, 1), 6));
+  EXPECT_EQ(Drain(**c).tokens, FakeReference(Prompt(4, 2), 26));
+  EXPECT_TRUE(engine.violations().empty()) << engine.violations()[0];
+  // C (engine id 3) started only after a release (B's), and then both ranks were in use.
+  const std::vector<FakeStepRecord> log = engine.log();
+  int releases_before_c = 0;
+  bool c_seen = false;
+  for (const FakeStepRecord& r : log) {
+    if (std::find(r.item_ids.begin(), r.item_ids.end(), 3u) != r.item_ids.end()) {
+      c_seen = true;
+      EXPECT_EQ(r.kv_after[0], 30);
+      EXPECT_EQ(r.kv_after[1], 30);
+      break;
+    }
+    releases_before_c += r.releases;
+  }
+  EXPECT_TRUE(c_seen);
+  EXPECT_GE(releases_before_c, 1);
+  h.Stop();
+  const SchedulerStats st = h.scheduler().stats();
+  ASSERT_EQ(st.kv_usage_per_rank.size(), 2u);
+  EXPECT_EQ(st.kv_usage_per_rank[0], 0.0);
+  const std::string text = h.metrics().Render();
+  for (const char* rank : {"0", "1"}) {
+    EXPECT_EQ(
+        PromValue(text, "tritmoe_kv_cache_usage_perc", {{"model_name", "fake"}, {"rank", rank}}),
+        0.0)
+        << text;
+  }
+}
+
+// The per-rank phase counters add up to what the engine reported, the per-rank token counters to
+// the tokens of every step, and each layer's imbalance is the closed form of the fake routing:
+// 4 experts on 2 ranks ({0,1} and {2,3}); layer 0 sends each token to 0,1,2 (rank loads 2:1,
+// max/mean 4/3), layer 1 to 0,3 (1:1 -> 1), layer 2 to 3 (0:1 -> 2).
+TEST(SchedulerTest, StepPhasesRankTokensAndExpertLoadImbalance) {
+  FakeEngine engine(8, 64, 256, 512, /*n_ranks=*/2);
+  engine.set_routing(4, {{0, 1, 2}, {0, 3}, {3}});
+  engine.set_step_delay_ms(2);
+  Harness h(&engine, {.max_num_seqs = 8,
+                      .max_num_batched_tokens = 64,
+                      .routing_stats_interval = absl::Milliseconds(1)});
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (int i = 0; i < 3; ++i) {
+    auto s = h.scheduler().Submit(Request("p" + std::to_string(i), Prompt(5 + i, i), 8 + 2 * i));
+    ASSERT_TRUE(s.ok());
+    streams.push_back(*s);
+  }
+  for (auto& s : streams) ASSERT_TRUE(Drain(*s).completion);
+  h.Stop();
+  EXPECT_TRUE(engine.violations().empty()) << engine.violations()[0];
+  EXPECT_GE(engine.routing_collections(), 1);
+  const std::string text = h.metrics().Render();
+  const std::vector<StepPhaseTimes> totals = engine.rank_totals();
+  int64_t step_tokens = 0;
+  for (const FakeStepRecord& r : engine.log()) step_tokens += r.tokens;
+  double rank_tokens = 0;
+  for (int rank = 0; rank < 2; ++rank) {
+    const std::string rs = std::to_string(rank);
+    auto phase = [&](const char* name) {
+      return *PromValue(text, "tritmoe_step_phase_seconds_total",
+                        {{"model_name", "fake"}, {"rank", rs}, {"phase", name}});
+    };
+    EXPECT_NEAR(phase("attention"), totals[rank].attention_s, 1e-9) << text;
+    EXPECT_NEAR(phase("moe_compute"), totals[rank].moe_compute_s, 1e-9);
+    EXPECT_NEAR(phase("dispatch"), totals[rank].dispatch_s, 1e-9);
+    EXPECT_NEAR(phase("combine"), totals[rank].combine_s, 1e-9);
+    EXPECT_NEAR(phase("other"), totals[rank].other_s, 1e-9);
+    const double tokens =
+        *PromValue(text, "tritmoe_rank_tokens_total", {{"model_name", "fake"}, {"rank", rs}});
+    EXPECT_GT(tokens, 0) << "rank " << rank << " got no sequence";
+    rank_tokens += tokens;
+  }
+  EXPECT_EQ(rank_tokens, static_cast<double>(step_tokens));
+  auto imbalance = [&](const char* layer) {
+    return PromValue(text, "tritmoe_expert_load_imbalance",
+                     {{"model_name", "fake"}, {"layer", layer}});
+  };
+  ASSERT_TRUE(imbalance("0")) << text;
+  EXPECT_NEAR(*imbalance("0"), 4.0 / 3.0, 1e-12);
+  EXPECT_NEAR(*imbalance("1"), 1.0, 1e-12);
+  EXPECT_NEAR(*imbalance("2"), 2.0, 1e-12);
+}
+
+// An engine without routing statistics (FailedPrecondition: no MoE layers) is not collected
+// from again and exports no imbalance.
+TEST(SchedulerTest, NoRoutingStatisticsNoImbalance) {
+  FakeEngine engine(4, 64, 256);
+  engine.set_step_delay_ms(2);
+  Harness h(&engine, {.max_num_seqs = 4,
+                      .max_num_batched_tokens = 64,
+                      .routing_stats_interval = absl::Milliseconds(1)});
+  auto s = h.scheduler().Submit(Request("n", Prompt(4, 0), 10));
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE(Drain(**s).completion);
+  h.Stop();
+  EXPECT_TRUE(h.run_status().ok()) << h.run_status();
+  EXPECT_EQ(engine.routing_collections(), 0);
+  EXPECT_EQ(h.metrics().Render().find("tritmoe_expert_load_imbalance{"), std::string::npos);
 }
 
 TEST(SchedulerOptionsTest, Validate) {
   EXPECT_TRUE(SchedulerOptions{}.Validate().ok());
   EXPECT_FALSE((SchedulerOptions{.max_num_seqs = 0}).Validate().ok());
   EXPECT_FALSE((SchedulerOptions{.max_num_seqs = 8, .max_num_batched_tokens = 4}).Validate().ok());
-  EXPECT_FALSE((SchedulerOptions{.kv_cache_tokens = -1}).Validate().ok());
+  EXPECT_FALSE((SchedulerOptions{.kv_cache_tokens_per_rank = -1}).Validate().ok());
+  EXPECT_FALSE((SchedulerOptions{.routing_stats_interval = absl::Seconds(-1)}).Validate().ok());
 }
 
 }  // namespace

@@ -14,6 +14,7 @@ Every wait has a timeout; the server is stopped with SIGTERM (and killed if that
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -102,12 +103,24 @@ def http(method, path, body=None, raw=None, timeout=60):
         return status, text
 
 
-def metric(name_and_labels):
-    _, text = http("GET", "/metrics")
+def parse_metrics(text):
+    """{(name, frozenset of (label, value)): value} of a text exposition, label order aside."""
+    out = {}
     for line in text.splitlines():
-        if line.startswith(name_and_labels + " "):
-            return float(line.split()[-1])
-    return 0.0
+        if not line or line.startswith("#"):
+            continue
+        m = re.fullmatch(r'([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})? (\S+)', line)
+        assert m, f"bad exposition line: {line!r}"
+        labels = frozenset(re.findall(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"',
+                                      m.group(2) or ""))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def metric(name, **labels):
+    """One sample of /metrics (0 when absent, as for a counter not yet incremented)."""
+    _, text = http("GET", "/metrics")
+    return parse_metrics(text).get((name, frozenset(labels.items())), 0.0)
 
 
 def sse_events(text):
@@ -212,7 +225,63 @@ class ServeTest(unittest.TestCase):
         for name in ("tritmoe_num_requests_running", "tritmoe_time_to_first_token_seconds_bucket",
                      "tritmoe_generation_tokens_total", "tritmoe_kv_cache_usage_perc"):
             self.assertIn(name, text)
-        self.assertIn(f'tritmoe_build_info{{version="0.1.0",world_size="{ARGS.np}"}} 1', text)
+        samples = parse_metrics(text)
+        self.assertEqual(samples[("tritmoe_build_info",
+                                  frozenset({("version", "0.1.0"), ("world_size", str(ARGS.np))}))],
+                         1.0)
+        # Per-rank KV usage for every rank.
+        for rank in range(ARGS.np):
+            self.assertIn(("tritmoe_kv_cache_usage_perc",
+                           frozenset({("model_name", "tiny"), ("rank", str(rank))})), samples)
+
+    def test_per_rank_step_metrics(self):
+        """Phase times and tokens per rank grow with a request; every rank's own tokens add up
+        to at least the request's; the imbalance of each MoE layer lies in [1, np]."""
+        def rank_sample(samples, name, rank, **labels):
+            key = frozenset({("model_name", "tiny"), ("rank", str(rank)), *labels.items()})
+            return samples.get((name, key), 0.0)
+
+        before = parse_metrics(http("GET", "/metrics")[1])
+        n = 2 * ARGS.np  # enough sequences that every rank gets one
+        results = []
+
+        def one(i):
+            results.append(http("POST", "/v1/completions",
+                                {"prompt": f"rank metrics {i}", "max_tokens": 8,
+                                 "ignore_eos": True}))
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        used = 0
+        for status, body in results:
+            self.assertEqual(status, 200, body)
+            used += body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"] - 1
+        after = parse_metrics(http("GET", "/metrics")[1])
+        tokens = 0.0
+        for rank in range(ARGS.np):
+            grown = {phase: rank_sample(after, "tritmoe_step_phase_seconds_total", rank,
+                                        phase=phase) -
+                     rank_sample(before, "tritmoe_step_phase_seconds_total", rank, phase=phase)
+                     for phase in ("attention", "moe_compute", "dispatch", "combine", "other")}
+            self.assertGreater(grown["moe_compute"], 0, (rank, grown))
+            self.assertGreater(grown["other"], 0, (rank, grown))
+            if ARGS.np > 1:  # every rank takes part in every all-to-all
+                self.assertGreater(grown["dispatch"], 0, (rank, grown))
+                self.assertGreater(grown["combine"], 0, (rank, grown))
+            else:
+                self.assertEqual(grown["dispatch"], 0, grown)
+            tokens += (rank_sample(after, "tritmoe_rank_tokens_total", rank) -
+                       rank_sample(before, "tritmoe_rank_tokens_total", rank))
+        # Other tests' requests may run at the same time; ours are a lower bound.
+        self.assertGreaterEqual(tokens, used)
+        imbalance = [v for (name, _), v in after.items()
+                     if name == "tritmoe_expert_load_imbalance"]
+        self.assertTrue(imbalance, "no tritmoe_expert_load_imbalance series")
+        for v in imbalance:
+            self.assertGreaterEqual(v, 1.0 - 1e-9)
+            self.assertLessEqual(v, ARGS.np + 1e-9)
 
     def test_grpc_health(self):
         import health_min_pb2 as hpb
@@ -415,13 +484,13 @@ class ServeTest(unittest.TestCase):
     def wait_idle(self):
         deadline = time.time() + 30
         while time.time() < deadline:
-            if metric('tritmoe_num_requests_running{model_name="tiny"}') == 0:
+            if metric("tritmoe_num_requests_running", model_name="tiny") == 0:
                 return True
             time.sleep(0.05)
         return False
 
     def test_bad_client_disconnects_mid_stream_http(self):
-        before = metric('tritmoe_request_failure_total{model_name="tiny",reason="cancelled"}')
+        before = metric("tritmoe_request_failure_total", model_name="tiny", reason="cancelled")
         body = json.dumps({"prompt": "walk away", "max_tokens": 400, "ignore_eos": True,
                            "stream": True}).encode()
         s = socket.create_connection(("127.0.0.1", SERVER.http), timeout=30)
@@ -434,19 +503,19 @@ class ServeTest(unittest.TestCase):
             got += chunk
         s.close()  # mid-stream
         self.assertTrue(self.wait_idle(), "the abandoned sequence was not freed")
-        after = metric('tritmoe_request_failure_total{model_name="tiny",reason="cancelled"}')
+        after = metric("tritmoe_request_failure_total", model_name="tiny", reason="cancelled")
         self.assertEqual(after, before + 1)
         self.assert_still_serving()
 
     def test_bad_client_cancels_grpc_stream(self):
-        before = metric('tritmoe_request_failure_total{model_name="tiny",reason="cancelled"}')
+        before = metric("tritmoe_request_failure_total", model_name="tiny", reason="cancelled")
         with channel() as ch:
             it = generate_call(ch)(greedy_request("cancel me", 400), timeout=60)
             next(it)
             next(it)
             it.cancel()
         self.assertTrue(self.wait_idle(), "the cancelled sequence was not freed")
-        after = metric('tritmoe_request_failure_total{model_name="tiny",reason="cancelled"}')
+        after = metric("tritmoe_request_failure_total", model_name="tiny", reason="cancelled")
         self.assertEqual(after, before + 1)
         self.assert_still_serving()
 
