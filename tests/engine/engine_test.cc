@@ -397,12 +397,24 @@ TEST(StepCodecTest, RoundTripsEveryField) {
   RankResult rr;
   rr.status = absl::InternalError("boom");
   rr.items.push_back({.item = 1, .token = 5, .logits = {1.5f, -2.0f}});
+  rr.times = {.attention_s = 0.5,
+              .moe_compute_s = 0.25,
+              .dispatch_s = 0.125,
+              .combine_s = 1e-9,
+              .other_s = 3.0,
+              .tokens = 17};
   auto back = DecodeRankResult(EncodeRankResult(rr));
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->status, rr.status);
   ASSERT_EQ(back->items.size(), 1u);
   EXPECT_EQ(back->items[0].token, 5);
   EXPECT_EQ(back->items[0].logits, rr.items[0].logits);
+  EXPECT_EQ(back->times.attention_s, 0.5);
+  EXPECT_EQ(back->times.moe_compute_s, 0.25);
+  EXPECT_EQ(back->times.dispatch_s, 0.125);
+  EXPECT_EQ(back->times.combine_s, 1e-9);
+  EXPECT_EQ(back->times.other_s, 3.0);
+  EXPECT_EQ(back->times.tokens, 17);
   EXPECT_FALSE(DecodeRankResult(EncodeStepMessage(m)).ok());
 }
 

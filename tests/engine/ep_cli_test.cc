@@ -181,6 +181,60 @@ TEST(EpCliGenerateTest, GreedyTextIsTheSameForAnyRankCount) {
   }
 }
 
+// Routing statistics written by a plain process drive "balanced" placements under mpirun: the
+// same greedy text at np = 2 and 3 (with and without copies of hot experts), the copies show in
+// the start-up report, and the statistics the np = 3 job writes equal the plain process's
+// (routing does not depend on where experts live).
+TEST(EpCliGenerateTest, BalancedPlacementFromRecordedStats) {
+  const std::string model = Model("ud-1.58");
+  const std::string dir = Dir() + "/balanced";
+  std::filesystem::create_directories(dir);
+  const std::string args =
+      " generate -m " + model + " -p 'The quick brown fox' -n 24 --ignore-eos --temperature 0";
+  const std::string stats = dir + "/stats.json";
+  ASSERT_EQ(RunShell(Tritmoe() + args + " --routing-stats-out " + stats, dir + "/plain.out",
+                     dir + "/plain.err"),
+            0)
+      << ReadText(dir + "/plain.err");
+  const std::string want = ReadText(dir + "/plain.out");
+  const std::string recorded = ReadText(stats);
+  EXPECT_NE(recorded.find("\"tritmoe.routing_stats\""), std::string::npos) << recorded;
+  EXPECT_NE(ReadText(dir + "/plain.err").find("routing statistics: 2 MoE layers x 16 experts"),
+            std::string::npos)
+      << ReadText(dir + "/plain.err");
+
+  struct Case {
+    int np;
+    std::string placement;
+    int expert_layers;  // summed over ranks: 2 MoE layers x (16 + copies)
+  };
+  for (const Case& c : {Case{2, "balanced:" + stats, 32}, Case{3, "balanced:" + stats, 32},
+                        Case{3, "balanced+4:" + stats, 40}}) {
+    const std::string tag =
+        dir + "/np" + std::to_string(c.np) + "-" + std::to_string(c.expert_layers);
+    const std::string out_stats = tag + "-stats.json";
+    ASSERT_EQ(RunShell(MpiRun(c.np) + " " + Tritmoe() + args + " --placement " + c.placement +
+                           " --routing-stats-out " + out_stats,
+                       tag + ".out", tag + ".err"),
+              0)
+        << ReadText(tag + ".err");
+    EXPECT_EQ(ReadText(tag + ".out"), want) << c.np << " " << c.placement;
+    EXPECT_EQ(ReadText(out_stats), recorded) << c.np << " " << c.placement;
+    const std::vector<RankLine> ranks = ParseReport(ReadText(tag + ".err"));
+    ASSERT_EQ(ranks.size(), static_cast<size_t>(c.np)) << ReadText(tag + ".err");
+    int layers = 0;
+    for (const RankLine& r : ranks) layers += r.expert_layers;
+    EXPECT_EQ(layers, c.expert_layers) << c.placement;
+  }
+  // A missing statistics file fails at start on every rank, naming it.
+  const std::string tag = dir + "/missing";
+  EXPECT_NE(
+      RunShell(MpiRun(2) + " " + Tritmoe() + args + " --placement balanced:" + dir + "/nope.json",
+               tag + ".out", tag + ".err"),
+      0);
+  EXPECT_NE(ReadText(tag + ".err").find("nope.json"), std::string::npos) << ReadText(tag + ".err");
+}
+
 // SIGKILL one rank while rank 0 streams tokens: mpirun must end the whole job, with a message
 // naming the rank, well within 30 s.
 class EpCliKillTest : public ::testing::TestWithParam<int> {};
