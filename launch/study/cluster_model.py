@@ -24,15 +24,17 @@ each rank holds b = ceil(B/N) of them; expert parallelism: each rank holds E/N e
   t_prefill = measured prefill time per prompt token (chunked prefill of the requests,
           amortized over their output tokens; 0 for decode-only predictions)
   s     = calibration rank's share of the machine / this rank's share (CPU ranks on one host
-          share cores and memory bandwidth: np=2 on 2 cores with 1 thread each -> s = 2; a GPU
-          rank owns its device -> s = 1)
+          share cores and memory bandwidth, also with other tenants' runnable threads: a rank of
+          t threads gets t * min(1, cores / (external load + all ranks' threads)); a GPU rank
+          owns its device -> s = 1)
   exchange from a link: per MoE layer 3 collectives (counts, rows, combine), each paying the
           link latency, plus bytes = b * r * hidden * row bytes for dispatch and again for
           combine, r = (N-1)(1 - C(E - E/N, k)/C(E, k)) distinct remote ranks per token; across
           nodes the off-node share of those bytes goes over the network and the rest over NVLink
           at the same time (the slower of the two counts)
 
-Throughput = B / T_N, per-user speed = 1 / T_N (tok/s), per-rank throughput = B / N / T_N.
+Throughput = B / T_N, per-rank throughput = B / N / T_N, per-user speed = 1 / TPOT with
+TPOT = T_N minus the request's own prefill share (T_N's prefill term times (B-1)/B).
 
   cluster_model.py --profile profiles/h200_v3_ud158.json --links profiles/links.json \
       --ranks 1,2,8,16,32 --batch-per-rank 1,4,16,64
@@ -176,12 +178,16 @@ def predict(profile, N, B, exchange, share=1.0, imbalance=None, prefill_per_outp
     t_x = profile.moe_layers * exchange.layer_s(b) if N > 1 else 0.0
     t_pf = s * b * prefill_per_output * profile.prefill_s_per_token
     T = t_rest + t_exp + t_x + t_pf
+    # A request's own prefill comes before its first token, so its TPOT carries only the other
+    # B - 1 requests' prefill share (lockstep: any rank's prefill stalls every rank).
+    tpot = t_rest + t_exp + t_x + t_pf * (B - 1) / B
     mem = None
     if profile.replicated_bytes:
         mem = profile.replicated_bytes + profile.expert_bytes_total / N
     return {"ranks": N, "batch": B, "batch_per_rank": b, "step_s": T, "rest_s": t_rest,
             "experts_s": t_exp, "exchange_s": t_x, "prefill_s": t_pf, "imbalance": I,
-            "output_tok_s": B / T, "output_tok_s_per_rank": B / N / T, "per_user_tok_s": 1.0 / T,
+            "tpot_s": tpot, "output_tok_s": B / T, "output_tok_s_per_rank": B / N / T,
+            "per_user_tok_s": 1.0 / tpot,
             "weights_bytes_per_rank": mem, "exchange": exchange.name if N > 1 else "none"}
 
 

@@ -6,7 +6,8 @@
                        bench-serve's output throughput, and per-user tok/s = OSL / decode time
                        (1000 / TPOT)
 
-Both run on the CPU with the given threads. A missing tool is recorded, not fatal.
+Both run on the CPU with the given threads. A missing tool is recorded, not fatal; without
+llama-bench, llama-completion's own timing lines give the one-stream figures.
 
 Run alone, it adds the peer to an existing study (study.json, study.csv, plots):
 
@@ -16,13 +17,15 @@ import argparse
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
 
 def _run(cmd, log_path, timeout):
     env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(os.path.dirname(cmd[0]), "..", "lib"))
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout,
+                       env=env)
     with open(log_path, "w") as f:
         f.write("$ " + " ".join(cmd) + "\n" + p.stdout + p.stderr)
     if p.returncode != 0:
@@ -37,6 +40,20 @@ def parse_batched_jsonl(text):
         if line.startswith("{") and '"speed_tg"' in line:
             rows.append(json.loads(line))
     return rows
+
+
+_TIMING = re.compile(r"(prompt eval|eval) time =\s*([\d.]+) ms /\s*(\d+) (?:tokens|runs)")
+
+
+def parse_completion_timings(text):
+    """llama-completion's perf lines: prompt and decode time and counts."""
+    t = {}
+    for m in _TIMING.finditer(text):
+        key = "prompt" if m.group(1) == "prompt eval" else "decode"
+        t[key + "_ms"], t[key + "_tokens"] = float(m.group(2)), int(m.group(3))
+    if "decode_ms" not in t or "prompt_ms" not in t:
+        return None
+    return t
 
 
 def parse_llama_bench_json(text):
@@ -70,6 +87,21 @@ def run(bin_dir, model, threads, concurrency, input_len, output_len, work, reps=
             out["errors"].append(f"llama-bench: {e}")
     else:
         out["errors"].append(f"no llama-bench in {bin_dir}")
+    lc = os.path.join(bin_dir, "llama-completion")
+    if out["bench"] is None and os.access(lc, os.X_OK):
+        # Fallback where llama-bench is not built: one stream, its own timing lines.
+        # "a a a ..." is one token per word in the synthetic vocabulary, plus BOS.
+        prompt = " ".join(["a"] * max(1, input_len - 1))
+        cmd = [lc, "-m", model, "-t", str(threads), "-n", str(output_len), "-p", prompt,
+               "--temp", "0", "--ignore-eos", "-no-cnv"]
+        try:
+            t = parse_completion_timings(_run(cmd, os.path.join(work, "llama_completion.log"),
+                                              timeout))
+            if t:
+                out["completion"] = dict(t, command=" ".join(cmd[:-6]) + " -p <'a' x " +
+                                         str(input_len - 1) + "> --temp 0 --ignore-eos -no-cnv")
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            out["errors"].append(f"llama-completion: {e}")
     bb = os.path.join(bin_dir, "llama-batched-bench")
     if os.access(bb, os.X_OK):
         npl = ",".join(map(str, concurrency))
@@ -105,6 +137,17 @@ def csv_rows(peer):
                          "per_user_tok_s": r["per_user_tok_s"],
                          "notes": f"decode-only {r['decode_tok_s']:.1f} tok/s, prefill "
                                   f"{r['prefill_tok_s']:.1f} tok/s"})
+    c = peer.get("completion")
+    if c:
+        gen = c["decode_tokens"] + 1  # the first token comes with the prompt
+        rows.append({"kind": "llama", "device": "cpu", "config": "llama.cpp llama-completion",
+                     "ranks": 1, "threads_per_rank": peer["threads"], "concurrency": 1,
+                     "input_len": c["prompt_tokens"], "output_len": gen,
+                     "output_tok_s": gen / ((c["prompt_ms"] + c["decode_ms"]) / 1e3),
+                     "output_tok_s_per_rank": gen / ((c["prompt_ms"] + c["decode_ms"]) / 1e3),
+                     "per_user_tok_s": c["decode_tokens"] / (c["decode_ms"] / 1e3),
+                     "notes": f"prompt {c['prompt_tokens']} tokens in {c['prompt_ms']:.0f} ms, "
+                              f"{c['decode_tokens']} decode steps in {c['decode_ms']:.0f} ms"})
     if peer.get("bench"):
         for r in peer["bench"]["rows"]:
             rows.append({"kind": "llama", "device": "cpu", "config": "llama.cpp llama-bench "

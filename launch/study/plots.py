@@ -80,6 +80,13 @@ def throughput_vs_user(rows, out):
         series.append({"label": "llama.cpp batched-bench", "ranks": 1, "kind": "llama",
                        "concurrency": [p[2] for p in ll], "x": [p[0] for p in ll],
                        "y": [p[1] for p in ll]})
+    one = [r for r in rows if r["kind"] == "llama" and r.get("per_user_tok_s")
+           and r["config"] in ("llama.cpp llama-completion", "llama.cpp llama-bench tg")]
+    for r in one:
+        ax.plot([r["per_user_tok_s"]], [r["output_tok_s"]], "x", color="black", ms=8,
+                label=r["config"] + " (1 stream)")
+        series.append({"label": r["config"], "ranks": 1, "kind": "llama", "concurrency": [1],
+                       "x": [r["per_user_tok_s"]], "y": [r["output_tok_s"]]})
     ax.set_xlabel("per-user tok/s (1000 / mean TPOT)")
     ax.set_ylabel("output tok/s per rank")
     ax.set_title("Throughput per rank vs interactivity")

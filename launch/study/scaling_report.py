@@ -2,15 +2,17 @@
 """Write docs/SCALING.md from a study folder (study.json, study.csv and the plots).
 
   launch/study/scaling_report.py --study /tmp/study-small --out docs/SCALING.md \
-      --png-dir docs/scaling [--note "text"]...
+      --png-dir docs/scaling [--notes-file docs/scaling/notes.md] [--note "text"]...
 
 The PNGs are copied into --png-dir and linked relative to the page. Every number on the page
-comes from the study files; --note adds the author's observations under "Reading the figures".
+comes from the study files; --note / --notes-file add the author's observations under "Reading
+the figures".
 """
 import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -44,11 +46,16 @@ def main(argv=None):
     ap.add_argument("--png-dir", required=True)
     ap.add_argument("--command", default="", help="the study command, shown on the page")
     ap.add_argument("--note", action="append", default=[])
+    ap.add_argument("--notes-file", help="observations, one per paragraph (blank-line separated)")
     a = ap.parse_args(argv)
+    if a.notes_file:
+        with open(a.notes_file) as fn:
+            a.note += [" ".join(p.split()) for p in fn.read().split("\n\n") if p.strip()]
     study = json.load(open(os.path.join(a.study, "study.json")))
     rows = list(csv.DictReader(open(os.path.join(a.study, "study.csv"))))
     os.makedirs(a.png_dir, exist_ok=True)
     rel = os.path.relpath(a.png_dir, os.path.dirname(os.path.abspath(a.out)))
+    shutil.copy(os.path.join(a.study, "study.csv"), os.path.join(a.png_dir, "study.csv"))
     for name, _ in PLOTS:
         for ext in (".png", ".series.json"):
             src = os.path.join(a.study, name + ext)
@@ -77,11 +84,13 @@ def main(argv=None):
              f"{shape['moe_layers']} MoE, {shape['experts']} experts, top-{shape['top_k']}, "
              f"hidden {shape['hidden']}) served on {', '.join(str(x['ranks']) for x in study['serve'])}"
              " rank(s).")
-    L.append("* **Not measured: GPUs.** No GPU serving run was possible in this session (no "
-             "device time for the study, and `tritmoe serve` has no GPU path yet), so there is "
-             "no measured point on 1, 2 or 4 H200s and no measured error for the GPU "
-             "predictions. The GPU section gives **predictions only**, from the one-GPU step "
-             "times in docs/PERF.md.")
+    if not m["gpus"]:
+        L.append("* **Not measured: GPUs.** This study ran on a machine without a GPU, and no "
+                 "device time was available to run it on one (`tritmoe serve --device cuda` "
+                 "serves from one GPU; more than one GPU per job is not supported yet). So "
+                 "there is no measured point on 1, 2 or 4 H200s and no measured error for the "
+                 "GPU predictions. The GPU section gives **predictions only**, from the one-GPU "
+                 "step times in docs/PERF.md.")
     L.append("")
     L.append("## How to run it\n")
     cmd = a.command or " ".join(study.get("argv", []))
@@ -95,6 +104,8 @@ def main(argv=None):
              "(the model's compute input), stops every server with SIGTERM (the process group is "
              "killed if it does not stop), and writes `study.json`, `study.csv` and the plots. "
              "`launch/study/cluster_model.py` prints the GPU predictions on its own.\n")
+    L.append(f"The study's CSV is [{rel}/study.csv]({rel}/study.csv) (a row per point; columns "
+             "in launch/study/study.py).\n")
     L.append("## Machine\n")
     cpu = m["cpu"]
     L.append(table(["", ""], [
@@ -118,16 +129,21 @@ def main(argv=None):
     L.append("Per-user tok/s = 1000 / mean TPOT; output tok/s per rank = output tok/s / ranks; "
              "step time and tokens per step from the server's "
              "`tritmoe_step_duration_seconds` and `tritmoe_iteration_tokens_total`.\n")
-    L.append(table(["ranks", "threads/rank", "concurrency", "output tok/s", "tok/s per rank",
-                    "per-user tok/s", "TTFT median (ms)", "TPOT mean (ms)", "mean step (ms)",
-                    "tokens/step", "failed"],
+    def runs(r):
+        m = re.search(r"median of runs at ([\d. /]+) tok/s", r["notes"])
+        return m.group(1) if m else "-"
+
+    L.append(table(["ranks", "threads/rank", "concurrency", "output tok/s", "runs (tok/s)",
+                    "tok/s per rank", "per-user tok/s", "TTFT median (ms)", "TPOT mean (ms)",
+                    "mean step (ms)", "tokens/step", "failed"],
                    [[r["ranks"], r["threads_per_rank"], r["concurrency"], f(r["output_tok_s"]),
-                     f(r["output_tok_s_per_rank"]), f(r["per_user_tok_s"]),
-                     f(r["ttft_ms_median"]), f(r["tpot_ms_mean"], 2), f(r["mean_step_ms"], 2),
+                     runs(r), f(r["output_tok_s_per_rank"]), f(r["per_user_tok_s"]),
+                     f(r["ttft_ms_median"], 0), f(r["tpot_ms_mean"], 1), f(r["mean_step_ms"], 1),
                      f(r["mean_tokens_per_step"]), r["failed"]] for r in serve]))
     L.append("")
     if llama:
-        L.append("llama.cpp on the same file, same machine, one process "
+        L.append("llama.cpp on the same file, same machine, one process; the output column is "
+                 "generated tokens over prompt + decode time, as bench-serve counts it "
                  f"({llama[0]['threads_per_rank']} threads; build "
                  f"{(study['llama'] or {}).get('stamp', '').split('commit=')[-1][:8] or '?'}, "
                  "the reference-numerics configuration of docs/LLAMA_CPP_PEER.md: AVX2, no "

@@ -10,6 +10,7 @@ per point), the cluster model's figures beside the measured ones with their erro
 
   launch/study/study.py --tritmoe build/tritmoe --model small-ud158.gguf --ranks 1,2,4 \
       --concurrency 1,4,16 --out /tmp/study-small
+  launch/study/study.py --remodel /tmp/study-small   # model rows, CSV, plots again
 
 CSV rows (column `kind`):
   serve       one measured (ranks, concurrency) point: bench-serve figures, per-user tok/s =
@@ -186,9 +187,14 @@ def cpu_profile(args, shape, decode, threads1):
         "expert_stream_GBps": stream,
         "expert_stream_note": "bytes per step / step time at the smallest batch (weight "
                               "streaming assumed to bound a batch-1 step)",
-        "calib_cpu_share": min(threads1, args.cores),
+        "calib_cpu_share": cpu_share(threads1, 1, args.cores, args.external_load),
         "prefill_ms_per_token": prefill_ms,
     }
+
+
+def cpu_share(threads, ranks, cores, external_load):
+    """Cores one rank gets: its threads' fair share of a host that also runs others' work."""
+    return threads * min(1.0, cores / (external_load + ranks * threads))
 
 
 def model_rows(args, prof, study):
@@ -197,13 +203,14 @@ def model_rows(args, prof, study):
     a2a = {r["ranks"]: r for r in study["a2a"]}
     for rc in study["serve"]:
         n, t = rc["ranks"], rc["threads_per_rank"]
-        share = min(t, args.cores / n)
+        share = None  # per level: ranks without sequences do not compete for the cores
         if n > 1 and n not in a2a:
             continue
         ex = cluster_model.MeasuredExchange(a2a[n]["rows"]) if n > 1 else None
         for item in rc["levels"]:
             lvl, summ = item["level"], item["metrics"]
             c = lvl["concurrency"]
+            share = cpu_share(t, min(n, c), args.cores, args.external_load)
             imb = max(summ["imbalance"].values()) if summ["imbalance"] else None
             p = cluster_model.predict(prof, n, c, ex or _NoExchange(), share=share,
                                       imbalance=imb,
@@ -211,6 +218,7 @@ def model_rows(args, prof, study):
             tpot = lvl["tpot_ms"]["mean"]
             m_user = 1000.0 / tpot if tpot > 0 else None
             m_step = summ["mean_step_s"] * 1e3 if summ["mean_step_s"] else None
+            p["share"] = share
             rows.append({
                 "kind": "model", "device": args.device, "config": f"{args.device} np={n}",
                 "ranks": n, "threads_per_rank": t, "concurrency": c,
@@ -226,7 +234,7 @@ def model_rows(args, prof, study):
                 "error_output_pct": pct(p["output_tok_s"], lvl["output_throughput"]),
                 "error_per_user_pct": pct(p["per_user_tok_s"], m_user),
                 "imbalance_max": p["imbalance"],
-                "notes": f"share {share:g} core(s)/rank"})
+                "notes": f"share {share:.2f} core(s)/rank"})
     return rows
 
 
@@ -241,8 +249,11 @@ def model_assumptions(args, prof):
     return prof.assumptions() + [
         "exchange: bench-a2a --dispatch-combine p50 latencies at the same rank count and the "
         "model's shapes (float32 rows), interpolated at the per-rank tokens of a step",
-        f"ranks on one host share {args.cores} cores and the memory bandwidth: a rank's compute "
-        "time scales by (calibration cores) / (cores per rank)",
+        f"ranks on one host share {args.cores} cores and the memory bandwidth with other "
+        f"tenants (external load {args.external_load:.1f} runnable threads: the 1-minute load "
+        "average before the study); a rank of t threads gets t * min(1, cores / (external load "
+        "+ the threads of the ranks that hold sequences)) cores, and its compute time scales by the calibration rank's "
+        "cores over its own",
         f"a step also carries the chunked prefill of the requests: ISL/OSL = "
         f"{args.input_len / args.output_len:.2f} prompt tokens per decoding sequence, at "
         "bench-decode's prefill time per token",
@@ -344,9 +355,24 @@ def _stop_on_signal(signum, frame):
     raise SystemExit(128 + signum)
 
 
+def remodel(folder, no_plots=False):
+    """Rebuild the model rows, CSV and plots of an existing study from its measurements."""
+    with open(os.path.join(folder, "study.json")) as f:
+        study = json.load(f)
+    args = argparse.Namespace(**study["settings"])
+    args.out, args.no_plots = folder, no_plots
+    args.external_load = study["machine"]["load_average_start"][0]
+    return finish(args, study)
+
+
 def main(argv=None):
     signal.signal(signal.SIGTERM, _stop_on_signal)
     signal.signal(signal.SIGINT, _stop_on_signal)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--remodel"]:
+        if len(argv) < 2:
+            raise SystemExit("study: --remodel needs the study folder")
+        return remodel(argv[1], no_plots="--no-plots" in argv)
     args = parse_args(argv)
     args.cores = len(os.sched_getaffinity(0))
     os.makedirs(args.out, exist_ok=True)
@@ -375,6 +401,7 @@ def main(argv=None):
              "settings": {k: v for k, v in vars(args).items() if k not in ("tritmoe",)},
              "serve": [], "a2a": [], "decode": None}
     study["machine"]["load_average_start"] = os.getloadavg()
+    args.external_load = study["machine"]["load_average_start"][0]
 
     # Exchange cost at the model's shapes (and V3's when asked), every rank count > 1.
     for n in args.ranks:
@@ -403,6 +430,21 @@ def main(argv=None):
         threads = args.threads or max(1, args.cores // n)
         study["serve"].append(run_rank_count(args, shape, n, threads, work))
 
+    study["llama"] = None
+    if args.llama_bin:
+        log("llama.cpp peer")
+        study["llama"] = llama_peer.run(args.llama_bin, args.model, args.llama_threads or
+                                        args.cores, args.concurrency, args.input_len,
+                                        args.output_len, work)
+    study["machine"]["load_average_end"] = os.getloadavg()
+    study["wall_s"] = time.time() - t0
+    return finish(args, study)
+
+
+def finish(args, study):
+    """Model rows, the CSV, study.json and the plots from a study's measurements."""
+    shape = study["model"]["shape"]
+    threads1 = args.threads or args.cores
     # The cluster model beside the measurements, and for GPU clusters.
     prof_dict = cpu_profile(args, shape, study["decode"], threads1)
     prof = cluster_model.Profile(prof_dict)
@@ -413,23 +455,13 @@ def main(argv=None):
     grows, gassume, gprof = gpu_rows(args)
     study["gpu_model"] = {"profile": gprof, "assumptions": gassume, "rows": grows,
                           "measured": "none: no GPU serving measurement in this study"}
-
-    study["llama"] = None
-    if args.llama_bin:
-        log("llama.cpp peer")
-        study["llama"] = llama_peer.run(args.llama_bin, args.model, args.llama_threads or
-                                        args.cores, args.concurrency, args.input_len,
-                                        args.output_len, work)
-
     rows = []
     for rc in study["serve"]:
         for item in rc["levels"]:
             rows.append(serve_row(args, rc["ranks"], rc["threads_per_rank"], item))
     rows += mrows + a2a_rows(study) + grows
-    if study["llama"]:
+    if study.get("llama"):
         rows += llama_peer.csv_rows(study["llama"])
-    study["machine"]["load_average_end"] = os.getloadavg()
-    study["wall_s"] = time.time() - t0
     write_csv(os.path.join(args.out, "study.csv"), rows)
     with open(os.path.join(args.out, "study.json"), "w") as f:
         json.dump(study, f, indent=1, default=str)
