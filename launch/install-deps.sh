@@ -11,7 +11,7 @@ pkgs=(
   libopenmpi-dev openmpi-bin
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libcpp-httplib-dev libpcre2-dev libcli11-dev prometheus-cpp-dev
-  python3 python3-numpy python3-grpcio curl
+  python3 python3-numpy python3-grpcio python3-matplotlib curl
 )
 
 missing=()
