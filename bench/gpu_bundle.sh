@@ -14,6 +14,7 @@ bins=("$build/tritmoe" "$build/tests/gpu/gpu_ops_test" "$build/tests/gpu/gpu_mod
       "$build/tests/gpu/gpu_fusion_test"
       "$build/tests/gpu/quant_gemv_test" "$build/bench/gpu_gemv_bench")
 [[ -f $build/tests/gpu/nccl_communicator_test ]] && bins+=("$build/tests/gpu/nccl_communicator_test")
+[[ -f $build/tests/engine/engine_device_test ]] && bins+=("$build/tests/engine/engine_device_test")
 skip='^(libc|libm|libpthread|libdl|librt|ld-linux|libgcc_s|libstdc\+\+|libcuda|libnccl|linux-vdso)\.'
 for b in "${bins[@]}"; do
   cp -L "$b" "$out/"

@@ -77,11 +77,23 @@ std::string OptionsDescription(const EngineOptions& o) {
       static_cast<int>(o.model.attention), o.placement, o.max_sequences, o.max_tokens_per_step);
 }
 
-// Whether the sampler's next draw is the plain argmax of the logits (first maximum on ties), which
-// a backend may compute where the logits are: greedy, and no token masked at this point.
-bool IsPlainArgmax(const Sampler& sampler, int32_t generated) {
+// Whether the sampler's next draw is the argmax of the logits with at most one token masked
+// (first maximum on ties), which a backend may compute where the logits are: greedy, and at most
+// one token masked now (Sampler's masks: EOS under ignore_eos or before min_tokens, the stop
+// tokens before min_tokens). *exclude: the masked token, or -1.
+bool IsDeviceArgmax(const Sampler& sampler, int32_t generated, int32_t eos_id, int32_t* exclude) {
   const SamplingParams& p = sampler.params();
-  return p.temperature == 0 && !p.ignore_eos && generated >= p.min_tokens;
+  if (p.temperature != 0) return false;
+  std::vector<int32_t> masked;
+  if (eos_id >= 0 && (p.ignore_eos || generated < p.min_tokens)) masked.push_back(eos_id);
+  if (generated < p.min_tokens) {
+    for (int32_t id : p.stop_token_ids) {
+      if (std::find(masked.begin(), masked.end(), id) == masked.end()) masked.push_back(id);
+    }
+  }
+  if (masked.size() > 1) return false;
+  *exclude = masked.empty() ? -1 : masked[0];
+  return true;
 }
 
 std::string HostName() {
@@ -439,7 +451,8 @@ absl::Status EngineImpl::Execute(const StepMessage& m, RankResult* result) {
     batch_item.push_back(i);
     result->times.tokens += static_cast<int64_t>(it.tokens.size());
     device_greedy = device_greedy && it.sample && it.logits == LogitsRequest::kNone &&
-                    IsPlainArgmax(l->second.sampler, l->second.generated);
+                    IsDeviceArgmax(l->second.sampler, l->second.generated, tokenizer_->eos_id(),
+                                   &batch.back().argmax_exclude);
   }
   // Runs even with an empty batch: this rank's experts serve the other ranks' tokens.
   StepOutput out;

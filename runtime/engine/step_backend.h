@@ -12,9 +12,10 @@
 //     error) and must be destroyed before it.
 //   * Step with an empty batch is valid and does no model work on a single-rank backend; on the
 //     CPU backend it still takes part in the MoE exchange (expert parallelism).
-//   * StepGreedy: every sequence's next token is the argmax of its last row (first maximum on
-//     ties, as Sampler's greedy draw), computed where the model runs, so that only the tokens come
-//     back. Backends without it return Unimplemented; callers check has_device_greedy().
+//   * StepGreedy: every sequence's next token is the argmax of its last row over the tokens other
+//     than its argmax_exclude (first maximum on ties, as Sampler's greedy draw with that token
+//     masked), computed where the model runs, so that only the tokens come back. Backends without
+//     it return Unimplemented; callers check has_device_greedy().
 #pragma once
 
 #include <cstdint>
@@ -43,6 +44,7 @@ struct BackendInput {
   BackendCache* cache = nullptr;
   std::span<const int32_t> tokens;
   LogitsRequest logits = LogitsRequest::kLast;
+  int32_t argmax_exclude = -1;  // StepGreedy: a token the argmax skips (EOS under ignore_eos)
 };
 
 class StepBackend {

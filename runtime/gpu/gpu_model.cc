@@ -254,6 +254,11 @@ absl::Status GpuModel::Impl::CheckBatch(std::span<const GpuSequenceInput> batch)
                                                        config_.n_vocab, ")"));
       }
     }
+    if (in.argmax_exclude < -1 || in.argmax_exclude >= config_.n_vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": argmax_exclude ",
+                                                     in.argmax_exclude, " is outside [-1, ",
+                                                     config_.n_vocab, ")"));
+    }
     absl::Status room = in.cache->CheckRoom(static_cast<int64_t>(in.tokens.size()));
     if (!room.ok()) {
       return absl::Status(room.code(), absl::StrCat("sequence ", s, ": ", room.message()));
@@ -718,7 +723,8 @@ absl::Status GpuModel::Impl::Head(const StepShape& s) {
   lm.y = ws_.logits;
   lm.y_stride = c.n_vocab;
   RETURN_IF_ERROR(weights_.output().Apply(lm, st));
-  return Cuda(LaunchArgmax(ws_.logits, s.logit_rows, c.n_vocab, ws_.argmax, st), "argmax");
+  return Cuda(LaunchArgmax(ws_.logits, s.logit_rows, c.n_vocab, ws_.argmax, st, ws_.argmax_exclude),
+              "argmax");
 }
 
 absl::StatusOr<cudaGraphExec_t> GpuModel::Impl::Graph(const StepShape& s) {
@@ -747,7 +753,7 @@ absl::Status GpuModel::Impl::RunStep(std::span<const GpuSequenceInput> batch, St
   RETURN_IF_ERROR(CheckBatch(batch));
   RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
   const bool greedy = next != nullptr;
-  std::vector<int32_t> tokens, pos, logit_rows;
+  std::vector<int32_t> tokens, pos, logit_rows, argmax_exclude;
   std::vector<AttnRow> rows;
   std::vector<int64_t> first_row(batch.size()), n_rows(batch.size());
   int64_t max_keys = 0;
@@ -777,6 +783,7 @@ absl::Status GpuModel::Impl::RunStep(std::span<const GpuSequenceInput> batch, St
     } else if (in.logits == LogitsRequest::kAll) {
       for (int64_t i = 0; i < n_new; ++i) logit_rows.push_back(static_cast<int32_t>(row0 + i));
     }
+    argmax_exclude.resize(logit_rows.size(), in.argmax_exclude);
     n_rows[s] = static_cast<int64_t>(logit_rows.size()) - first_row[s];
   }
   StepShape shape;
@@ -796,6 +803,8 @@ absl::Status GpuModel::Impl::RunStep(std::span<const GpuSequenceInput> batch, St
   std::memcpy(host + ws_.pos_offset(), pos.data(), pos.size() * sizeof(int32_t));
   std::memcpy(host + ws_.logit_rows_offset(), logit_rows.data(),
               logit_rows.size() * sizeof(int32_t));
+  std::memcpy(host + ws_.argmax_exclude_offset(), argmax_exclude.data(),
+              argmax_exclude.size() * sizeof(int32_t));
   std::memcpy(host + ws_.rows_offset(), rows.data(), rows.size() * sizeof(AttnRow));
   RETURN_IF_ERROR(
       Cuda(cudaMemcpyAsync(ws_.inputs(), host, ws_.input_bytes(), cudaMemcpyHostToDevice, st),

@@ -55,6 +55,8 @@ struct GpuSequenceInput {
   GpuKvCache* cache = nullptr;
   std::span<const int32_t> tokens;
   LogitsRequest logits = LogitsRequest::kLast;
+  // StepGreedy: a token the argmax skips (EOS under ignore_eos), -1 for none.
+  int32_t argmax_exclude = -1;
 };
 
 // Bytes of weights on the device, by role, for bandwidth figures (averages over the layers of a
@@ -117,7 +119,8 @@ class GpuModel {
   }
 
   // Greedy step: every sequence must ask for LogitsRequest::kLast; next[s] = argmax of its
-  // logits, computed on the GPU (only the tokens come back). Decode batches replay CUDA graphs.
+  // logits other than its argmax_exclude (first maximum on ties), computed on the GPU (only the
+  // tokens come back). Decode batches replay CUDA graphs.
   absl::Status StepGreedy(std::span<const GpuSequenceInput> batch, std::vector<int32_t>* next);
 
   // Runs one step like StepGreedy, timing its parts with events recorded inside a CUDA graph

@@ -65,7 +65,8 @@ class GpuBackend final : public StepBackend {
   std::span<const gpu::GpuSequenceInput> Inputs(std::span<const BackendInput> batch) {
     inputs_.clear();
     for (const BackendInput& in : batch) {
-      inputs_.push_back({static_cast<GpuCache*>(in.cache)->get(), in.tokens, in.logits});
+      inputs_.push_back(
+          {static_cast<GpuCache*>(in.cache)->get(), in.tokens, in.logits, in.argmax_exclude});
     }
     return inputs_;
   }

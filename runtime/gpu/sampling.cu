@@ -17,15 +17,16 @@ __device__ __forceinline__ bool Better(float v, int64_t i, float bv, int64_t bi)
 }
 
 __global__ void __launch_bounds__(kThreads)
-    ArgmaxKernel(const float* logits, int64_t n, int32_t* out) {
+    ArgmaxKernel(const float* logits, int64_t n, const int32_t* exclude, int32_t* out) {
   __shared__ float sv[kThreads / 32];
   __shared__ int64_t si[kThreads / 32];
   const float* row = logits + static_cast<int64_t>(blockIdx.x) * n;
   float bv = -INFINITY;
   int64_t bi = n;  // "none yet": loses every tie
+  const int64_t skip = exclude != nullptr ? exclude[blockIdx.x] : -1;
   for (int64_t i = threadIdx.x; i < n; i += kThreads) {
     const float v = row[i];
-    if (Better(v, i, bv, bi)) {
+    if (i != skip && Better(v, i, bv, bi)) {
       bv = v;
       bi = i;
     }
@@ -59,10 +60,10 @@ __global__ void __launch_bounds__(kThreads)
 }  // namespace
 
 cudaError_t LaunchArgmax(const float* logits, int n_rows, int64_t n, int32_t* out,
-                         cudaStream_t stream) {
+                         cudaStream_t stream, const int32_t* exclude) {
   if (n_rows <= 0) return cudaSuccess;
   if (n <= 0) return cudaErrorInvalidValue;
-  ArgmaxKernel<<<n_rows, kThreads, 0, stream>>>(logits, n, out);
+  ArgmaxKernel<<<n_rows, kThreads, 0, stream>>>(logits, n, exclude, out);
   return cudaGetLastError();
 }
 

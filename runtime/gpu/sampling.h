@@ -8,8 +8,9 @@
 
 namespace tritmoe::gpu {
 
-// out[r] = argmax_i logits[r * n + i] for r < n_rows.
+// out[r] = argmax_i logits[r * n + i] for r < n_rows, over i != exclude[r] when exclude is given
+// ([n_rows] device ints, -1: none; a token the sampler masks, such as EOS under ignore_eos).
 cudaError_t LaunchArgmax(const float* logits, int n_rows, int64_t n, int32_t* out,
-                         cudaStream_t stream);
+                         cudaStream_t stream, const int32_t* exclude = nullptr);
 
 }  // namespace tritmoe::gpu

@@ -71,6 +71,7 @@ bool StepWorkspace::Reserve(const StepDims& d, const StepShape& shape) {
     tokens = c.Take<int32_t>(T);
     pos = c.Take<int32_t>(T);
     logit_rows = c.Take<int32_t>(N);
+    argmax_exclude = c.Take<int32_t>(N);
     rows = c.Take<AttnRow>(T);
     input_bytes_ = c.off;
     x = c.Take<float>(T * d.n_embd);

@@ -42,16 +42,20 @@ class StepWorkspace {
   const StepShape& capacity() const { return cap_; }
 
   // Step inputs, uploaded by one copy from a host block of input_bytes() laid out alike:
-  // tokens [T], pos [T], logit_rows [n_out], rows [T].
+  // tokens [T], pos [T], logit_rows [n_out], argmax_exclude [n_out], rows [T].
   int32_t* tokens = nullptr;
   int32_t* pos = nullptr;
   int32_t* logit_rows = nullptr;
+  int32_t* argmax_exclude = nullptr;  // per logits row: a token the argmax skips, or -1
   AttnRow* rows = nullptr;
   void* inputs() const { return tokens; }
   int64_t input_bytes() const { return input_bytes_; }
   int64_t tokens_offset() const { return 0; }
   int64_t pos_offset() const { return reinterpret_cast<uint8_t*>(pos) - base(); }
   int64_t logit_rows_offset() const { return reinterpret_cast<uint8_t*>(logit_rows) - base(); }
+  int64_t argmax_exclude_offset() const {
+    return reinterpret_cast<uint8_t*>(argmax_exclude) - base();
+  }
   int64_t rows_offset() const { return reinterpret_cast<uint8_t*>(rows) - base(); }
 
   float *x = nullptr, *h = nullptr, *f = nullptr;  // [T][n_embd]

@@ -264,6 +264,37 @@ TEST(GpuModelTest, GreedyStepReturnsTheArgmax) {
   }
 }
 
+// argmax_exclude (EOS under ignore_eos): the best other token, as the host Sampler with that
+// token masked; -1 excludes nothing; out of range is rejected.
+TEST(GpuModelTest, GreedyStepSkipsTheExcludedToken) {
+  TM_SKIP_WITHOUT_GPU();
+  auto g = LoadGpu(TinyModel("ud-1.58"), KvCacheType::kF16, true);
+  ASSERT_NE(g, nullptr);
+  auto a = g->NewKvCache(32), b = g->NewKvCache(32), c = g->NewKvCache(32);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  StepOutput out;
+  ASSERT_TRUE(g->Step({{a->get(), kPromptA, LogitsRequest::kLast}}, &out).ok());
+  std::vector<float> row(out.Row(0, 0), out.Row(0, 0) + out.n_vocab);
+  const int32_t best = static_cast<int32_t>(Argmax(row.data(), out.n_vocab));
+  row[best] = -INFINITY;
+  const int32_t second = static_cast<int32_t>(Argmax(row.data(), out.n_vocab));
+  ASSERT_NE(best, second);
+  std::vector<int32_t> next;
+  GpuSequenceInput bad[1] = {{b->get(), kPromptA, LogitsRequest::kLast}};
+  bad[0].argmax_exclude = static_cast<int32_t>(g->n_vocab());
+  const absl::Status s = g->StepGreedy(bad, &next);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ((*b)->size(), 0);
+  GpuSequenceInput in[2] = {{b->get(), kPromptA, LogitsRequest::kLast},
+                            {c->get(), kPromptA, LogitsRequest::kLast}};
+  in[0].argmax_exclude = best;
+  in[1].argmax_exclude = -1;
+  ASSERT_TRUE(g->StepGreedy(in, &next).ok());
+  ASSERT_EQ(next.size(), 2u);
+  EXPECT_EQ(next[0], second);
+  EXPECT_EQ(next[1], best);
+}
+
 TEST(GpuModelTest, BadInputFailsBeforeAnyWork) {
   TM_SKIP_WITHOUT_GPU();
   auto g = LoadGpu(TinyModel("ud-1.58"), KvCacheType::kF16, true);

@@ -1,0 +1,455 @@
+// `--device cuda|cpu` through the Engine, end to end with the tritmoe binary.
+//
+// Everywhere (CI has no GPU): a bad --device value, CPU-only options with --device cuda and
+// `--device cuda` under mpirun -np 2 fail at start with a message naming the cause (on every rank,
+// and the job ends); builds without CUDA say "built without CUDA", machines without a GPU "no CUDA
+// GPU".
+//
+// With an sm_90 GPU (else GTEST_SKIP with the reason), on generated `tiny` and `small` models:
+//  * logits --device cuda against --device cpu (--attention absorbed, as the GPU), per row
+//    RelError = max |gpu - cpu| / max |cpu|:
+//      f16 (f32 KV cache on both sides): the GPU's float kernels against the CPU's float path:
+//           every row <= 1e-4 and the same argmax everywhere (gpu_model_test's bound);
+//      ud-1.58: the GPU quantizes activations per 256 columns (int8), the CPU per Q8_K block, and
+//           random 1.58-bit weights give near-tie logits that such rounding moves by several
+//           percent (25% median on `small`), so argmax may differ: as gpu_model_test, the GPU must
+//           be as close to the CPU float path as the CPU's own quantized path is (median <= 1.5x
+//           + 0.01, argmax mismatches <= the CPU's + 1 in 8 rows), and GPU vs CPU quantized
+//           median <= 2.5x the CPU quantized path's distance to float + 0.01;
+//  * generate (f32 KV caches): f16: greedy (argmax on the GPU), greedy with --ignore-eos (argmax
+//    on the GPU skipping EOS) and sampled at temperature 0.8 without top-p/min-p (the host Sampler
+//    on the GPU's logits, same seed) print the CPU's text (the CPU's "quantized" path computes F16
+//    weights in float, so both are the float model). ud-1.58: CPU and GPU text may part at the
+//    first near-tie token (above); the test holds plain greedy on the GPU to be a prefix of greedy
+//    ignoring EOS;
+//  * serve --device cuda answers greedy /v1/completions with generate --device cpu's text (f16).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "runtime/modelgen/model_generator.h"
+
+namespace tritmoe {
+namespace {
+
+// TRITMOE_BIN overrides the build's binary (a bundle carried to a GPU machine).
+std::string Tritmoe() {
+  const char* bin = std::getenv("TRITMOE_BIN");
+  return bin != nullptr && *bin != 0 ? bin : TRITMOE_BINARY;
+}
+
+std::string Dir() {
+  static std::string dir = [] {
+    auto d = std::filesystem::path(::testing::TempDir()) /
+             ("tritmoe_device_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(d);
+    return d.string();
+  }();
+  return dir;
+}
+
+std::string ReadText(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Exit status of `cmd` (stdout to out, stderr to err), -1 when it did not exit normally.
+int RunShell(const std::string& cmd, const std::string& out, const std::string& err) {
+  const int rc = std::system((cmd + " >" + out + " 2>" + err).c_str());
+  return rc != -1 && WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+struct CmdRun {
+  int rc = -1;
+  std::string out, err;
+};
+CmdRun RunTritmoe(const std::string& tag, const std::string& args, const std::string& prefix = "") {
+  const std::string base = Dir() + "/" + tag;
+  CmdRun r;
+  r.rc = RunShell(prefix + Tritmoe() + " " + args, base + ".out", base + ".err");
+  r.out = ReadText(base + ".out");
+  r.err = ReadText(base + ".err");
+  return r;
+}
+
+std::vector<float> ReadFloats(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), {});
+  std::vector<float> v(bytes.size() / sizeof(float));
+  std::memcpy(v.data(), bytes.data(), v.size() * sizeof(float));
+  return v;
+}
+
+std::string Model(const std::string& shape_name, const std::string& recipe) {
+  const std::string path = Dir() + "/" + shape_name + "-" + recipe + ".gguf";
+  if (!std::filesystem::exists(path)) {
+    auto shape = GetModelShape(shape_name, 0);
+    auto r = QuantRecipe::Parse(recipe);
+    EXPECT_TRUE(shape.ok() && r.ok());
+    GenerateOptions g;
+    g.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    absl::Status s = GenerateModel(*shape, *r, g, path);
+    EXPECT_TRUE(s.ok()) << s;
+  }
+  return path;
+}
+
+std::string TokenFile() {
+  const std::string path = Dir() + "/tokens.txt";
+  std::ofstream(path) << "1 5 9 300 77 12 1000 3 500 42 42 42 7 800 64 2 256 511 90 33 17 4 88\n";
+  return path;
+}
+
+// What the binary was built with and sees: "CUDA backend compiled: yes" and "GPU 0: ..., sm_90".
+struct Devices {
+  bool cuda_built = false;
+  bool sm90 = false;
+  std::string text;
+};
+const Devices& GetDevices() {
+  static const Devices d = [] {
+    Devices d;
+    const CmdRun r = RunTritmoe("devices", "devices");
+    d.text = r.out + r.err;
+    d.cuda_built = r.out.find("CUDA backend compiled: yes") != std::string::npos;
+    d.sm90 = std::regex_search(r.out, std::regex(R"(GPU 0: .*sm_90)"));
+    return d;
+  }();
+  return d;
+}
+
+#define SKIP_WITHOUT_GPU()                                                         \
+  do {                                                                             \
+    if (!GetDevices().sm90) {                                                      \
+      GTEST_SKIP() << "no sm_90 GPU visible to tritmoe (GPU comparison skipped): " \
+                   << GetDevices().text;                                           \
+    }                                                                              \
+  } while (0)
+
+// ---- Everywhere ------------------------------------------------------------------------------
+
+TEST(EngineDeviceTest, UnknownDeviceIsRejected) {
+  const std::string model = Model("tiny", "f16");
+  const std::string tokens = TokenFile();
+  const CmdRun l = RunTritmoe("bad-logits", "logits -m " + model + " --tokens-file " + tokens +
+                                                " -o " + Dir() + "/bad.bin --device tpu");
+  EXPECT_EQ(l.rc, 1);
+  EXPECT_NE(l.err.find("--device must be cpu or cuda, got \"tpu\""), std::string::npos) << l.err;
+  const CmdRun g = RunTritmoe("bad-generate", "generate -m " + model + " -p hi -n 2 --device gpu");
+  EXPECT_EQ(g.rc, 1);
+  EXPECT_NE(g.err.find("--device must be cpu or cuda, got \"gpu\""), std::string::npos) << g.err;
+}
+
+TEST(EngineDeviceTest, CudaRejectsCpuOnlyOptionsOrSaysItIsMissing) {
+  const std::string model = Model("tiny", "f16");
+  const std::string tokens = TokenFile();
+  const std::string logits =
+      "logits -m " + model + " --tokens-file " + tokens + " -o " + Dir() + "/x.bin --device cuda";
+  struct Case {
+    std::string tag, args, needle;
+  } cases[] = {
+      {"float", logits + " --precision float", "--precision float is CPU only"},
+      {"naive", logits + " --attention naive", "--attention naive is CPU only"},
+      {"cache", "generate -m " + model + " -p hi -n 2 --device cuda --expert-cache-mb 4",
+       "expert cache / expert store is CPU only"},
+  };
+  for (const Case& c : cases) {
+    const CmdRun r = RunTritmoe("cpu-only-" + c.tag, c.args);
+    EXPECT_EQ(r.rc, 1) << c.tag;
+    const std::string needle = GetDevices().cuda_built ? c.needle : "built without CUDA";
+    EXPECT_NE(r.err.find(needle), std::string::npos) << c.tag << ": " << r.err;
+  }
+  if (!GetDevices().cuda_built) {
+    const CmdRun r = RunTritmoe("no-cuda", logits);
+    EXPECT_EQ(r.rc, 1);
+    EXPECT_NE(r.err.find("built without CUDA"), std::string::npos) << r.err;
+  } else if (GetDevices().text.find("no GPU visible") != std::string::npos) {
+    const CmdRun r = RunTritmoe("no-gpu", logits);
+    EXPECT_EQ(r.rc, 1);
+    EXPECT_NE(r.err.find("no CUDA GPU is visible"), std::string::npos) << r.err;
+  }
+}
+
+// Not implemented yet: expert parallelism over GPU ranks. Every rank must say so and the job
+// must end (no rank left waiting in a collective).
+TEST(EngineDeviceTest, CudaOnTwoRanksFailsAtStartOnEveryRank) {
+  if (std::system("command -v mpirun >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "no mpirun on this machine";
+  }
+  const std::string model = Model("tiny", "ud-1.58");
+  const std::string tokens = TokenFile();
+  const auto t0 = std::chrono::steady_clock::now();
+  const CmdRun r = RunTritmoe(
+      "np2",
+      "logits -m " + model + " --tokens-file " + tokens + " -o " + Dir() + "/np2.bin --device cuda",
+      "timeout 120 " + std::string(TRITMOE_SOURCE_DIR) + "/tests/mpi/mpirun.sh -np 2 ");
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.rc, 0);
+  EXPECT_NE(r.rc, 124) << "the job hung";
+  EXPECT_LT(took, 110);
+  for (int rank = 0; rank < 2; ++rank) {
+    const std::string line = "tritmoe: rank " + std::to_string(rank) + ": ";
+    EXPECT_NE(r.err.find(line), std::string::npos) << r.err;
+  }
+  EXPECT_NE(r.err.find("--device cuda runs on one rank only"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("this job has 2 ranks"), std::string::npos) << r.err;
+}
+
+// ---- With a GPU -----------------------------------------------------------------------------
+
+double RowRelError(const float* a, const float* b, int64_t n) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = std::fabs(double(a[i]) - b[i]);
+    num = std::isnan(d) ? INFINITY : std::max(num, d);
+    den = std::max(den, std::fabs(double(b[i])));
+  }
+  return num / den;
+}
+
+struct Agreement {
+  std::vector<double> row_err;
+  int argmax_mismatch = 0;
+  double Median() const {
+    std::vector<double> v = row_err;
+    std::sort(v.begin(), v.end());
+    return v.empty() ? INFINITY : v[v.size() / 2];
+  }
+  double Max() const {
+    return row_err.empty() ? INFINITY : *std::max_element(row_err.begin(), row_err.end());
+  }
+};
+Agreement Compare(const std::vector<float>& got, const std::vector<float>& ref, int64_t n_vocab) {
+  Agreement a;
+  EXPECT_EQ(got.size(), ref.size());
+  for (size_t r = 0; (r + 1) * n_vocab <= std::min(got.size(), ref.size()); ++r) {
+    const float* g = got.data() + r * n_vocab;
+    const float* c = ref.data() + r * n_vocab;
+    a.row_err.push_back(RowRelError(g, c, n_vocab));
+    if (std::max_element(g, g + n_vocab) - g != std::max_element(c, c + n_vocab) - c) {
+      ++a.argmax_mismatch;
+    }
+  }
+  return a;
+}
+
+class EngineDeviceGpuTest : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
+};
+
+TEST_P(EngineDeviceGpuTest, LogitsAgreeWithTheCpu) {
+  SKIP_WITHOUT_GPU();
+  const auto& [shape, recipe] = GetParam();
+  const std::string model = Model(shape, recipe);
+  const std::string tag = shape + "-" + recipe;
+  const std::string base =
+      "logits -v -m " + model + " --tokens-file " + TokenFile() + " -o " + Dir() + "/" + tag;
+  // f16: an f32 KV cache on both sides, so that only float sums in other orders differ (an f16
+  // cache can round a latent element differently after such a difference: a few 1e-4).
+  const std::string kv = recipe == "f16" ? " --kv-type f32" : "";
+  const CmdRun gpu = RunTritmoe(tag + "-cuda", base + "-cuda.bin --device cuda" + kv);
+  ASSERT_EQ(gpu.rc, 0) << gpu.err;
+  EXPECT_NE(gpu.err.find("on cuda:0"), std::string::npos) << gpu.err;  // it ran on the GPU
+  const CmdRun cpu_f = RunTritmoe(
+      tag + "-cpu-float", base + "-cpu-float.bin --precision float --attention absorbed" + kv);
+  ASSERT_EQ(cpu_f.rc, 0) << cpu_f.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(gpu.err, m, std::regex(R"(vocab (\d+))"))) << gpu.err;
+  const int64_t n_vocab = std::stoll(m[1]);
+  const std::vector<float> g = ReadFloats(Dir() + "/" + tag + "-cuda.bin");
+  const std::vector<float> f = ReadFloats(Dir() + "/" + tag + "-cpu-float.bin");
+  ASSERT_EQ(g.size(), 23u * n_vocab);
+  const Agreement gf = Compare(g, f, n_vocab);
+  if (recipe == "f16") {
+    std::printf("%s: GPU vs CPU float: %zu rows, max RelError %.3g, argmax mismatches %d\n",
+                tag.c_str(), gf.row_err.size(), gf.Max(), gf.argmax_mismatch);
+    EXPECT_LE(gf.Max(), 1e-4);
+    EXPECT_EQ(gf.argmax_mismatch, 0);
+    return;
+  }
+  const CmdRun cpu_q = RunTritmoe(tag + "-cpu-quant", base + "-cpu-quant.bin --attention absorbed");
+  ASSERT_EQ(cpu_q.rc, 0) << cpu_q.err;
+  const std::vector<float> q = ReadFloats(Dir() + "/" + tag + "-cpu-quant.bin");
+  const Agreement gq = Compare(g, q, n_vocab), qf = Compare(q, f, n_vocab);
+  std::printf(
+      "%s, %zu rows (median / max RelError, argmax mismatches): GPU vs CPU quantized %.3g / %.3g, "
+      "%d; GPU vs CPU float %.3g / %.3g, %d; CPU quantized vs CPU float %.3g / %.3g, %d\n",
+      tag.c_str(), gf.row_err.size(), gq.Median(), gq.Max(), gq.argmax_mismatch, gf.Median(),
+      gf.Max(), gf.argmax_mismatch, qf.Median(), qf.Max(), qf.argmax_mismatch);
+  EXPECT_LE(gf.Median(), 1.5 * qf.Median() + 0.01);
+  EXPECT_LE(gf.argmax_mismatch, qf.argmax_mismatch + static_cast<int>(gf.row_err.size() / 8));
+  // GPU vs CPU quantized: two independent roundings of the same size, at most the sum of each
+  // one's distance to the float path (bounded above).
+  EXPECT_LE(gq.Median(), 2.5 * qf.Median() + 0.01);
+}
+
+TEST_P(EngineDeviceGpuTest, Generate) {
+  SKIP_WITHOUT_GPU();
+  const auto& [shape, recipe] = GetParam();
+  const std::string model = Model(shape, recipe);
+  const std::string tag = "gen-" + shape + "-" + recipe;
+  // f32 KV caches, so that the f16 model's logits differ only by float sums in other orders
+  // (~1e-6; a lossy cache can turn that into a few 1e-4, enough to move a near-tie).
+  const std::string args = "generate -m " + model + " -p 'The quick brown fox' -n 24 --kv-type f32";
+  const std::string greedy = args + " --temperature 0";
+  auto run = [&](const std::string& name, const std::string& a) {
+    CmdRun r = RunTritmoe(tag + "-" + name, a);
+    EXPECT_EQ(r.rc, 0) << name << ": " << r.err;
+    return r;
+  };
+  // Greedy: argmax on the GPU, only the tokens come back; with --ignore-eos the argmax skips EOS.
+  const CmdRun gpu = run("cuda", greedy + " --device cuda");
+  const CmdRun gpu_eos = run("cuda-eos", greedy + " --ignore-eos --device cuda");
+  EXPECT_NE(gpu_eos.err.find("generated: 24 tokens"), std::string::npos) << gpu_eos.err;
+  ASSERT_FALSE(gpu.out.empty());
+  // generate ends its output with a newline; up to it, plain greedy is a prefix of the
+  // EOS-masked run (equal unless EOS was the argmax somewhere).
+  const std::string gpu_text = gpu.out.substr(0, gpu.out.size() - 1);
+  EXPECT_EQ(gpu_eos.out.substr(0, gpu_text.size()), gpu_text);
+  const CmdRun cpu = run("cpu", greedy);
+  const CmdRun cpu_eos = run("cpu-eos", greedy + " --ignore-eos");
+  // Sampling at temperature 0.8: the host Sampler on the GPU's logits (same seed, same draws).
+  // Without top-p and min-p, whose cut-offs a ~1e-6 difference can move across a token (random
+  // weights give flat distributions with many tokens near the cut), the draw is continuous in the
+  // logits: it changes only where the uniform lands within ~1e-6 of a token boundary.
+  const std::string sampled = args + " --temperature 0.8 --top-p 1 --min-p 0 --seed 7 --ignore-eos";
+  const CmdRun gpu_s = run("cuda-sampled", sampled + " --device cuda");
+  const CmdRun cpu_s = run("cpu-sampled", sampled);
+  auto common = [](const std::string& a, const std::string& b) {
+    size_t n = 0;
+    while (n < std::min(a.size(), b.size()) && a[n] == b[n]) ++n;
+    return n;
+  };
+  std::printf(
+      "%s: bytes in common with the CPU's text (of GPU / CPU): greedy %zu (%zu / %zu), greedy "
+      "ignoring EOS %zu (%zu / %zu), sampled %zu (%zu / %zu)\n",
+      tag.c_str(), common(gpu.out, cpu.out), gpu.out.size(), cpu.out.size(),
+      common(gpu_eos.out, cpu_eos.out), gpu_eos.out.size(), cpu_eos.out.size(),
+      common(gpu_s.out, cpu_s.out), gpu_s.out.size(), cpu_s.out.size());
+  if (recipe == "f16") {
+    EXPECT_EQ(gpu.out, cpu.out);
+    EXPECT_EQ(gpu_eos.out, cpu_eos.out);
+    EXPECT_EQ(gpu_s.out, cpu_s.out);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, EngineDeviceGpuTest,
+                         ::testing::Combine(::testing::Values("tiny", "small"),
+                                            ::testing::Values("f16", "ud-1.58")),
+                         [](const auto& info) {
+                           std::string s = std::get<0>(info.param) + "_" + std::get<1>(info.param);
+                           std::replace(s.begin(), s.end(), '-', '_');
+                           std::replace(s.begin(), s.end(), '.', '_');
+                           return s;
+                         });
+
+// One HTTP/1.1 request on 127.0.0.1:port (Connection: close); the response body.
+std::string HttpPost(int port, const std::string& path, const std::string& body) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return "";
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{120, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  std::string resp;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+    const std::string req = "POST " + path +
+                            " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                            "Connection: close\r\nContent-Length: " +
+                            std::to_string(body.size()) + "\r\n\r\n" + body;
+    if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
+      char buf[4096];
+      ssize_t n;
+      while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) resp.append(buf, n);
+    }
+  }
+  close(fd);
+  const size_t split = resp.find("\r\n\r\n");
+  return split == std::string::npos ? resp : resp.substr(split + 4);
+}
+
+TEST(EngineDeviceServeTest, ServeOnTheGpuAnswersWithTheCpuText) {
+  SKIP_WITHOUT_GPU();
+  const std::string model = Model("tiny", "f16");
+  const std::string ports = Dir() + "/ports.json", log = Dir() + "/serve.log";
+  std::filesystem::remove(ports);
+  const std::string cmd = "exec " + Tritmoe() + " serve -m " + model +
+                          " --host 127.0.0.1 --port 0 --grpc-port -1 --max-model-len 256 "
+                          "--kv-type f32 --device cuda --ports-file " +
+                          ports + " >" + log + " 2>&1";
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int port = 0;
+  for (int i = 0; i < 1200 && port == 0; ++i) {
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) FAIL() << "serve exited:\n" << ReadText(log);
+    const std::string p = ReadText(ports);
+    auto j = nlohmann::json::parse(p, nullptr, false);
+    if (!j.is_discarded() && j.contains("http_port")) port = j["http_port"].get<int>();
+    if (port == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::string text, text_eos;
+  if (port != 0) {
+    for (bool ignore_eos : {false, true}) {
+      const std::string body = HttpPost(port, "/v1/completions",
+                                        nlohmann::json({{"prompt", "The quick brown fox"},
+                                                        {"max_tokens", 12},
+                                                        {"temperature", 0},
+                                                        {"ignore_eos", ignore_eos}})
+                                            .dump());
+      auto j = nlohmann::json::parse(body, nullptr, false);
+      EXPECT_FALSE(j.is_discarded()) << body;
+      if (!j.is_discarded() && j.contains("choices")) {
+        (ignore_eos ? text_eos : text) = j["choices"][0]["text"].get<std::string>();
+      } else {
+        ADD_FAILURE() << body;
+      }
+    }
+  }
+  kill(pid, SIGTERM);
+  int status = 0;
+  for (int i = 0; i < 300 && waitpid(pid, &status, WNOHANG) != pid; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (kill(pid, 0) == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    ADD_FAILURE() << "serve did not stop on SIGTERM";
+  }
+  ASSERT_NE(port, 0) << "serve did not start:\n" << ReadText(log);
+  EXPECT_NE(ReadText(log).find("on cuda:0"), std::string::npos) << ReadText(log);
+  const CmdRun cpu = RunTritmoe("serve-ref", "generate -m " + model +
+                                                 " -p 'The quick brown fox' -n 12 --temperature 0 "
+                                                 "--ignore-eos --kv-type f32");
+  ASSERT_EQ(cpu.rc, 0) << cpu.err;
+  EXPECT_EQ(text_eos + "\n", cpu.out);
+  EXPECT_EQ(text_eos.substr(0, text.size()), text);
+  std::printf("serve --device cuda: \"%s\"\n", text_eos.c_str());
+}
+
+}  // namespace
+}  // namespace tritmoe
