@@ -5,6 +5,8 @@
 //   * the start-up report shows each rank mapping the replicated part plus ~experts/N;
 //   * a rank killed mid-generation ends the job with an error within 30 s;
 //   * ranks started with different model files or flags fail at start, each saying why.
+//   * routing statistics recorded by one process (--routing-stats-out) drive --placement
+//     balanced:FILE / balanced+R:FILE at np = 2, 3 to the same text and the same statistics.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
