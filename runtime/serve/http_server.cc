@@ -1,6 +1,7 @@
 #include "runtime/serve/http_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <memory>
@@ -105,6 +106,14 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   s->server_->set_keep_alive_timeout(std::max<time_t>(1, absl::ToInt64Seconds(options.keep_alive)));
   s->server_->set_keep_alive_max_count(1000);
   s->Route();
+  // cpp-httplib 0.11 listens with a backlog of 5: a burst of clients connecting at once (64
+  // streams on a loaded machine) overflowed the accept queue and some connections were reset.
+  // Listening again on the bound socket raises the backlog (Linux allows it).
+  auto listen_sock = std::make_shared<socket_t>(INVALID_SOCKET);
+  s->server_->set_socket_options([listen_sock](socket_t sock) {
+    httplib::default_socket_options(sock);
+    *listen_sock = sock;  // the last socket offered is the one that bound
+  });
   if (options.port == 0) {
     s->port_ = s->server_->bind_to_any_port(options.host);
     if (s->port_ <= 0) {
@@ -117,6 +126,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
     }
     s->port_ = options.port;
   }
+  if (*listen_sock != INVALID_SOCKET) ::listen(*listen_sock, SOMAXCONN);
   httplib::Server* server = s->server_.get();
   s->thread_ = std::thread([server] { server->listen_after_bind(); });
   return s;
