@@ -450,9 +450,11 @@ absl::Status EngineImpl::Execute(const StepMessage& m, RankResult* result) {
     batch.push_back({l->second.cache.get(), it.tokens, want});
     batch_item.push_back(i);
     result->times.tokens += static_cast<int64_t>(it.tokens.size());
-    device_greedy = device_greedy && it.sample && it.logits == LogitsRequest::kNone &&
-                    IsDeviceArgmax(l->second.sampler, l->second.generated, tokenizer_->eos_id(),
-                                   &batch.back().argmax_exclude);
+    // A prefill chunk that samples nothing and wants no logits rides along.
+    device_greedy =
+        device_greedy && it.logits == LogitsRequest::kNone &&
+        (!it.sample || IsDeviceArgmax(l->second.sampler, l->second.generated, tokenizer_->eos_id(),
+                                      &batch.back().argmax_exclude));
   }
   // Runs even with an empty batch: this rank's experts serve the other ranks' tokens.
   StepOutput out;

@@ -12,10 +12,11 @@
 //     error) and must be destroyed before it.
 //   * Step with an empty batch is valid and does no model work on a single-rank backend; on the
 //     CPU backend it still takes part in the MoE exchange (expert parallelism).
-//   * StepGreedy: every sequence's next token is the argmax of its last row over the tokens other
-//     than its argmax_exclude (first maximum on ties, as Sampler's greedy draw with that token
-//     masked), computed where the model runs, so that only the tokens come back. Backends without
-//     it return Unimplemented; callers check has_device_greedy().
+//   * StepGreedy: each sequence asks for kLast or kNone; next[s] is -1 for kNone, else the argmax
+//     of its last row over the tokens other than its argmax_exclude (first maximum on ties, as
+//     Sampler's greedy draw with that token masked), computed where the model runs, so that only
+//     the tokens come back. Backends without it return Unimplemented; callers check
+//     has_device_greedy().
 #pragma once
 
 #include <cstdint>

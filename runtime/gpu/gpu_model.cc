@@ -773,9 +773,9 @@ absl::Status GpuModel::Impl::RunStep(std::span<const GpuSequenceInput> batch, St
       r.pos = static_cast<int32_t>(n_past + i);
       rows.push_back(r);
     }
-    if (greedy && in.logits != LogitsRequest::kLast) {
+    if (greedy && in.logits == LogitsRequest::kAll) {
       return absl::InvalidArgumentError(
-          absl::StrCat("sequence ", s, ": greedy steps need LogitsRequest::kLast"));
+          absl::StrCat("sequence ", s, ": greedy steps take LogitsRequest::kLast or kNone"));
     }
     first_row[s] = static_cast<int64_t>(logit_rows.size());
     if (in.logits == LogitsRequest::kLast) {
@@ -864,8 +864,12 @@ absl::Status GpuModel::Impl::RunStep(std::span<const GpuSequenceInput> batch, St
   }
   RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(st), "step"));
   if (greedy) {
-    next->resize(n_out);
-    std::memcpy(next->data(), host, n_out * sizeof(int32_t));
+    // One token per sequence: its row's argmax, -1 for a sequence without a logits row.
+    const int32_t* row_token = reinterpret_cast<const int32_t*>(host);
+    next->assign(batch.size(), -1);
+    for (size_t s = 0; s < batch.size(); ++s) {
+      if (n_rows[s] > 0) (*next)[s] = row_token[first_row[s]];
+    }
   } else {
     out->n_vocab = config_.n_vocab;
     out->first_row = first_row;

@@ -118,9 +118,9 @@ class GpuModel {
     return Step(std::span<const GpuSequenceInput>(batch.begin(), batch.size()), out);
   }
 
-  // Greedy step: every sequence must ask for LogitsRequest::kLast; next[s] = argmax of its
-  // logits other than its argmax_exclude (first maximum on ties), computed on the GPU (only the
-  // tokens come back). Decode batches replay CUDA graphs.
+  // Greedy step: each sequence asks for LogitsRequest::kLast (next[s] = argmax of its logits other
+  // than its argmax_exclude, first maximum on ties, computed on the GPU: only the tokens come
+  // back) or kNone (a prefill chunk: next[s] = -1). Decode batches replay CUDA graphs.
   absl::Status StepGreedy(std::span<const GpuSequenceInput> batch, std::vector<int32_t>* next);
 
   // Runs one step like StepGreedy, timing its parts with events recorded inside a CUDA graph

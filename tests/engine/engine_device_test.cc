@@ -22,6 +22,8 @@
 //    first near-tie token (above). Every model: plain greedy on the GPU is a prefix of greedy
 //    ignoring EOS, and temperature 0.8 with top-k 1 (the host Sampler on logits copied from the
 //    GPU) prints what the argmax skipping EOS printed;
+//  * a prompt longer than one step (a prefill chunk without sampling in a greedy step): the CPU's
+//    text (f16);
 //  * serve --device cuda answers greedy /v1/completions with generate --device cpu's text (f16).
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -363,6 +365,30 @@ INSTANTIATE_TEST_SUITE_P(Models, EngineDeviceGpuTest,
                            std::replace(s.begin(), s.end(), '.', '_');
                            return s;
                          });
+
+// A prompt longer than one step (generate prefills in chunks of 2048 tokens): the first chunk
+// samples nothing, so it rides in a greedy step without a logits row (argmax on the GPU) or in a
+// plain step (the host Sampler, temperature 0.8 with top-k 1); both print the CPU's text.
+TEST(EngineDeviceLongPromptTest, PrefillChunksOnTheGpu) {
+  SKIP_WITHOUT_GPU();
+  const std::string model = Model("tiny", "f16");
+  std::string prompt;
+  for (int i = 0; i < 150; ++i) prompt += "The quick brown fox jumps over the lazy dog. ";
+  const std::string args =
+      "generate -m " + model + " -p '" + prompt + "' -n 16 --kv-type f32 --ignore-eos";
+  const CmdRun gpu = RunTritmoe("long-cuda", args + " --temperature 0 --device cuda");
+  ASSERT_EQ(gpu.rc, 0) << gpu.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(gpu.err, m, std::regex(R"(prompt: (\d+) tokens)"))) << gpu.err;
+  EXPECT_GT(std::stoi(m[1]), 2048);
+  const CmdRun host =
+      RunTritmoe("long-cuda-k1", args + " --temperature 0.8 --top-k 1 --device cuda");
+  ASSERT_EQ(host.rc, 0) << host.err;
+  const CmdRun cpu = RunTritmoe("long-cpu", args + " --temperature 0");
+  ASSERT_EQ(cpu.rc, 0) << cpu.err;
+  EXPECT_EQ(gpu.out, cpu.out);
+  EXPECT_EQ(host.out, cpu.out);
+}
 
 // One HTTP/1.1 request on 127.0.0.1:port (Connection: close); the response body.
 std::string HttpPost(int port, const std::string& path, const std::string& body) {

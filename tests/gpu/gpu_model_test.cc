@@ -293,6 +293,14 @@ TEST(GpuModelTest, GreedyStepSkipsTheExcludedToken) {
   ASSERT_EQ(next.size(), 2u);
   EXPECT_EQ(next[0], second);
   EXPECT_EQ(next[1], best);
+  // A sequence without a logits row (a prefill chunk) gets -1; the others their argmax.
+  auto d = g->NewKvCache(32), e = g->NewKvCache(32);
+  ASSERT_TRUE(d.ok() && e.ok());
+  const GpuSequenceInput mixed[2] = {{d->get(), kPromptA, LogitsRequest::kNone},
+                                     {e->get(), kPromptA, LogitsRequest::kLast}};
+  ASSERT_TRUE(g->StepGreedy(mixed, &next).ok());
+  EXPECT_EQ(next, (std::vector<int32_t>{-1, best}));
+  EXPECT_EQ((*d)->size(), static_cast<int64_t>(kPromptA.size()));
 }
 
 TEST(GpuModelTest, BadInputFailsBeforeAnyWork) {
