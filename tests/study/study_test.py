@@ -147,6 +147,26 @@ class StudyEndToEnd(unittest.TestCase):
                 self.assertGreaterEqual(float(r["mean_tokens_per_step"]), 1.0)
                 if r["attention_ms"] == "":
                     self.assertIn("not available", r["notes"])
+                else:
+                    phases = {p: float(r[p + "_ms"]) for p in
+                              ("attention", "moe_compute", "dispatch", "combine", "other")}
+                    self.assertTrue(all(v >= 0 for v in phases.values()), phases)
+                    self.assertGreater(phases["attention"] + phases["moe_compute"], 0)
+                    # A rank's phases split its own step; idle is what the driver's step adds.
+                    step = float(r["mean_step_ms"])
+                    self.assertTrue(close(float(r["idle_ms"]),
+                                          max(0.0, step - sum(phases.values())), 1e-3, 1e-3))
+                    self.assertLess(sum(phases.values()), step * 1.1 + 0.05)
+                    if r["ranks"] == "1":  # nothing to exchange with
+                        self.assertEqual(phases["dispatch"] + phases["combine"], 0.0)
+                    else:
+                        self.assertGreater(phases["dispatch"] + phases["combine"], 0.0)
+                if r["imbalance_max"] != "":
+                    imb = float(r["imbalance_max"])
+                    if r["ranks"] == "1":
+                        self.assertEqual(imb, 1.0)
+                    else:
+                        self.assertTrue(1.0 <= imb <= int(r["ranks"]), imb)
 
     def test_model_rows(self):
         serve = {(r["ranks"], r["concurrency"]): r for r in self.kind("serve")}
@@ -162,10 +182,13 @@ class StudyEndToEnd(unittest.TestCase):
                 parts = sum(float(r[k]) for k in ("model_rest_ms", "model_experts_ms",
                                                   "model_exchange_ms", "model_prefill_ms"))
                 self.assertTrue(close(parts, float(r["model_step_ms"]), 1e-3, 1e-3))
-                # tok/s = concurrency / step time; per user = 1 / step time.
+                # tok/s = concurrency / step time; per user = 1 / TPOT, where TPOT leaves out
+                # the request's own prefill share (1 of the B requests' prefill).
+                B = int(r["concurrency"])
                 step_s = float(r["model_step_ms"]) / 1e3
-                self.assertTrue(close(m, int(r["concurrency"]) / step_s, 1e-3))
-                self.assertTrue(close(float(r["model_per_user_tok_s"]), 1 / step_s, 1e-3))
+                self.assertTrue(close(m, B / step_s, 1e-3))
+                tpot_s = step_s - float(r["model_prefill_ms"]) / 1e3 / B
+                self.assertTrue(close(float(r["model_per_user_tok_s"]), 1 / tpot_s, 1e-3))
                 if r["ranks"] == "1":
                     self.assertEqual(float(r["model_exchange_ms"]), 0.0)
                 else:
