@@ -210,9 +210,9 @@ def imbalance(study, out):
         ax.text(0.5, 0.5, "expert-load imbalance not available:\nthe binary exports no "
                 "tritmoe_expert_load_imbalance", ha="center", va="center",
                 transform=ax.transAxes)
-    ax.set_xlabel("layer")
+    ax.set_xlabel("MoE layer (0 = the first MoE layer)")
     ax.set_ylabel("max / mean routed tokens per rank")
-    ax.set_title("Expert-load imbalance per MoE layer (heaviest load level)")
+    ax.set_title("Expert-load imbalance per MoE layer (server's last window, heaviest level)")
     ax.grid(alpha=0.3)
     if series:
         ax.legend(fontsize=8)

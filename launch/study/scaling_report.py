@@ -185,6 +185,9 @@ def main(argv=None):
     L.append("")
     imb = [r for r in serve if r["imbalance_max"]]
     if imb:
+        L.append("Expert-load imbalance: `tritmoe_expert_load_imbalance` per MoE layer (max over "
+                 "mean routed tokens per rank under the placement in use, over the server's last "
+                 "window), read at the end of each level:\n")
         L.append(table(["ranks", "concurrency", "max over layers of max/mean tokens per rank"],
                        [[r["ranks"], r["concurrency"], f(r["imbalance_max"], 2)] for r in imb]))
     else:
