@@ -111,7 +111,7 @@ class Profile:
             f"compute input: {self.raw.get('source', 'measured step times')}",
             f"g = {self.g * 1e3:.3f} ms to read one routed expert over all {self.moe_layers} MoE "
             f"layers ({self.raw['expert_bytes_all_moe_layers'] / 1e6:.1f} MB at "
-            f"{self.raw['expert_stream_GBps']} GB/s)",
+            f"{self.raw['expert_stream_GBps']:.4g} GB/s)",
             "R(b) interpolated linearly between the measured batches "
             + ", ".join(map(str, self.batches)) + "; extended linearly beyond them",
         ]
