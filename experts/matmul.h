@@ -4,12 +4,14 @@
 // Weight layouts. MatMul reads GGUF tensor bytes as they are (WeightLayout::kGguf). For IQ1_S the
 // CPU kernels are limited by the grid lookups of that format, so experts/matmul_repack.h offers a
 // lossless CPU layout (kIq1sQuads, 64 bytes per 256 weights instead of 50: +28% RAM for the copy)
-// that MatMul reads about 3x faster on AVX-512 (docs/PERF.md). Repacking is optional and explicit:
-// the caller (the model loader) asks PreferredCpuLayout(type) and calls RepackWeights once at load
-// time, keeps the RepackedWeights alive for as long as it multiplies with them, and passes its
-// view() here. MatMul never repacks on its own, and results do not depend on the layout beyond
-// float rounding (the integer sums are identical; the GGUF bytes stay the source of truth and can
-// be recovered exactly, UnpackWeights).
+// that MatMul reads about 3x faster on AVX-512 (docs/PERF.md). TQ1_0's base-3 unpacking makes its
+// kernels compute-bound, so TQ1_0 weights can be copied into TQ2_0 blocks (kTq1AsTq2, 66 bytes per
+// 256 weights instead of 54: +22%), which the TQ2_0 kernels read at memory speed. Repacking is
+// optional and explicit: the caller (the model loader) asks PreferredCpuLayout(type) and calls
+// RepackWeights once at load time, keeps the RepackedWeights alive for as long as it multiplies
+// with them, and passes its view() here. MatMul never repacks on its own, and results do not depend
+// on the layout beyond float rounding (the integer sums are identical; the GGUF bytes stay the
+// source of truth and can be recovered exactly, UnpackWeights).
 #pragma once
 
 #include <cstdint>
@@ -22,6 +24,8 @@ namespace tritmoe {
 enum class WeightLayout {
   kGguf,       // GGUF tensor bytes: rows of RowBytes(type, cols), rows contiguous
   kIq1sQuads,  // IQ1_S only: rows of cols / 256 blocks of 64 bytes (experts/matmul_iq1s_quads.h)
+  kTq1AsTq2,   // TQ1_0 only: rows of cols / 256 TQ2_0 blocks (66 bytes) holding the same ternary
+               // values and fp16 scale; MatMul runs the TQ2_0 kernels on them
 };
 
 // A weight matrix: `rows` rows (ne1) of `cols` elements (ne0), rows contiguous, each row

@@ -69,8 +69,17 @@ struct KernelTable {
   TypeKernels iq1s_quads;         // WeightLayout::kIq1sQuads
   const TypeKernels& For(GgmlType t) const { return types[static_cast<uint32_t>(t)]; }
   TypeKernels& For(GgmlType t) { return types[static_cast<uint32_t>(t)]; }
+  // kTq1AsTq2 holds TQ2_0 blocks, so TQ1_0 weights in it take TQ2_0's kernels.
   const TypeKernels& For(GgmlType t, WeightLayout layout) const {
-    return layout == WeightLayout::kIq1sQuads ? iq1s_quads : For(t);
+    switch (layout) {
+      case WeightLayout::kGguf:
+        break;
+      case WeightLayout::kIq1sQuads:
+        return iq1s_quads;
+      case WeightLayout::kTq1AsTq2:
+        return For(GgmlType::kTQ2_0);
+    }
+    return For(t);
   }
 };
 

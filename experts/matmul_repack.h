@@ -19,7 +19,8 @@
 namespace tritmoe {
 
 // The layout MatMul reads fastest on this CPU for weights of `type` with the best matmul ISA:
-// kIq1sQuads for IQ1_S when the CPU has AVX-512 VBMI/VNNI, else kGguf (no repack pays off).
+// kIq1sQuads for IQ1_S and kTq1AsTq2 for TQ1_0 when the CPU has AVX-512 VBMI/VNNI, else kGguf
+// (no repack pays off).
 WeightLayout PreferredCpuLayout(GgmlType type);
 
 // Whether `layout` can hold weights of `type` (kGguf: always).
@@ -58,7 +59,8 @@ absl::StatusOr<RepackedWeights> RepackWeights(const WeightView& w, WeightLayout 
                                               ThreadPool* pool = nullptr);
 
 // Writes the GGUF bytes of `w` (any layout) to `gguf`: rows * RowBytes(w.type, w.cols) bytes. For
-// repacked weights these are exactly the bytes they were made from.
+// repacked weights these are exactly the bytes they were made from (kTq1AsTq2: for TQ1_0 bytes as
+// the quantizer writes them; any other byte comes back as the one that decodes to the same codes).
 absl::Status UnpackWeights(const WeightView& w, void* gguf);
 
 // Decodes one row (n elements) stored in `layout` to float32, with the same float operations as

@@ -141,15 +141,28 @@ struct Case {
   WeightLayout layout = WeightLayout::kGguf;
 };
 
+// A repacked layout's mark in test names.
+std::string LayoutSuffix(WeightLayout layout, const char* quads, const char* tq1_as_tq2) {
+  switch (layout) {
+    case WeightLayout::kGguf:
+      return "";
+    case WeightLayout::kIq1sQuads:
+      return quads;
+    case WeightLayout::kTq1AsTq2:
+      return tq1_as_tq2;
+  }
+  return "";
+}
+
 void PrintTo(const Case& c, std::ostream* os) {
-  *os << GetTypeTraits(c.type).name << (c.layout == WeightLayout::kIq1sQuads ? " (quads)" : "")
-      << " " << MatmulIsaName(c.isa) << (c.random_bytes ? " random bytes" : " quantized");
+  *os << GetTypeTraits(c.type).name << LayoutSuffix(c.layout, " (quads)", " (as TQ2_0)") << " "
+      << MatmulIsaName(c.isa) << (c.random_bytes ? " random bytes" : " quantized");
 }
 
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
   return std::string(GetTypeTraits(info.param.type).name) +
-         (info.param.layout == WeightLayout::kIq1sQuads ? "quads" : "") + "_" +
-         MatmulIsaName(info.param.isa) + (info.param.random_bytes ? "_randombytes" : "_quantized");
+         LayoutSuffix(info.param.layout, "quads", "astq2") + "_" + MatmulIsaName(info.param.isa) +
+         (info.param.random_bytes ? "_randombytes" : "_quantized");
 }
 
 std::vector<Case> AllCases() {
@@ -162,6 +175,7 @@ std::vector<Case> AllCases() {
     }
     for (bool random : {false, true}) {
       cases.push_back({GgmlType::kIQ1_S, level, random, WeightLayout::kIq1sQuads});
+      cases.push_back({GgmlType::kTQ1_0, level, random, WeightLayout::kTq1AsTq2});
     }
   }
   return cases;
