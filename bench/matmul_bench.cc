@@ -5,14 +5,16 @@
 // whatever the batch); weights_x_tokens = multiply-adds per second (rows * cols * tokens).
 // IQ1_S_quads is IQ1_S repacked into the CPU layout (experts/matmul_repack.h): its bytes_per_second
 // counts the bytes it reads (64 per 256 weights) and gguf_bytes_per_second the IQ1_S bytes the
-// same matrix has in the GGUF file (50 per 256), i.e. the speed in terms of the model.
+// same matrix has in the GGUF file (50 per 256), i.e. the speed in terms of the model. TQ1_0_tq2 is
+// TQ1_0 repacked into TQ2_0 blocks (kTq1AsTq2): 66 bytes read per 256 weights, 54 in the file.
 //
 // cpu_bytes_per_second = the same bytes over the process's CPU time divided by the thread count:
 // the speed while the threads actually run. On a shared machine whose cores are oversubscribed the
 // wall-clock rate mostly measures the share of the cores the benchmark got; bench_membw reports
 // the same counter, and docs/PERF.md compares like with like (bench/perf_table.py --cpu-time).
 //
-// Name: BM_MatMul/<type>[_quads]/<rows>x<cols>/threads:<T>/batch:<B>/<isa> (batch > 1 at 2 threads)
+// Name: BM_MatMul/<type>[_quads|_tq2]/<rows>x<cols>/threads:<T>/batch:<B>/<isa> (batch > 1 at
+// 2 threads)
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -122,17 +124,19 @@ const std::vector<uint8_t>& MakeWeights(GgmlType type, int64_t bytes, uint32_t s
   return *cache;
 }
 
-// `bytes` of IQ1_S weights repacked into the quads layout, as one row of bytes / 64 blocks (the
-// blocks' order does not matter to the kernels' speed). Kept like MakeWeights.
-const RepackedWeights& MakeQuadsWeights(int64_t bytes) {
+// `bytes` of `type` weights repacked into `layout`, as `blocks` rows of one 256-element block (the
+// blocks' order does not matter to the kernels' speed). The last layout's, kept like MakeWeights.
+const RepackedWeights& MakeRepackedWeights(GgmlType type, WeightLayout layout, int64_t bytes) {
   static auto* cache = new RepackedWeights();
-  if (cache->bytes() < bytes) {
-    const int64_t blocks = std::max(bytes, kWorkingSetBytes + (int64_t{64} << 20)) / 64;
-    const std::vector<uint8_t>& gguf = MakeWeights(GgmlType::kIQ1_S, blocks * 50, 1);
+  static WeightLayout cached_layout = WeightLayout::kGguf;
+  if (cached_layout != layout || cache->bytes() < bytes) {
+    *cache = RepackedWeights();
+    const int64_t block_bytes = LayoutRowBytes(type, layout, 256);
+    const int64_t blocks = std::max(bytes, kWorkingSetBytes + (int64_t{64} << 20)) / block_bytes;
+    const std::vector<uint8_t>& gguf = MakeWeights(type, blocks * RowBytes(type, 256), 1);
     ThreadPool pool(DefaultThreadCount());
-    *cache =
-        RepackWeights({GgmlType::kIQ1_S, gguf.data(), blocks, 256}, WeightLayout::kIq1sQuads, &pool)
-            .value();
+    *cache = RepackWeights({type, gguf.data(), blocks, 256}, layout, &pool).value();
+    cached_layout = layout;
   }
   return *cache;
 }
@@ -149,7 +153,8 @@ void BM_MatMul(benchmark::State& state, GgmlType type, WeightLayout layout, int6
   const uint8_t* weights =
       layout == WeightLayout::kGguf
           ? MakeWeights(type, matrix_bytes * n_matrices, 1).data()
-          : static_cast<const uint8_t*>(MakeQuadsWeights(matrix_bytes * n_matrices).view().data);
+          : static_cast<const uint8_t*>(
+                MakeRepackedWeights(type, layout, matrix_bytes * n_matrices).view().data);
   std::vector<float> x(batch * cols);
   std::mt19937 rng(2);
   std::normal_distribution<float> dist(0.0f, 1.0f);
@@ -188,10 +193,10 @@ void BM_KernelInCache(benchmark::State& state, GgmlType type, WeightLayout layou
     return;
   }
   const int64_t matrix_bytes = rows * LayoutRowBytes(type, layout, cols);
-  const uint8_t* weights =
-      layout == WeightLayout::kGguf
-          ? MakeWeights(type, matrix_bytes, 1).data()
-          : static_cast<const uint8_t*>(MakeQuadsWeights(matrix_bytes).view().data);
+  const uint8_t* weights = layout == WeightLayout::kGguf
+                               ? MakeWeights(type, matrix_bytes, 1).data()
+                               : static_cast<const uint8_t*>(
+                                     MakeRepackedWeights(type, layout, matrix_bytes).view().data);
   std::vector<float> x(batch * cols);
   std::mt19937 rng(2);
   std::normal_distribution<float> dist(0.0f, 1.0f);
@@ -239,19 +244,21 @@ struct Format {
 };
 
 std::string FormatName(const Format& f) {
-  return std::string(GetTypeTraits(f.type).name) +
-         (f.layout == WeightLayout::kIq1sQuads ? "_quads" : "");
+  return std::string(GetTypeTraits(f.type).name) + (f.layout == WeightLayout::kIq1sQuads  ? "_quads"
+                                                    : f.layout == WeightLayout::kTq1AsTq2 ? "_tq2"
+                                                                                          : "");
 }
 
 void RegisterAll() {
   const Format kFormats[] = {
-      {GgmlType::kIQ1_S, WeightLayout::kGguf}, {GgmlType::kIQ1_S, WeightLayout::kIq1sQuads},
-      {GgmlType::kTQ1_0, WeightLayout::kGguf}, {GgmlType::kTQ2_0, WeightLayout::kGguf},
-      {GgmlType::kIQ1_M, WeightLayout::kGguf}, {GgmlType::kIQ2_XXS, WeightLayout::kGguf},
-      {GgmlType::kQ2_K, WeightLayout::kGguf},  {GgmlType::kQ4_K, WeightLayout::kGguf},
-      {GgmlType::kQ6_K, WeightLayout::kGguf},  {GgmlType::kQ4_0, WeightLayout::kGguf},
-      {GgmlType::kQ8_0, WeightLayout::kGguf},  {GgmlType::kBF16, WeightLayout::kGguf},
-      {GgmlType::kF16, WeightLayout::kGguf},   {GgmlType::kF32, WeightLayout::kGguf}};
+      {GgmlType::kIQ1_S, WeightLayout::kGguf},   {GgmlType::kIQ1_S, WeightLayout::kIq1sQuads},
+      {GgmlType::kTQ1_0, WeightLayout::kGguf},   {GgmlType::kTQ1_0, WeightLayout::kTq1AsTq2},
+      {GgmlType::kTQ2_0, WeightLayout::kGguf},   {GgmlType::kIQ1_M, WeightLayout::kGguf},
+      {GgmlType::kIQ2_XXS, WeightLayout::kGguf}, {GgmlType::kQ2_K, WeightLayout::kGguf},
+      {GgmlType::kQ4_K, WeightLayout::kGguf},    {GgmlType::kQ6_K, WeightLayout::kGguf},
+      {GgmlType::kQ4_0, WeightLayout::kGguf},    {GgmlType::kQ8_0, WeightLayout::kGguf},
+      {GgmlType::kBF16, WeightLayout::kGguf},    {GgmlType::kF16, WeightLayout::kGguf},
+      {GgmlType::kF32, WeightLayout::kGguf}};
   const int64_t kShapes[][2] = {{2048, 7168}, {7168, 2048}};
   for (int isa = static_cast<int>(BestSupportedMatmulIsa()); isa >= 0; --isa) {
     for (const Format& f : kFormats) {

@@ -14,8 +14,9 @@ of its repetitions (Google Benchmark's median aggregate, or the median of the pl
 counter of both benchmarks) instead of wall-clock time: the speed while the threads run, which is
 what to compare when other processes also want the cores.
 
-IQ1_S_quads (IQ1_S repacked for the CPU) gets a second row that counts the IQ1_S bytes of the GGUF
-file (gguf_bytes_per_second) instead of the bytes read.
+IQ1_S_quads (IQ1_S repacked for the CPU) and TQ1_0_tq2 (TQ1_0 repacked into TQ2_0 blocks) get a
+second row that counts the bytes of the GGUF file's type (gguf_bytes_per_second) instead of the
+bytes read.
 """
 import json
 import re
@@ -23,7 +24,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-TYPE_ORDER = ["IQ1_S", "IQ1_S_quads", "TQ1_0", "TQ2_0", "IQ1_M", "IQ2_XXS", "Q2_K", "Q4_K",
+TYPE_ORDER = ["IQ1_S", "IQ1_S_quads", "TQ1_0", "TQ1_0_tq2", "TQ2_0", "IQ1_M", "IQ2_XXS", "Q2_K", "Q4_K",
               "Q6_K", "Q4_0", "Q8_0", "BF16", "F16", "F32"]
 BATCHES = (4, 8, 16)
 
@@ -111,7 +112,7 @@ def main():
         variants = [(t, "bytes_per_second")]
         if any("gguf_bytes_per_second" in b for v in d.values() for b, _ in v):
           variants = [(t + " (bytes read)", "bytes_per_second"),
-                      (t + " (as IQ1_S bytes)", "gguf_bytes_per_second")]
+                      (t + f" (as {t.rsplit('_', 1)[0]} bytes)", "gguf_bytes_per_second")]
         for label, counter in variants:
           def gbs(th, ba):
             v = [b[counter] / 1e9 for b, _ in d.get((th, ba), []) if counter in b]
