@@ -134,6 +134,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
 
 void HttpServer::Route() {
   httplib::Server& srv = *server_;
+  // Streams write one small SSE event per token: without TCP_NODELAY, Nagle holds each event until
+  // the client's delayed ACK (~40 ms), which shows up as inter-token latency.
+  srv.set_tcp_nodelay(true);
 
   auto generate = [this](OpenAiEndpoint endpoint, const httplib::Request& req,
                          httplib::Response& res) {
