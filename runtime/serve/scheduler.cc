@@ -360,10 +360,21 @@ absl::Status Scheduler::Run() {
       --budget;
       ++decode_seqs;
     }
-    // 2. and 3. Prefill chunks: running sequences first, then newly admitted ones.
+    // 2. and 3. Prefill chunks: running sequences first, then newly admitted ones. A prompt is cut
+    // at fixed multiples of chunk_tokens from its start, never by what happens to be left of the
+    // budget: how a prompt is chunked changes its numerics (a one-token chunk runs the absorbed
+    // attention form, a longer one the naive form), and greedy output must not depend on the
+    // other requests. Decode takes at most max_num_seqs tokens, so the first chunk always fits.
+    const size_t chunk_tokens =
+        static_cast<size_t>(std::max(1, options_.max_num_batched_tokens - options_.max_num_seqs));
+    auto next_chunk = [&](const Sequence* seq) {
+      const size_t end =
+          std::min(seq->request.prompt.size(), (seq->prefilled / chunk_tokens + 1) * chunk_tokens);
+      return end - seq->prefilled;
+    };
     auto add_prefill = [&](Sequence* seq) {
       const size_t left = seq->request.prompt.size() - seq->prefilled;
-      const size_t n = std::min<size_t>(left, budget);
+      const size_t n = next_chunk(seq);
       EngineItem item;
       item.id = seq->id;
       item.tokens.assign(seq->request.prompt.begin() + seq->prefilled,
@@ -377,15 +388,18 @@ absl::Status Scheduler::Run() {
       ++prefill_seqs;
     };
     for (auto& seq : running_) {
-      if (budget == 0) break;
-      if (seq->prefilled < seq->request.prompt.size()) add_prefill(seq.get());
+      if (seq->prefilled < seq->request.prompt.size() &&
+          next_chunk(seq.get()) <= static_cast<size_t>(budget)) {
+        add_prefill(seq.get());
+      }
     }
     const auto now = ServeClock::now();
     // Sequences released in this step still count against the engine's limit until its end.
     const int pending_release = static_cast<int>(to_release_.size());
     while (budget > 0 && !waiting_.empty() &&
            static_cast<int>(running_.size()) + pending_release < options_.max_num_seqs &&
-           ledger_.FitsNext(waiting_.front()->capacity)) {
+           ledger_.FitsNext(waiting_.front()->capacity) &&
+           next_chunk(waiting_.front().get()) <= static_cast<size_t>(budget)) {
       std::unique_ptr<Sequence> seq = std::move(waiting_.front());
       waiting_.pop_front();
       seq->id = next_id_++;

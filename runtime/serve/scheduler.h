@@ -9,8 +9,11 @@
 //      prompt + max_tokens (KvLedger: capacity is accounted per rank; a request that does not fit
 //      its rank waits);
 // all bounded by max_num_batched_tokens tokens per step (chunked prefill: a long prompt takes
-// several steps; the last chunk samples the first token). Requests join and leave between steps:
-// a finished, cancelled, aborted or timed-out sequence is released in the next step.
+// several steps; the last chunk samples the first token). Prompts are cut at fixed multiples of
+// max_num_batched_tokens - max_num_seqs tokens from their start, so a prompt is chunked the same
+// way whatever else runs, and greedy output does not depend on the other requests. Requests join
+// and leave between steps: a finished, cancelled, aborted or timed-out sequence is released in the
+// next step.
 //
 // Between steps, about once per routing_stats_interval, the loop collects the Engine's routing
 // statistics (a collective, so only here, never from a front-end thread) and publishes each MoE

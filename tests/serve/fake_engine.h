@@ -66,6 +66,7 @@ struct FakeStepRecord {
   int releases = 0;
   int live_after = 0;
   std::vector<uint64_t> item_ids;
+  std::vector<int> item_tokens;   // per item: its number of new tokens
   std::vector<int64_t> kv_after;  // [rank]: KV tokens reserved after the step's starts
 };
 
@@ -145,6 +146,7 @@ class FakeEngine final : public Engine {
       rec.tokens += static_cast<int>(it.tokens.size());
       ++rec.items;
       rec.item_ids.push_back(it.id);
+      rec.item_tokens.push_back(static_cast<int>(it.tokens.size()));
       const bool decode = seq.generated > 0 && it.tokens.size() == 1 && it.sample;
       decode ? ++rec.decode_items : ++rec.prefill_items;
       if (it.sample) {

@@ -163,7 +163,8 @@ TEST(SchedulerTest, LongPromptIsPrefilledInChunksWhileOthersDecode) {
   Harness h(&engine, {.max_num_seqs = 4, .max_num_batched_tokens = 8});
   auto a = h.scheduler().Submit(Request("short", Prompt(2, 0), 30));
   ASSERT_TRUE(a.ok());
-  // Let "short" start decoding, then add a 40-token prompt: it needs >= 6 steps of <= 7 tokens.
+  // Let "short" start decoding, then add a 40-token prompt: chunks of 8 - 4 = 4 tokens (the
+  // budget less the most decode tokens a step can hold), one per step beside the decode token.
   while (h.scheduler().stats().steps < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   auto b = h.scheduler().Submit(Request("long", Prompt(40, 3), 5));
   ASSERT_TRUE(b.ok());
@@ -173,9 +174,45 @@ TEST(SchedulerTest, LongPromptIsPrefilledInChunksWhileOthersDecode) {
   EXPECT_EQ(ob.tokens, FakeReference(Prompt(40, 3), 5));
   int steps_with_both = 0;
   for (const FakeStepRecord& r : engine.log()) {
-    steps_with_both += r.decode_items == 1 && r.prefill_items == 1 && r.tokens == 8;
+    steps_with_both += r.decode_items == 1 && r.prefill_items == 1 && r.tokens == 5;
   }
-  EXPECT_GE(steps_with_both, 5);
+  EXPECT_GE(steps_with_both, 9);
+}
+
+// How a prompt is chunked must not depend on what else runs (the chunking changes the model's
+// numerics): the same prompt is cut at the same places alone and behind a crowd.
+TEST(SchedulerTest, PromptChunksDoNotDependOnLoad) {
+  auto chunks_of_last = [](int crowd) {
+    FakeEngine engine(8, 64, 256);
+    Harness h(&engine, {.max_num_seqs = 8, .max_num_batched_tokens = 24});
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    for (int i = 0; i < crowd; ++i) {
+      auto s = h.scheduler().Submit(Request("crowd" + std::to_string(i), Prompt(7 + 3 * i, i), 6));
+      EXPECT_TRUE(s.ok());
+      if (s.ok()) streams.push_back(std::move(*s));
+    }
+    auto last = h.scheduler().Submit(Request("last", Prompt(50, 9), 3));
+    EXPECT_TRUE(last.ok());
+    if (!last.ok()) return std::vector<int>{};
+    Outcome o = Drain(**last);
+    for (auto& s : streams) Drain(*s);
+    EXPECT_EQ(o.tokens, FakeReference(Prompt(50, 9), 3));
+    // The last request is the only one with a 50-token prompt: its id is the largest started.
+    uint64_t id = 0;
+    for (const FakeStepRecord& r : engine.log()) {
+      for (uint64_t i : r.item_ids) id = std::max(id, i);
+    }
+    std::vector<int> chunks;
+    for (const FakeStepRecord& r : engine.log()) {
+      for (size_t i = 0; i < r.item_ids.size(); ++i) {
+        if (r.item_ids[i] == id && chunks.size() < 4) chunks.push_back(r.item_tokens[i]);
+      }
+    }
+    return chunks;
+  };
+  const std::vector<int> want = {16, 16, 16, 2};  // 24 - 8 tokens per chunk
+  EXPECT_EQ(chunks_of_last(0), want);
+  EXPECT_EQ(chunks_of_last(5), want);
 }
 
 TEST(SchedulerTest, EosAndStopStringsEndRequests) {
