@@ -42,6 +42,7 @@ struct BenchDecodeArgs {
   std::string model;
   int threads = 0;
   std::string kv_type = "f16";
+  bool repack_experts = true;
   std::string batches = "1,16";
   int prompt = 128;
   int context = 16;
@@ -154,6 +155,7 @@ absl::Status RunBenchDecode(const BenchDecodeArgs& a) {
   options.placement = a.placement;
   options.device = a.device;
   options.model.threads = a.threads;
+  options.model.repack_experts = a.repack_experts;
   ASSIGN_OR_RETURN(options.model.kv_type, ParseKvCacheType(a.kv_type));
   const int max_batch = *std::max_element(batches.begin(), batches.end());
   options.max_sequences = std::max(options.max_sequences, max_batch);
@@ -251,6 +253,9 @@ void RegisterBenchDecodeCommand(CLI::App& app, absl::Status* result) {
   cmd->add_option("--routing-stats-out", a->routing_stats_out,
                   "Write the tokens routed to each expert of each MoE layer (all ranks, whole run) "
                   "to FILE (.json, else TSV), for a later --placement balanced:FILE");
+  cmd->add_option("--repack-experts", a->repack_experts,
+                  "Routed experts in the faster CPU layout (IQ1_S quads, TQ1_0 as TQ2_0) at load")
+      ->capture_default_str();
   cmd->add_option("--kv-type", a->kv_type, "KV cache type: f16, q8_0, q4_0, f32")
       ->capture_default_str();
   cmd->add_option(

@@ -12,6 +12,7 @@
 #include "runtime/model/embedding.h"
 #include "runtime/model/ffn.h"
 #include "runtime/model/moe.h"
+#include "runtime/model/repacked_expert_source.h"
 #include "runtime/model/rms_norm.h"
 #include "runtime/model/rope.h"
 
@@ -33,12 +34,18 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path,
   ASSIGN_OR_RETURN(m->gguf_, gguf::GgufModel::Open(path));
   ASSIGN_OR_RETURN(m->config_, ModelConfig::FromGguf(*m->gguf_));
   ASSIGN_OR_RETURN(m->weights_, Weights::Bind(*m->gguf_, m->config_, options.local_experts));
-  if (options.expert_source != nullptr) {
-    RETURN_IF_ERROR(options.expert_source->Attach(m->config_, m->weights_));
-  }
-  m->max_context_ = options.max_context > 0 ? options.max_context : m->config_.context_length;
   m->pool_ =
       std::make_unique<ThreadPool>(options.threads > 0 ? options.threads : DefaultThreadCount());
+  if (options.expert_source == nullptr && options.repack_experts &&
+      options.precision == ActPrecision::kQuantized &&
+      RepackedExpertSource::Worthwhile(m->config_, m->weights_)) {
+    m->owned_source_ = std::make_unique<RepackedExpertSource>(m->pool_.get());
+    m->options_.expert_source = m->owned_source_.get();
+  }
+  if (m->options_.expert_source != nullptr) {
+    RETURN_IF_ERROR(m->options_.expert_source->Attach(m->config_, m->weights_));
+  }
+  m->max_context_ = options.max_context > 0 ? options.max_context : m->config_.context_length;
   if (options.exchange != nullptr) {
     m->exchange_ = options.exchange;
   } else {
