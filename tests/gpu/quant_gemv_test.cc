@@ -31,6 +31,7 @@
 #include "experts/fp16.h"
 #include "experts/quant_type.h"
 #include "gtest/gtest.h"
+#include "tests/gpu/gpu_test_util.h"
 
 namespace tritmoe {
 namespace {
@@ -131,31 +132,6 @@ TEST(GpuLayoutTest, RejectsUnsupportedShapesAndTypes) {
 
 // ---------------------------------------------------------------------------------------------
 // GPU tests.
-
-bool HaveSm90Gpu(std::string* why) {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-    cudaGetLastError();
-    *why = "no CUDA GPU visible";
-    return false;
-  }
-  cudaDeviceProp prop;
-  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
-    *why = "cannot query GPU 0";
-    return false;
-  }
-  if (prop.major != 9 || prop.minor != 0) {
-    *why = std::string("kernels are built for sm_90a; GPU 0 is ") + prop.name;
-    return false;
-  }
-  return true;
-}
-
-#define SKIP_WITHOUT_GPU()                       \
-  do {                                           \
-    std::string why;                             \
-    if (!HaveSm90Gpu(&why)) GTEST_SKIP() << why; \
-  } while (0)
 
 // The CPU twin of QuantizeActivationsGpu: d and q per 256 columns, same float operations.
 struct QuantizedX {
@@ -275,7 +251,7 @@ class QuantGemvGpuTest : public ::testing::TestWithParam<int> {
 };
 
 TEST_P(QuantGemvGpuTest, DenseMatchesCpuTwins) {
-  SKIP_WITHOUT_GPU();
+  TM_SKIP_WITHOUT_GPU();
   std::mt19937 rng(7);
   struct Shape {
     int64_t rows, cols;
@@ -327,7 +303,7 @@ TEST_P(QuantGemvGpuTest, DenseMatchesCpuTwins) {
 }
 
 TEST_P(QuantGemvGpuTest, GroupedExpertsMatchCpuTwins) {
-  SKIP_WITHOUT_GPU();
+  TM_SKIP_WITHOUT_GPU();
   std::mt19937 rng(11);
   const int n_experts = 7, n_tokens = 12, top_k = 3;
   const int64_t rows = 48, cols = 1024;
@@ -400,7 +376,7 @@ TEST_P(QuantGemvGpuTest, GroupedExpertsMatchCpuTwins) {
 // The decode shapes of DeepSeek-V3 experts, once each, against the exact twin (catches
 // indexing that only breaks with many column blocks or row groups).
 TEST_P(QuantGemvGpuTest, DeepSeekExpertShapes) {
-  SKIP_WITHOUT_GPU();
+  TM_SKIP_WITHOUT_GPU();
   std::mt19937 rng(3);
   for (GgmlType type : {GgmlType::kIQ1_S, GgmlType::kTQ1_0, GgmlType::kTQ2_0}) {
     for (auto [rows, cols] : {std::pair<int64_t, int64_t>{2048, 7168}, {7168, 2048}}) {
