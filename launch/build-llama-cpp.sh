@@ -16,6 +16,9 @@
 #   LLAMA_CUDA_ARCH=90  CUDA architectures when LLAMA_CUDA=1
 #   LLAMA_JOBS=2        parallel build jobs (the dev machines are shared: keep 2)
 #   LLAMA_TGZ=path      use an already downloaded node-llama-cpp-3.21.1.tgz
+#   LLAMA_SRC_TAR=path  build from a source tarball made by launch/llama-src-tar.sh (the same
+#                       commit, 7 MB instead of the 35 MB package: for machines without npm or
+#                       network, e.g. the GPU device, where the carried tree is size-limited)
 #   LLAMA_KEEP_BUILD=1  keep the temporary source/build directory (its path is printed)
 #   LLAMA_FORCE=1       rebuild even if the stamp matches
 #
@@ -113,8 +116,11 @@ if [[ "${LLAMA_FORCE:-0}" != 1 ]] && up_to_date; then
   exit 0
 fi
 
-need_tools=(git cmake tar sha1sum)
-[[ -n "${LLAMA_TGZ:-}" ]] || need_tools+=(npm)
+need_tools=(cmake tar)
+if [[ -z "${LLAMA_SRC_TAR:-}" ]]; then
+  need_tools+=(git sha1sum)
+  [[ -n "${LLAMA_TGZ:-}" ]] || need_tools+=(npm)
+fi
 for t in "${need_tools[@]}"; do
   command -v "$t" >/dev/null || die "missing tool: $t (apt-get install nodejs npm git cmake build-essential)"
 done
@@ -127,27 +133,36 @@ else
   trap 'rm -rf "${WORK}"' EXIT
 fi
 
-# --- fetch --------------------------------------------------------------------
-if [[ -n "${LLAMA_TGZ:-}" ]]; then
-  cp "${LLAMA_TGZ}" "${WORK}/pkg.tgz"
+if [[ -n "${LLAMA_SRC_TAR:-}" ]]; then
+  # --- from a source tarball (launch/llama-src-tar.sh checked the package and the commit) ---
+  log "source tarball ${LLAMA_SRC_TAR}"
+  tar -xJf "${LLAMA_SRC_TAR}" -C "${WORK}"
+  [[ -f "${WORK}/llama.cpp/TRITMOE_COMMIT" ]] || die "${LLAMA_SRC_TAR}: no llama.cpp/TRITMOE_COMMIT (not made by launch/llama-src-tar.sh)"
+  tar_commit="$(cat "${WORK}/llama.cpp/TRITMOE_COMMIT")"
+  [[ "${tar_commit}" == "${EXPECTED_COMMIT}" ]] || die "${LLAMA_SRC_TAR}: commit ${tar_commit} != ${EXPECTED_COMMIT}"
 else
-  log "npm pack ${NPM_PKG}"
-  (cd "${WORK}" && npm pack --silent "${NPM_PKG}" >/dev/null)
-  mv "${WORK}"/node-llama-cpp-*.tgz "${WORK}/pkg.tgz"
-fi
-got_sha1="$(sha1sum "${WORK}/pkg.tgz" | cut -d' ' -f1)"
-[[ "${got_sha1}" == "${NPM_TGZ_SHA1}" ]] || die "package sha1 ${got_sha1} != expected ${NPM_TGZ_SHA1}"
-tar -xzf "${WORK}/pkg.tgz" -C "${WORK}" package/llama/gitRelease.bundle package/llama/llama.cpp.info.json
+  # --- fetch --------------------------------------------------------------------
+  if [[ -n "${LLAMA_TGZ:-}" ]]; then
+    cp "${LLAMA_TGZ}" "${WORK}/pkg.tgz"
+  else
+    log "npm pack ${NPM_PKG}"
+    (cd "${WORK}" && npm pack --silent "${NPM_PKG}" >/dev/null)
+    mv "${WORK}"/node-llama-cpp-*.tgz "${WORK}/pkg.tgz"
+  fi
+  got_sha1="$(sha1sum "${WORK}/pkg.tgz" | cut -d' ' -f1)"
+  [[ "${got_sha1}" == "${NPM_TGZ_SHA1}" ]] || die "package sha1 ${got_sha1} != expected ${NPM_TGZ_SHA1}"
+  tar -xzf "${WORK}/pkg.tgz" -C "${WORK}" package/llama/gitRelease.bundle package/llama/llama.cpp.info.json
 
-# --- clone ----------------------------------------------------------------------
-log "git clone from bundle"
-git clone -q "${WORK}/package/llama/gitRelease.bundle" "${WORK}/llama.cpp" 2>/dev/null \
-  || git clone "${WORK}/package/llama/gitRelease.bundle" "${WORK}/llama.cpp"
-git -C "${WORK}/llama.cpp" -c advice.detachedHead=false checkout -q "${EXPECTED_COMMIT}"
-head_commit="$(git -C "${WORK}/llama.cpp" rev-parse HEAD)"
-[[ "${head_commit}" == "${EXPECTED_COMMIT}" ]] || die "bundle HEAD ${head_commit} != ${EXPECTED_COMMIT}"
-# (node-llama-cpp also ships patches/PR-22566.diff; it only touches the no_alloc
-#  memory-breakdown path of the model loader and is deliberately NOT applied.)
+  # --- clone ----------------------------------------------------------------------
+  log "git clone from bundle"
+  git clone -q "${WORK}/package/llama/gitRelease.bundle" "${WORK}/llama.cpp" 2>/dev/null \
+    || git clone "${WORK}/package/llama/gitRelease.bundle" "${WORK}/llama.cpp"
+  git -C "${WORK}/llama.cpp" -c advice.detachedHead=false checkout -q "${EXPECTED_COMMIT}"
+  head_commit="$(git -C "${WORK}/llama.cpp" rev-parse HEAD)"
+  [[ "${head_commit}" == "${EXPECTED_COMMIT}" ]] || die "bundle HEAD ${head_commit} != ${EXPECTED_COMMIT}"
+  # (node-llama-cpp also ships patches/PR-22566.diff; it only touches the no_alloc
+  #  memory-breakdown path of the model loader and is deliberately NOT applied.)
+fi
 
 # --- configure + build ------------------------------------------------------------
 log "configure (${CONFIG_ID}); extra flags: ${NO_ISA_FLAGS:-none}"

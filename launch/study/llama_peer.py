@@ -65,8 +65,11 @@ def parse_llama_bench_json(text):
 
 
 def run(bin_dir, model, threads, concurrency, input_len, output_len, work, reps=3,
-        timeout=1200):
+        timeout=1200, gpu_layers=0):
+    """gpu_layers > 0: offload that many layers (-ngl) to the GPU of a CUDA build."""
+    ngl = ["-ngl", str(gpu_layers)] if gpu_layers > 0 else []
     out = {"bin": os.path.abspath(bin_dir), "threads": threads, "bench": None, "batched": None,
+           "device": "cuda" if gpu_layers > 0 else "cpu", "gpu_layers": gpu_layers,
            "errors": []}
     stamp = os.path.join(bin_dir, "..", ".tritmoe-llama-stamp")
     if os.path.exists(stamp):
@@ -74,7 +77,7 @@ def run(bin_dir, model, threads, concurrency, input_len, output_len, work, reps=
     lb = os.path.join(bin_dir, "llama-bench")
     if os.access(lb, os.X_OK):
         cmd = [lb, "-m", model, "-t", str(threads), "-p", str(input_len), "-n", str(output_len),
-               "-r", str(reps), "-o", "json"]
+               "-r", str(reps), "-o", "json"] + ngl
         try:
             rows = parse_llama_bench_json(_run(cmd, os.path.join(work, "llama_bench.log"),
                                                timeout))
@@ -93,13 +96,14 @@ def run(bin_dir, model, threads, concurrency, input_len, output_len, work, reps=
         # "a a a ..." is one token per word in the synthetic vocabulary, plus BOS.
         prompt = " ".join(["a"] * max(1, input_len - 1))
         cmd = [lc, "-m", model, "-t", str(threads), "-n", str(output_len), "-p", prompt,
-               "--temp", "0", "--ignore-eos", "-no-cnv"]
+               "--temp", "0", "--ignore-eos", "-no-cnv"] + ngl
         try:
             t = parse_completion_timings(_run(cmd, os.path.join(work, "llama_completion.log"),
                                               timeout))
             if t:
-                out["completion"] = dict(t, command=" ".join(cmd[:-6]) + " -p <'a' x " +
-                                         str(input_len - 1) + "> --temp 0 --ignore-eos -no-cnv")
+                out["completion"] = dict(t, command=" ".join(cmd[:cmd.index("-p")]) + " -p <'a' x " +
+                                         str(input_len - 1) + "> --temp 0 --ignore-eos -no-cnv" +
+                                         "".join(" " + a for a in ngl))
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             out["errors"].append(f"llama-completion: {e}")
     bb = os.path.join(bin_dir, "llama-batched-bench")
@@ -108,7 +112,7 @@ def run(bin_dir, model, threads, concurrency, input_len, output_len, work, reps=
         ctx = max(concurrency) * (input_len + output_len) + 64
         cmd = [bb, "-m", model, "-t", str(threads), "-c", str(ctx), "-b", "2048", "-ub", "512",
                "-npp", str(input_len), "-ntg", str(output_len), "-npl", npl,
-               "--output-format", "jsonl"]
+               "--output-format", "jsonl"] + ngl
         try:
             rows = parse_batched_jsonl(_run(cmd, os.path.join(work, "llama_batched.log"),
                                             timeout))
@@ -127,9 +131,10 @@ def run(bin_dir, model, threads, concurrency, input_len, output_len, work, reps=
 
 def csv_rows(peer):
     rows = []
+    device = peer.get("device", "cpu")
     if peer.get("batched"):
         for r in peer["batched"]["rows"]:
-            rows.append({"kind": "llama", "device": "cpu", "config": "llama.cpp batched-bench",
+            rows.append({"kind": "llama", "device": device, "config": "llama.cpp batched-bench",
                          "ranks": 1, "threads_per_rank": peer["threads"],
                          "concurrency": r["concurrency"], "input_len": r["pp"],
                          "output_len": r["tg"], "output_tok_s": r["output_tok_s"],
@@ -140,7 +145,7 @@ def csv_rows(peer):
     c = peer.get("completion")
     if c:
         gen = c["decode_tokens"] + 1  # the first token comes with the prompt
-        rows.append({"kind": "llama", "device": "cpu", "config": "llama.cpp llama-completion",
+        rows.append({"kind": "llama", "device": device, "config": "llama.cpp llama-completion",
                      "ranks": 1, "threads_per_rank": peer["threads"], "concurrency": 1,
                      "input_len": c["prompt_tokens"], "output_len": gen,
                      "output_tok_s": gen / ((c["prompt_ms"] + c["decode_ms"]) / 1e3),
@@ -150,7 +155,7 @@ def csv_rows(peer):
                               f"{c['decode_tokens']} decode steps in {c['decode_ms']:.0f} ms"})
     if peer.get("bench"):
         for r in peer["bench"]["rows"]:
-            rows.append({"kind": "llama", "device": "cpu", "config": "llama.cpp llama-bench "
+            rows.append({"kind": "llama", "device": device, "config": "llama.cpp llama-bench "
                          + ("pp" if r["n_gen"] == 0 else "tg"), "ranks": 1,
                          "threads_per_rank": peer["threads"], "concurrency": 1,
                          "input_len": r["n_prompt"], "output_len": r["n_gen"],
@@ -176,6 +181,8 @@ def main(argv=None):
     ap.add_argument("--study", required=True)
     ap.add_argument("--bin", required=True, help="llama.cpp bin/ folder")
     ap.add_argument("--threads", type=int, default=0, help="0: the study's cores")
+    ap.add_argument("--gpu-layers", type=int, default=0,
+                    help="-ngl for a CUDA build of llama.cpp (0: CPU only)")
     ap.add_argument("--no-plots", action="store_true")
     a = ap.parse_args(argv)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -186,7 +193,7 @@ def main(argv=None):
     s = st["settings"]
     work = os.path.join(a.study, "logs")
     peer = run(a.bin, st["model"]["path"], a.threads or s["cores"], s["concurrency"],
-               s["input_len"], s["output_len"], work)
+               s["input_len"], s["output_len"], work, gpu_layers=a.gpu_layers)
     st["llama"] = peer
     with open(cpath, newline="") as f:
         rows = [{k: _typed(v) for k, v in r.items()} for r in csv.DictReader(f)

@@ -333,6 +333,8 @@ def parse_args(argv):
     ap.add_argument("--gpu-batch-per-rank", type=int_list, default=[1, 4, 16, 64])
     ap.add_argument("--llama-bin", help="llama.cpp bin/ with llama-bench and llama-batched-bench")
     ap.add_argument("--llama-threads", type=int, default=0)
+    ap.add_argument("--llama-gpu-layers", type=int, default=None,
+                    help="llama.cpp -ngl (default: 999 with --device cuda, else CPU only)")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--out", required=True, help="study folder (created)")
     a = ap.parse_args(argv)
@@ -353,6 +355,13 @@ def _stop_on_signal(signum, frame):
     # Unwinds through every `with Server(...)`, which stops its server: SIGTERM (or SIGINT when
     # the study runs in the background, where the shell ignores it) leaves no mpirun behind.
     raise SystemExit(128 + signum)
+
+
+def llama_gpu_layers(args):
+    """-ngl for the llama.cpp peer: every layer on the GPU in a GPU study (CUDA build), else 0."""
+    if args.llama_gpu_layers is not None:
+        return args.llama_gpu_layers
+    return 999 if args.device == "cuda" else 0
 
 
 def remodel(folder, no_plots=False):
@@ -435,7 +444,7 @@ def main(argv=None):
         log("llama.cpp peer")
         study["llama"] = llama_peer.run(args.llama_bin, args.model, args.llama_threads or
                                         args.cores, args.concurrency, args.input_len,
-                                        args.output_len, work)
+                                        args.output_len, work, gpu_layers=llama_gpu_layers(args))
     study["machine"]["load_average_end"] = os.getloadavg()
     study["wall_s"] = time.time() - t0
     return finish(args, study)
