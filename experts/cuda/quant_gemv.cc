@@ -159,6 +159,7 @@ absl::Status GpuExpertGemv(const GpuWeightView& w, const GpuActivations& x,
   g.offsets = routing.expert_offsets;
   g.x_rows = routing.x_rows;
   g.y_rows = routing.y_rows;
+  g.expert_slot = routing.expert_slot;
   g.max_tokens_per_expert = routing.max_pairs_per_expert;
   g.act = static_cast<const uint8_t*>(x.data);
   g.y = y;

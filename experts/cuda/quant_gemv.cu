@@ -640,10 +640,16 @@ struct KernelParams {
   const int32_t* offsets;
   const int32_t* x_rows;
   const int32_t* y_rows;
+  const int32_t* expert_slot;  // [n_experts]: where expert e's weights are, -1 = skip; or null
   const uint8_t* act;
   float* y;
   int64_t y_stride;
 };
+
+// The weight index of expert e (its slot through expert_slot), or -1 when the launch skips it.
+__device__ __forceinline__ int WeightIndex(const KernelParams& p, int e) {
+  return p.expert_slot != nullptr ? __ldg(p.expert_slot + e) : e;
+}
 
 // The output row of pair `pair`.
 __device__ __forceinline__ int64_t OutRow(const KernelParams& p, int pair) {
@@ -717,13 +723,15 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
     const int start = begin + 8 * tc;
     const int nv = min(8, end - start);
     if (nv <= 0) continue;  // uniform across the CTA
+    const int we = WeightIndex(p, e);
+    if (we < 0) continue;  // uniform across the CTA
     auto xrow = [&](int slot) {
       if (slot >= nv) return -1;
       return p.x_rows != nullptr ? __ldg(p.x_rows + start + slot) : start + slot;
     };
     const int xb = xrow(l.g), xc0 = xrow(2 * l.t), xc1 = xrow(2 * l.t + 1);
     const uint8_t* wbase =
-        p.w + e * p.expert_stride + static_cast<int64_t>(rg) * p.nkb * T::kTileBytes;
+        p.w + we * p.expert_stride + static_cast<int64_t>(rg) * p.nkb * T::kTileBytes;
 
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     if constexpr (T::kPrefetch) {
@@ -832,8 +840,10 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
       xc1[c] = xrow(2 * l.t + 1);
     }
     if (nv[0] <= 0) continue;  // uniform across the CTA
+    const int we = WeightIndex(p, e);
+    if (we < 0) continue;  // uniform across the CTA
     const uint8_t* wbase =
-        p.w + e * p.expert_stride + static_cast<int64_t>(rg) * p.nkb * T::kTileBytes;
+        p.w + we * p.expert_stride + static_cast<int64_t>(rg) * p.nkb * T::kTileBytes;
 
     float acc[kChunks][4];
 #pragma unroll
@@ -974,7 +984,9 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
     const int start = begin + 8 * tc;
     const int nv = min(8, end - start);
     if (nv <= 0) continue;  // uniform across the CTA
-    __syncthreads();        // the previous item is done with the stages
+    const int we = WeightIndex(p, e);
+    if (we < 0) continue;  // uniform across the CTA
+    __syncthreads();  // the previous item is done with the stages
     const int rg0 = rb * kWarps;
     const int n_w = min(kWarps, p.n_rg - rg0);  // row groups present in this block
 
@@ -986,7 +998,7 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
     for (int j = 0; j < P::kWCopies; ++j) {
       const int c = threadIdx.x + j * P::kThreads;
       const int wi = c / P::kTileChunks, off = (c % P::kTileChunks) * 16;
-      wsrc[j] = wi < n_w ? p.w + e * p.expert_stride +
+      wsrc[j] = wi < n_w ? p.w + we * p.expert_stride +
                                static_cast<int64_t>(rg0 + wi) * p.nkb * T::kTileBytes + off
                          : nullptr;
       wdst[j] = wi * T::kTileBytes + off;
@@ -1268,6 +1280,7 @@ cudaError_t LaunchGemv(const GemvLaunch& g, cudaStream_t stream) {
   kp.offsets = g.offsets;
   kp.x_rows = g.x_rows;
   kp.y_rows = g.y_rows;
+  kp.expert_slot = g.offsets != nullptr ? g.expert_slot : nullptr;
   kp.act = g.act;
   kp.y = g.y;
   kp.y_stride = g.y_stride;

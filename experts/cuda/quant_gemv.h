@@ -100,12 +100,16 @@ struct GpuExpertRouting {
                                     // beyond it are not computed. x_rows[p] < x.n_rows.
   const int32_t* y_rows = nullptr;  // device [n_pairs]: output row of each pair, or nullptr when
                                     // pair p writes output row p (scatter, e.g. heads -> [t][h])
+  // Expert cache (runtime/gpu/gpu_expert_cache.h): device [n_experts]: expert e's weights are
+  // matrix expert_slot[e] of w (a slot array), and experts with expert_slot[e] < 0 are skipped
+  // (their output rows untouched). nullptr: expert e is matrix e (every expert resident).
+  const int32_t* expert_slot = nullptr;
 };
 
 // y[y_rows[p]][r] = sum_c W_e[r][c] * x[x_rows[p]][c] for each expert e and pair p of e; y:
 // device [n_pairs][y_stride] float32 (rows as given by y_rows when set). One launch for all
 // experts; experts without pairs cost almost nothing. The expert weights are w.data + e *
-// w.expert_stride_bytes.
+// w.expert_stride_bytes (e replaced by routing.expert_slot[e] when given).
 absl::Status GpuExpertGemv(const GpuWeightView& w, const GpuActivations& x,
                            const GpuExpertRouting& routing, float* y, void* stream,
                            int64_t y_stride = 0);

@@ -84,6 +84,10 @@ struct GemvLaunch {
   const int32_t* offsets = nullptr;  // device [n_experts + 1] or nullptr
   const int32_t* x_rows = nullptr;   // device [pairs] or nullptr (pair p reads activation row p)
   const int32_t* y_rows = nullptr;   // device [pairs] or nullptr (pair p writes output row p)
+  // Grouped only: device [n_experts]: expert e's weights are at w + expert_slot[e] *
+  // expert_stride, and experts with expert_slot[e] < 0 are skipped (their outputs untouched);
+  // nullptr: expert e at w + e * expert_stride.
+  const int32_t* expert_slot = nullptr;
   int n_tokens = 0;                  // pairs when offsets == nullptr
   int max_tokens_per_expert = 0;     // upper bound of offsets[e+1] - offsets[e]; sizes the grid
   const uint8_t* act = nullptr;      // activation records (see above)

@@ -20,12 +20,22 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "base/status_macros.h"
 #include "runtime/cli/commands.h"
+#include "runtime/gguf/gguf.h"
+#include "runtime/model/model_config.h"
+#include "runtime/store/cache_stats.h"
 #if TRITMOE_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include <cstring>
+#include <optional>
+
 #include "runtime/gpu/gpu_kv_cache.h"
 #include "runtime/gpu/gpu_model.h"
 #endif
@@ -47,6 +57,11 @@ struct BenchGpuDecodeArgs {
   double hbm_gbs = 4610.0;
   int full_layers = 61;
   int full_dense = 3;
+  // Expert cache (gpu_expert_cache.h): a budget in MiB, or one derived from a card size.
+  double expert_cache_mb = 0;
+  bool expert_prefetch = false;
+  double card_gb = 0;          // GiB of a smaller card the full-depth model must fit
+  double card_reserve_gb = 2;  // of it kept for KV caches, the step workspace and the context
 };
 
 #if TRITMOE_HAVE_CUDA
@@ -121,12 +136,76 @@ LayerShares Shares(const ModelConfig& c, const gpu::StepProfile& p) {
   return s;
 }
 
+// Bytes of the file's tensors: outside every layer, per layer outside its routed experts (by
+// kind), and one routed expert (averages over the layers of a kind).
+struct FileBytes {
+  double globals = 0, dense_layer = 0, moe_layer = 0, expert = 0;
+};
+
+FileBytes CountFileBytes(const gguf::GgufModel& g, const ModelConfig& c) {
+  FileBytes f;
+  std::vector<double> layer(c.n_layer, 0.0), experts(c.n_layer, 0.0);
+  for (const gguf::TensorInfo& t : g.tensors()) {
+    int il = -1;
+    if (absl::StartsWith(t.name, "blk.")) {
+      const std::vector<std::string> parts = absl::StrSplit(t.name, '.');
+      if (parts.size() < 2 || !absl::SimpleAtoi(parts[1], &il) || il < 0 || il >= c.n_layer) {
+        il = -1;
+      }
+    }
+    if (il < 0) {
+      f.globals += t.nbytes;
+    } else if (absl::StrContains(t.name, "_exps.")) {
+      experts[il] += t.nbytes;
+    } else {
+      layer[il] += t.nbytes;
+    }
+  }
+  int nd = 0, nm = 0;
+  for (int il = 0; il < c.n_layer; ++il) {
+    if (c.IsMoeLayer(il)) {
+      f.moe_layer += layer[il];
+      f.expert += experts[il] / std::max(1, c.n_expert);
+      ++nm;
+    } else {
+      f.dense_layer += layer[il];
+      ++nd;
+    }
+  }
+  f.dense_layer /= std::max(1, nd);
+  f.moe_layer /= std::max(1, nm);
+  f.expert /= std::max(1, nm);
+  return f;
+}
+
+// Pinned host -> device copy bandwidth (GB/s, median of 5 copies of `bytes`).
+double MeasureH2d(size_t bytes) {
+  void *host = nullptr, *dev = nullptr;
+  if (cudaMallocHost(&host, bytes) != cudaSuccess || cudaMalloc(&dev, bytes) != cudaSuccess) {
+    cudaGetLastError();
+    if (host != nullptr) cudaFreeHost(host);
+    return 0;
+  }
+  std::memset(host, 1, bytes);
+  std::vector<double> gbs;
+  for (int r = 0; r < 6; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice);
+    if (r > 0) gbs.push_back(bytes / Seconds(t0) / 1e9);
+  }
+  cudaFree(dev);
+  cudaFreeHost(host);
+  return Median(gbs);
+}
+
 struct Row {
   std::string phase;
   int batch = 0;
-  double step_ms = 0;       // this model
-  double bytes = 0;         // this model, per step
-  double full_step_ms = 0;  // extrapolated
+  std::optional<ExpertCacheStats> cache;  // over the timed passes
+  int64_t timed_tokens = 0;               // tokens of the timed passes
+  double step_ms = 0;                     // this model
+  double bytes = 0;                       // this model, per step
+  double full_step_ms = 0;                // extrapolated
   double full_bytes = 0;
   LayerShares shares;
 };
@@ -153,6 +232,37 @@ absl::Status RunBenchGpuDecode(const BenchGpuDecodeArgs& a) {
   o.max_context = std::max(a.prompt, a.context + a.tokens);
   o.cuda_graphs = !a.no_graphs;
   o.fuse_small_ops = !a.unfused;
+  o.expert_cache_bytes = static_cast<int64_t>(a.expert_cache_mb * (1 << 20));
+  o.expert_prefetch = a.expert_prefetch;
+  if (a.card_gb > 0) {
+    // The budget a card of card_gb GiB leaves per MoE layer of the full-depth model after its
+    // resident weights, scaled to this model's MoE layers.
+    ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufModel> g, gguf::GgufModel::Open(a.model));
+    ASSIGN_OR_RETURN(ModelConfig fc, ModelConfig::FromGguf(*g));
+    const FileBytes f = CountFileBytes(*g, fc);
+    const int full_moe = a.full_layers - a.full_dense;
+    const double resident = f.globals + a.full_dense * f.dense_layer + full_moe * f.moe_layer;
+    const double gib = double(1 << 30);
+    const double cache = a.card_gb * gib - resident - a.card_reserve_gb * gib;
+    if (cache <= 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "--card-gb %.1f: the %d-layer model's resident weights (%.2f GiB) and the reserve "
+          "(%.1f GiB) leave no room for experts",
+          a.card_gb, a.full_layers, resident / gib, a.card_reserve_gb));
+    }
+    int n_moe_here = 0;
+    for (int il = 0; il < fc.n_layer; ++il) n_moe_here += fc.IsMoeLayer(il) ? 1 : 0;
+    o.expert_cache_bytes = static_cast<int64_t>(cache / full_moe * n_moe_here);
+    std::printf(
+        "card budget: %.1f GiB card - %.2f GiB resident weights of the %d-layer model (outside "
+        "the routed experts: %.2f GiB globals, %.1f MiB per dense layer, %.1f MiB per MoE layer) "
+        "- %.1f GiB reserve = %.2f GiB for experts = %.1f MiB per MoE layer = %.1f experts of "
+        "%.2f MiB per layer (of %d); this model's %d MoE layers: budget %.1f MiB\n",
+        a.card_gb, resident / gib, a.full_layers, f.globals / gib, f.dense_layer / (1 << 20),
+        f.moe_layer / (1 << 20), a.card_reserve_gb, cache / gib, cache / full_moe / (1 << 20),
+        cache / full_moe / f.expert, f.expert / (1 << 20), fc.n_expert, n_moe_here,
+        o.expert_cache_bytes / double(1 << 20));
+  }
   const auto t_load = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(std::unique_ptr<GpuModel> model, GpuModel::Load(a.model, o));
   const double load_s = Seconds(t_load);
@@ -180,10 +290,12 @@ absl::Status RunBenchGpuDecode(const BenchGpuDecodeArgs& a) {
     for (int r = 0; r < a.reps + 1; ++r) {  // the first run warms up
       ASSIGN_OR_RETURN(std::unique_ptr<GpuKvCache> cache, model->NewKvCache(a.prompt));
       const GpuSequenceInput in[1] = {{cache.get(), prompt, LogitsRequest::kLast}};
+      if (r == 1) model->ResetExpertCacheStats();
       const auto t0 = std::chrono::steady_clock::now();
       RETURN_IF_ERROR(model->StepGreedy(in, &next));
       if (r > 0) secs.push_back(Seconds(t0));
     }
+    const std::optional<ExpertCacheStats> prefill_cache = model->expert_cache_stats();
     ASSIGN_OR_RETURN(std::unique_ptr<GpuKvCache> cache, model->NewKvCache(a.prompt));
     const GpuSequenceInput in[1] = {{cache.get(), prompt, LogitsRequest::kLast}};
     gpu::StepProfile prof;
@@ -191,6 +303,8 @@ absl::Status RunBenchGpuDecode(const BenchGpuDecodeArgs& a) {
     Row row;
     row.phase = "prefill";
     row.batch = a.prompt;
+    row.cache = prefill_cache;
+    row.timed_tokens = int64_t{a.reps} * a.prompt;
     row.step_ms = Median(secs) * 1e3;
     row.shares = Shares(c, prof);
     const double distinct = DistinctExperts(c, a.prompt);
@@ -212,6 +326,7 @@ absl::Status RunBenchGpuDecode(const BenchGpuDecodeArgs& a) {
     RETURN_IF_ERROR(model->StepGreedy(in, &first));
     std::vector<double> secs;
     for (int r = 0; r < a.reps + 1; ++r) {  // pass 0: graph capture, untimed
+      if (r == 1) model->ResetExpertCacheStats();
       for (auto& cache : caches) cache->Truncate(a.context);
       next = first;
       const auto t0 = std::chrono::steady_clock::now();
@@ -223,6 +338,7 @@ absl::Status RunBenchGpuDecode(const BenchGpuDecodeArgs& a) {
       }
       if (r > 0) secs.push_back(Seconds(t0));
     }
+    const std::optional<ExpertCacheStats> decode_cache = model->expert_cache_stats();
     for (auto& cache : caches) cache->Truncate(a.context);
     next = first;
     for (int s = 0; s < b; ++s) in[s] = {caches[s].get(), {&next[s], 1}, LogitsRequest::kLast};
@@ -232,6 +348,8 @@ absl::Status RunBenchGpuDecode(const BenchGpuDecodeArgs& a) {
     Row row;
     row.phase = "decode";
     row.batch = b;
+    row.cache = decode_cache;
+    row.timed_tokens = int64_t{a.reps} * a.tokens * b;
     row.step_ms = Median(secs) / a.tokens * 1e3;
     row.shares = Shares(c, prof);
     const double distinct = DistinctExperts(c, b);
@@ -298,6 +416,32 @@ absl::Status RunBenchGpuDecode(const BenchGpuDecodeArgs& a) {
   std::printf(
       "\nGB/step counts each weight a step reads once (routed experts: their expectation under "
       "uniform routing); bound = GB/step / HBM bandwidth.\n");
+  if (const std::optional<ExpertCacheStats> st = model->expert_cache_stats(); st.has_value()) {
+    const double h2d = MeasureH2d(size_t{1} << 30);
+    std::printf(
+        "\nexpert cache: %lld slots/layer of %d (%.1f MiB budget), prefetch %s, pinned host "
+        "tier; pinned H2D bandwidth (1 GiB copies, median): %.1f GB/s\n",
+        static_cast<long long>(st->slots_per_layer), c.n_expert, st->budget_bytes / 1048576.0,
+        a.expert_prefetch ? "on" : "off", h2d);
+    std::printf(
+        "| phase | tokens/step | tok/s | hit rate | MiB streamed/token | stall ms/token | "
+        "PCIe bound tok/s (streamed / H2D) | %d-layer tok/s (extrapolated) | %d-layer PCIe "
+        "bound tok/s |\n|---|---|---|---|---|---|---|---|---|\n",
+        a.full_layers, a.full_layers);
+    for (const Row& r : rows) {
+      if (!r.cache.has_value() || r.timed_tokens == 0) continue;
+      const LayerCacheStats t = r.cache->Total();
+      const double per_tok = double(t.bytes_read) / r.timed_tokens;
+      const double bound = per_tok > 0 ? h2d * 1e9 / per_tok : 0;
+      // The streamed bytes scale with the MoE layers.
+      const double full_bound = bound * nm / std::max(1, full_moe);
+      std::printf("| %s | %d | %.1f | %.1f%% | %.1f | %.3f | %.1f | %.1f | %.1f |\n",
+                  r.phase.c_str(), r.batch, r.batch / (r.step_ms * 1e-3), 100.0 * t.hit_rate(),
+                  per_tok / 1048576.0, t.stall_s * 1e3 / r.timed_tokens, bound,
+                  r.batch / (r.full_step_ms * 1e-3), full_bound);
+    }
+    std::printf("%s\n", st->Summary().c_str());
+  }
   return absl::OkStatus();
 }
 
@@ -330,6 +474,22 @@ void RegisterBenchGpuDecodeCommand(CLI::App& app, absl::Status* result) {
       ->capture_default_str();
   cmd->add_option("--full-dense", a->full_dense, "Dense layers of that depth")
       ->capture_default_str();
+  cmd->add_option("--expert-cache-mb", a->expert_cache_mb,
+                  "Routed experts in a bounded GPU cache of this many MiB, streamed from pinned "
+                  "host memory (0: all resident)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--expert-prefetch", a->expert_prefetch,
+                "Predict the next layer's experts from the current hidden state and copy them "
+                "early");
+  cmd->add_option("--card-gb", a->card_gb,
+                  "Expert cache budget: what a card of this many GiB leaves after the resident "
+                  "weights of the --full-layers model, per MoE layer (overrides "
+                  "--expert-cache-mb)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--card-reserve-gb", a->card_reserve_gb,
+                  "GiB of that card kept for KV caches, workspace and the CUDA context")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->callback([a, result] {
 #if TRITMOE_HAVE_CUDA
     *result = RunBenchGpuDecode(*a);

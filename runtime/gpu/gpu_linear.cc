@@ -38,7 +38,8 @@ absl::StatusOr<GpuLinear> GpuLinear::Upload(const std::string& name, const Weigh
 }
 
 absl::StatusOr<GpuLinear> GpuLinear::Upload(const std::string& name,
-                                            std::span<const MatrixStack> parts, ThreadPool& pool) {
+                                            std::span<const MatrixStack> parts, ThreadPool& pool,
+                                            bool on_device) {
   if (parts.empty()) return absl::InternalError(absl::StrCat(name, ": nothing to upload"));
   const MatrixStack& p0 = parts[0];
   GpuLinear g;
@@ -92,7 +93,15 @@ absl::StatusOr<GpuLinear> GpuLinear::Upload(const std::string& name,
       }
     }
   }
-  std::vector<uint8_t> host(static_cast<size_t>(g.bytes()));
+  std::vector<uint8_t> staging;
+  uint8_t* host = nullptr;
+  if (on_device) {
+    staging.resize(static_cast<size_t>(g.bytes()));
+    host = staging.data();
+  } else {
+    g.host_ = PinnedBuffer(static_cast<size_t>(g.bytes()));
+    host = g.host_.get();
+  }
   std::mutex mu;
   absl::Status first_error;
   pool.ParallelFor(static_cast<int64_t>(items.size()), 1, [&](int64_t b, int64_t e, int) {
@@ -100,7 +109,7 @@ absl::StatusOr<GpuLinear> GpuLinear::Upload(const std::string& name,
       const Item& it = items[k];
       const MatrixStack& p = parts[it.part];
       const uint8_t* src = p.data + p.Offset(it.m);
-      uint8_t* dst = host.data() + it.m * g.matrix_bytes_ + part_off[it.part];
+      uint8_t* dst = host + it.m * g.matrix_bytes_ + part_off[it.part];
       if (g.tiled_) {
         absl::Status s = RepackRowsForGpu(g.type_, src, p.rows, g.cols_, it.r0, it.r1, dst);
         if (!s.ok()) {
@@ -116,8 +125,10 @@ absl::StatusOr<GpuLinear> GpuLinear::Upload(const std::string& name,
   if (!first_error.ok()) {
     return absl::Status(first_error.code(), absl::StrCat(name, ": ", first_error.message()));
   }
-  g.buf_ = DeviceBuffer(host.size());
-  g.buf_.CopyFromHost(host.data(), host.size());
+  if (on_device) {
+    g.buf_ = DeviceBuffer(staging.size());
+    g.buf_.CopyFromHost(staging.data(), staging.size());
+  }
   return g;
 }
 
@@ -131,6 +142,13 @@ absl::Status GpuLinear::Apply(const LinearArgs& a, cudaStream_t stream) const {
     return absl::InternalError("bad output of a GPU product");
   }
   if (a.n_x_rows == 0) return absl::OkStatus();
+  const bool cached = a.slots != nullptr;
+  if (cached != (a.expert_slot != nullptr) || (cached && (!tiled_ || !grouped))) {
+    return absl::InternalError("expert slots need a tiled stack, a grouped product and a slot map");
+  }
+  if (!cached && !on_device()) {
+    return absl::InternalError("product over a host-only stack without expert slots");
+  }
   if (tiled_) {
     GpuActivations act;
     if (a.quantized != nullptr) {
@@ -149,7 +167,7 @@ absl::Status GpuLinear::Apply(const LinearArgs& a, cudaStream_t stream) const {
     }
     GpuWeightView w;
     w.type = type_;
-    w.data = buf_.get();
+    w.data = cached ? a.slots : buf_.get();
     w.rows = rows_;
     w.cols = cols_;
     w.n_experts = count_;
@@ -160,6 +178,7 @@ absl::Status GpuLinear::Apply(const LinearArgs& a, cudaStream_t stream) const {
     r.x_rows = a.x_rows;
     r.y_rows = a.y_rows;
     r.max_pairs_per_expert = a.max_pairs;
+    r.expert_slot = a.expert_slot;
     return GpuExpertGemv(w, act, r, a.y, stream, a.y_stride);
   }
   FloatGemvParams p;

@@ -20,6 +20,7 @@
 #include "base/thread_pool.h"
 #include "experts/cuda/device_buffer.h"
 #include "experts/cuda/quant_gemv.h"
+#include "runtime/gpu/pinned_buffer.h"
 #include "runtime/model/weights.h"
 
 namespace tritmoe::gpu {
@@ -44,6 +45,11 @@ struct LinearArgs {
   int64_t act_workspace_bytes = 0;
   const GpuActivations* quantized = nullptr;
   GpuActivations* quantized_out = nullptr;  // receives x's quantized form when computed
+  // Expert cache (tiled stacks only, grouped): the matrices are read from `slots` (device,
+  // matrix_bytes() apart) through expert_slot (device [count()]: the slot of matrix e, -1 =
+  // skip e), instead of from the stack's own device copy.
+  const void* slots = nullptr;
+  const int32_t* expert_slot = nullptr;
 };
 
 class GpuLinear {
@@ -52,9 +58,12 @@ class GpuLinear {
 
   // Uploads the row-wise concatenation of `parts`: matrix i is part 0's matrix i, then part 1's
   // matrix i, ... All parts share type, cols and count; in the tiled layout every part but the
-  // last needs rows % 16 == 0. Repacking runs on `pool`. Errors name `name`.
+  // last needs rows % 16 == 0. Repacking runs on `pool`. Errors name `name`. With
+  // on_device = false the repacked bytes stay in pinned host memory (host_data(); the expert
+  // cache's host tier) and nothing is allocated on the device: Apply then needs args.slots.
   static absl::StatusOr<GpuLinear> Upload(const std::string& name,
-                                          std::span<const MatrixStack> parts, ThreadPool& pool);
+                                          std::span<const MatrixStack> parts, ThreadPool& pool,
+                                          bool on_device = true);
   static absl::StatusOr<GpuLinear> Upload(const std::string& name, const WeightView& w,
                                           ThreadPool& pool);
 
@@ -70,7 +79,9 @@ class GpuLinear {
   bool tiled() const { return tiled_; }
   int64_t matrix_bytes() const { return matrix_bytes_; }
   int64_t bytes() const { return matrix_bytes_ * count_; }
-  const void* data() const { return buf_.get(); }
+  const void* data() const { return buf_.get(); }  // null for a host-only stack
+  bool on_device() const { return buf_.get() != nullptr; }
+  const uint8_t* host_data() const { return host_.get(); }  // host-only stacks, else null
 
   // Enqueues the product on `stream` (one or two launches; no synchronization).
   absl::Status Apply(const LinearArgs& args, cudaStream_t stream) const;
@@ -82,6 +93,7 @@ class GpuLinear {
   bool tiled_ = false;
   int64_t matrix_bytes_ = 0;
   DeviceBuffer buf_;
+  PinnedBuffer host_;
 };
 
 // A float vector (norm gains, router bias) on the device.

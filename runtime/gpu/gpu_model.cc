@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <set>
 #include <tuple>
@@ -16,11 +17,13 @@
 #include "experts/cuda/device_buffer.h"
 #include "runtime/gpu/elementwise.h"
 #include "runtime/gpu/embedding.h"
+#include "runtime/gpu/gpu_expert_cache.h"
 #include "runtime/gpu/gpu_kv_cache.h"
 #include "runtime/gpu/gpu_linear.h"
 #include "runtime/gpu/gpu_weights.h"
 #include "runtime/gpu/mla_attention.h"
 #include "runtime/gpu/moe_route.h"
+#include "runtime/gpu/pinned_buffer.h"
 #include "runtime/gpu/rope.h"
 #include "runtime/gpu/rope_table.h"
 #include "runtime/gpu/sampling.h"
@@ -35,34 +38,6 @@ absl::Status Cuda(cudaError_t err, const char* what) {
   return absl::InternalError(absl::StrCat("CUDA error in ", what, ": ", cudaGetErrorName(err), " (",
                                           cudaGetErrorString(err), ")"));
 }
-
-// Page-locked host memory (asynchronous copies of the step inputs and sampled tokens).
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  explicit PinnedBuffer(size_t bytes) : bytes_(bytes) {
-    TM_CHECK_CUDA(cudaMallocHost(&ptr_, std::max<size_t>(bytes, 1))) << bytes << " bytes";
-  }
-  ~PinnedBuffer() {
-    if (ptr_ != nullptr) cudaFreeHost(ptr_);
-  }
-  PinnedBuffer(PinnedBuffer&& o) noexcept
-      : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
-    if (this != &o) {
-      if (ptr_ != nullptr) cudaFreeHost(ptr_);
-      ptr_ = std::exchange(o.ptr_, nullptr);
-      bytes_ = std::exchange(o.bytes_, 0);
-    }
-    return *this;
-  }
-  uint8_t* get() const { return static_cast<uint8_t*>(ptr_); }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
 
 // An instantiated CUDA graph.
 class GraphExec {
@@ -82,7 +57,13 @@ class GraphExec {
 // An event record that becomes an event node when the stream is being captured (a plain record
 // would only mark a dependency there), so that profiles can be timed inside a graph.
 void RecordEvent(CudaEvent& e, cudaStream_t stream) {
-  TM_CHECK_CUDA(cudaEventRecordWithFlags(e.get(), stream, cudaEventRecordExternal));
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  TM_CHECK_CUDA(cudaStreamIsCapturing(stream, &capturing));
+  // The external flag is valid only while capturing (eager profiles: a plain record).
+  TM_CHECK_CUDA(cudaEventRecordWithFlags(e.get(), stream,
+                                         capturing == cudaStreamCaptureStatusActive
+                                             ? cudaEventRecordExternal
+                                             : cudaEventRecordDefault));
 }
 
 // Key lengths are bucketed so that a decode graph serves 256 consecutive positions.
@@ -96,6 +77,13 @@ absl::Status GpuModelOptions::Validate() const {
   if (device < 0) return absl::InvalidArgumentError("device must be >= 0");
   if (max_context < 0) return absl::InvalidArgumentError("max_context must be >= 0");
   if (threads < 0) return absl::InvalidArgumentError("threads must be >= 0");
+  if (expert_cache_bytes < 0) {
+    return absl::InvalidArgumentError("expert_cache_bytes (--expert-cache-mb) must be >= 0");
+  }
+  if (expert_prefetch && expert_cache_bytes == 0) {
+    return absl::InvalidArgumentError(
+        "expert prefetch (--expert-prefetch) needs an expert cache budget (--expert-cache-mb)");
+  }
   return absl::OkStatus();
 }
 
@@ -105,6 +93,7 @@ class GpuModel::Impl {
   absl::Status RunStep(std::span<const GpuSequenceInput> batch, StepOutput* out,
                        std::vector<int32_t>* next, StepProfile* profile);
   absl::StatusOr<std::unique_ptr<GpuKvCache>> NewKvCache(int64_t capacity) const;
+  GpuExpertCache* cache() const { return cache_.get(); }
 
   GpuModelOptions options_;
   std::unique_ptr<gguf::GgufModel> gguf_;
@@ -119,6 +108,12 @@ class GpuModel::Impl {
   absl::Status Enqueue(const StepShape& s, std::vector<CudaEvent>* marks);
   absl::Status Attention(int il, const StepShape& s, GpuActivations* h_act);
   absl::Status Moe(int il, const StepShape& s, GpuActivations* h_act);
+  // The routed experts through the expert cache: routing to the host (one sync; the shared
+  // expert runs meanwhile), misses copied, the products in rounds; then the next layer's
+  // prefetch. shared_expert may be empty.
+  absl::Status CachedExperts(int il, const StepShape& s, const RouteParams& rp,
+                             const std::function<absl::Status(const GpuExpertSlots*)>& routed,
+                             const std::function<absl::Status()>& shared_expert);
   absl::Status DenseFfn(int il, const StepShape& s, GpuActivations* h_act);
   // out_act->data stays null unless fused.
   void FuseQuantization(int T, RmsNormParams* norm, GpuActivations* out_act);
@@ -130,6 +125,10 @@ class GpuModel::Impl {
   absl::StatusOr<cudaGraphExec_t> Graph(const StepShape& s);
 
   GpuWeights weights_;
+  std::unique_ptr<GpuExpertCache> cache_;  // null: every routed expert resident
+  PinnedBuffer route_host_;                // expert offsets (and predictions) of a layer
+  DeviceBuffer pred_buf_;                  // predicted experts and weights [T * k] each
+  std::unique_ptr<CudaEvent> routed_;      // a layer's routing has reached the host
   StepDims dims_;
   DeviceBuffer rope_cos_, rope_sin_;
   std::unique_ptr<CudaStream> stream_;  // created once the device is known
@@ -169,8 +168,37 @@ absl::Status GpuModel::Impl::Load(const std::string& path, const GpuModelOptions
   }
   ASSIGN_OR_RETURN(Weights w, Weights::Bind(*gguf_, c));
   ThreadPool pool(options.threads > 0 ? options.threads : DefaultThreadCount());
-  ASSIGN_OR_RETURN(weights_, GpuWeights::Upload(w, c, pool));
+  // The expert cache: slots for what the budget buys; none when every expert fits.
+  int slots = 0;
+  if (options.expert_cache_bytes > 0 && c.n_expert > 0) {
+    std::vector<int64_t> expert_bytes;
+    for (int il = 0; il < c.n_layer; ++il) {
+      if (!c.IsMoeLayer(il)) continue;
+      const LayerWeights& lw = w.layer(il);
+      int64_t b = 0;
+      for (const MatrixStack* m : {&lw.gate_exps, &lw.up_exps, &lw.down_exps}) {
+        absl::StatusOr<int64_t> mb = tritmoe::GpuWeightBytes(m->type, m->rows, m->cols);
+        b += mb.ok() ? *mb : m->rows * RowBytes(m->type, m->cols);
+      }
+      expert_bytes.push_back(b);
+    }
+    slots = GpuExpertCache::SlotsFor(options.expert_cache_bytes, expert_bytes);
+    if (slots >= c.n_expert) slots = 0;
+  }
+  ASSIGN_OR_RETURN(weights_, GpuWeights::Upload(w, c, pool, /*experts_on_host=*/slots > 0));
   stream_ = std::make_unique<CudaStream>();
+  routed_ = std::make_unique<CudaEvent>();
+  if (slots > 0) {
+    std::vector<GpuExpertLayerSource> src;
+    for (int il = 0; il < c.n_layer; ++il) {
+      if (!c.IsMoeLayer(il)) continue;
+      src.push_back({il, &weights_.layer(il).exp_gate_up, &weights_.layer(il).exp_down});
+    }
+    GpuExpertCacheOptions co;
+    co.budget_bytes = options.expert_cache_bytes;
+    co.prefetch = options.expert_prefetch;
+    ASSIGN_OR_RETURN(cache_, GpuExpertCache::Create(std::move(src), slots, co));
+  }
 
   int64_t gate_up = 0;
   GpuWeightBytes& b = weight_bytes_;
@@ -624,40 +652,49 @@ absl::Status GpuModel::Impl::Moe(int il, const StepShape& s, GpuActivations* h_a
   }
 
   const int64_t ff = lw.exp_gate_up.rows() / 2;
-  LinearArgs gu;
-  gu.x = ws_.h;
-  gu.x_stride = D;
-  gu.n_x_rows = T;
-  gu.offsets = ws_.expert_offsets;
-  gu.x_rows = ws_.pair_token;
-  gu.max_pairs = T;
-  gu.act_workspace = ws_.act_in;
-  gu.act_workspace_bytes = ws_.act_in_bytes;
-  gu.quantized_out = h_act;
-  if (h_act->data != nullptr) gu.quantized = h_act;
-  gu.y = ws_.gu;
-  gu.y_stride = 2 * ff;
-  RETURN_IF_ERROR(lw.exp_gate_up.Apply(gu, st));
-  Mark("experts gate+up", il);
-  LinearArgs dn;
-  GpuActivations dn_act;
-  RETURN_IF_ERROR(SwiGlu(lw.exp_down, P, ff, &dn_act));
-  if (dn_act.data != nullptr) dn.quantized = &dn_act;
-  Mark("experts swiglu", il);
-  dn.x = ws_.ffn_act;
-  dn.x_stride = ff;
-  dn.n_x_rows = P;
-  dn.offsets = ws_.expert_offsets;
-  dn.max_pairs = T;
-  dn.act_workspace = ws_.act_tmp;
-  dn.act_workspace_bytes = ws_.act_tmp_bytes;
-  dn.y = ws_.y_down;
-  dn.y_stride = D;
-  RETURN_IF_ERROR(lw.exp_down.Apply(dn, st));
-  Mark("experts down", il);
-
+  // Routed experts: gate ‖ up over the pairs, SwiGLU, down; `slots` when cached (one round).
+  auto routed = [&](const GpuExpertSlots* slots) -> absl::Status {
+    LinearArgs gu;
+    gu.x = ws_.h;
+    gu.x_stride = D;
+    gu.n_x_rows = T;
+    gu.offsets = ws_.expert_offsets;
+    gu.x_rows = ws_.pair_token;
+    gu.max_pairs = T;
+    gu.act_workspace = ws_.act_in;
+    gu.act_workspace_bytes = ws_.act_in_bytes;
+    gu.quantized_out = h_act;
+    if (h_act->data != nullptr) gu.quantized = h_act;
+    gu.y = ws_.gu;
+    gu.y_stride = 2 * ff;
+    LinearArgs dn;
+    if (slots != nullptr) {
+      gu.slots = slots->gate_up;
+      gu.expert_slot = slots->expert_slot;
+      dn.slots = slots->down;
+      dn.expert_slot = slots->expert_slot;
+    }
+    RETURN_IF_ERROR(lw.exp_gate_up.Apply(gu, st));
+    Mark("experts gate+up", il);
+    GpuActivations dn_act;
+    RETURN_IF_ERROR(SwiGlu(lw.exp_down, P, ff, &dn_act));
+    if (dn_act.data != nullptr) dn.quantized = &dn_act;
+    Mark("experts swiglu", il);
+    dn.x = ws_.ffn_act;
+    dn.x_stride = ff;
+    dn.n_x_rows = P;
+    dn.offsets = ws_.expert_offsets;
+    dn.max_pairs = T;
+    dn.act_workspace = ws_.act_tmp;
+    dn.act_workspace_bytes = ws_.act_tmp_bytes;
+    dn.y = ws_.y_down;
+    dn.y_stride = D;
+    RETURN_IF_ERROR(lw.exp_down.Apply(dn, st));
+    Mark("experts down", il);
+    return absl::OkStatus();
+  };
   const bool shared = !lw.shared_gate_up.empty();
-  if (shared) {
+  auto shared_expert = [&]() -> absl::Status {
     const int64_t sff = lw.shared_gate_up.rows() / 2;
     LinearArgs sgu;
     sgu.x = ws_.h;
@@ -665,7 +702,14 @@ absl::Status GpuModel::Impl::Moe(int il, const StepShape& s, GpuActivations* h_a
     sgu.n_x_rows = T;
     sgu.act_workspace = ws_.act_in;
     sgu.act_workspace_bytes = ws_.act_in_bytes;
-    if (lw.exp_gate_up.tiled() && lw.shared_gate_up.tiled()) sgu.quantized = h_act;
+    if (lw.exp_gate_up.tiled() && lw.shared_gate_up.tiled()) {
+      // Shares h's quantization with the routed gate ‖ up, whichever runs first.
+      if (h_act->data != nullptr) {
+        sgu.quantized = h_act;
+      } else {
+        sgu.quantized_out = h_act;
+      }
+    }
     sgu.y = ws_.gu;
     sgu.y_stride = 2 * sff;
     RETURN_IF_ERROR(lw.shared_gate_up.Apply(sgu, st));
@@ -684,6 +728,16 @@ absl::Status GpuModel::Impl::Moe(int il, const StepShape& s, GpuActivations* h_a
     sdn.y_stride = D;
     RETURN_IF_ERROR(lw.shared_down.Apply(sdn, st));
     Mark("shared down", il);
+    return absl::OkStatus();
+  };
+
+  if (cache_ == nullptr) {
+    RETURN_IF_ERROR(routed(nullptr));
+    if (shared) RETURN_IF_ERROR(shared_expert());
+  } else {
+    std::function<absl::Status()> sh;
+    if (shared) sh = shared_expert;
+    RETURN_IF_ERROR(CachedExperts(il, s, rp, routed, sh));
   }
   CombineParams cp;
   cp.x = ws_.x;
@@ -696,6 +750,78 @@ absl::Status GpuModel::Impl::Moe(int il, const StepShape& s, GpuActivations* h_a
   cp.n = static_cast<int>(D);
   RETURN_IF_ERROR(Cuda(LaunchCombine(cp, st), "combine"));
   Mark("combine", il);
+  return absl::OkStatus();
+}
+
+absl::Status GpuModel::Impl::CachedExperts(
+    int il, const StepShape& s, const RouteParams& rp,
+    const std::function<absl::Status(const GpuExpertSlots*)>& routed,
+    const std::function<absl::Status()>& shared_expert) {
+  const ModelConfig& c = config_;
+  cudaStream_t st = stream_->get();
+  const int T = s.tokens, k = c.n_expert_used, E = c.n_expert;
+  const int li = cache_->IndexOf(il);
+  if (li < 0) return absl::InternalError(absl::StrCat("layer ", il, " has no expert cache"));
+  // The next MoE layer's router on this layer's normed input: its likely experts.
+  const int next = il + 1 < c.n_layer && c.IsMoeLayer(il + 1) ? il + 1 : -1;
+  const bool predict = options_.expert_prefetch && next >= 0;
+  const size_t route_ints = static_cast<size_t>(E + 1) + (predict ? size_t(T) * k : 0);
+  if (route_host_.bytes() < route_ints * sizeof(int32_t)) {
+    route_host_ = PinnedBuffer(route_ints * sizeof(int32_t) * 2);
+  }
+  int32_t* host = reinterpret_cast<int32_t*>(route_host_.get());
+  RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(host, ws_.expert_offsets, (E + 1) * sizeof(int32_t),
+                                       cudaMemcpyDeviceToHost, st),
+                       "routing download"));
+  if (predict) {
+    const size_t pred_bytes = size_t(2) * T * k * sizeof(int32_t);
+    if (pred_buf_.bytes() < pred_bytes) pred_buf_ = DeviceBuffer(pred_bytes * 2);
+    const GpuLayerWeights& nw = weights_.layer(next);
+    LinearArgs router;
+    router.x = ws_.h;
+    router.x_stride = c.n_embd;
+    router.n_x_rows = T;
+    router.y = ws_.router_logits;  // this layer's routing has consumed them
+    router.y_stride = E;
+    RETURN_IF_ERROR(nw.router.Apply(router, st));
+    RouteParams np = rp;
+    np.bias = nw.exp_probs_b.bytes() > 0 ? nw.exp_probs_b.as<float>() : nullptr;
+    np.experts = pred_buf_.as<int32_t>();
+    np.weights = reinterpret_cast<float*>(pred_buf_.as<int32_t>() + size_t(T) * k);
+    RETURN_IF_ERROR(Cuda(LaunchRoute(np, st), "prefetch route"));
+    RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(host + E + 1, np.experts, size_t(T) * k * sizeof(int32_t),
+                                         cudaMemcpyDeviceToHost, st),
+                         "prediction download"));
+  }
+  RETURN_IF_ERROR(Cuda(cudaEventRecord(routed_->get(), st), "record routing"));
+  // The shared expert runs while the host plans and the misses copy.
+  if (shared_expert) RETURN_IF_ERROR(shared_expert());
+  RETURN_IF_ERROR(Cuda(cudaEventSynchronize(routed_->get()), "routing wait"));
+  std::vector<int32_t> experts;
+  for (int e = 0; e < E; ++e) {
+    if (host[e + 1] > host[e]) experts.push_back(e);
+  }
+  ASSIGN_OR_RETURN(const int rounds, cache_->Begin(li, experts, T));
+  for (int r = 0; r < rounds; ++r) {
+    ASSIGN_OR_RETURN(const GpuExpertSlots slots, cache_->EnqueueRound(r, st));
+    RETURN_IF_ERROR(routed(&slots));
+    RETURN_IF_ERROR(cache_->EndRound(r, st));
+  }
+  if (predict) {
+    // Most wanted first: by the number of tokens that picked each expert.
+    std::vector<int32_t> count(E, 0);
+    for (int64_t i = 0; i < int64_t{T} * k; ++i) {
+      const int32_t e = host[E + 1 + i];
+      if (e >= 0 && e < E) ++count[e];
+    }
+    std::vector<int32_t> order;
+    for (int e = 0; e < E; ++e) {
+      if (count[e] > 0) order.push_back(e);
+    }
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return count[a] > count[b]; });
+    RETURN_IF_ERROR(cache_->Prefetch(cache_->IndexOf(next), order));
+  }
   return absl::OkStatus();
 }
 
@@ -821,7 +947,12 @@ absl::Status GpuModel::Impl::RunStep(std::span<const GpuSequenceInput> batch, St
     profile->graph = false;
     cudaGraph_t graph = nullptr;
     cudaGraphExec_t exec = nullptr;
-    absl::Status enq = Cuda(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed), "capture");
+    // The expert cache synchronizes inside the step: never captured (a failed capture would
+    // leave its plan without the copies).
+    absl::Status enq =
+        cache_ != nullptr
+            ? absl::UnavailableError("eager")
+            : Cuda(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed), "capture");
     if (enq.ok()) {
       enq = Enqueue(shape, &marks);
       const cudaError_t end = cudaStreamEndCapture(st, &graph);
@@ -839,14 +970,24 @@ absl::Status GpuModel::Impl::RunStep(std::span<const GpuSequenceInput> batch, St
     }
     op_events_ = nullptr;
     op_names_ = nullptr;
+    if (!enq.ok() && cache_ != nullptr) {
+      cudaStreamSynchronize(st);
+      cache_->Clear();
+    }
     RETURN_IF_ERROR(enq);
   } else {
     const auto key = std::make_tuple(shape.tokens, shape.logit_rows, shape.keys);
-    if (options_.cuda_graphs && decode && seen_shapes_.count(key) > 0) {
+    // With an expert cache every MoE layer waits on the host for its routing: eager launches.
+    if (options_.cuda_graphs && decode && cache_ == nullptr && seen_shapes_.count(key) > 0) {
       ASSIGN_OR_RETURN(cudaGraphExec_t exec, Graph(shape));
       RETURN_IF_ERROR(Cuda(cudaGraphLaunch(exec, st), "graph launch"));
     } else {
-      RETURN_IF_ERROR(Enqueue(shape, nullptr));
+      absl::Status enq = Enqueue(shape, nullptr);
+      if (!enq.ok() && cache_ != nullptr) {
+        cudaStreamSynchronize(st);
+        cache_->Clear();  // planned copies may not have been issued
+      }
+      RETURN_IF_ERROR(enq);
       seen_shapes_.insert(key);
     }
   }
@@ -863,6 +1004,7 @@ absl::Status GpuModel::Impl::RunStep(std::span<const GpuSequenceInput> batch, St
              "logits download"));
   }
   RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(st), "step"));
+  if (cache_ != nullptr) cache_->FinishStep();
   if (greedy) {
     // One token per sequence: its row's argmax, -1 for a sequence without a logits row.
     const int32_t* row_token = reinterpret_cast<const int32_t*>(host);
@@ -912,6 +1054,15 @@ const gguf::GgufModel& GpuModel::gguf() const { return *impl_->gguf_; }
 int64_t GpuModel::n_vocab() const { return impl_->config_.n_vocab; }
 int64_t GpuModel::max_context() const { return impl_->max_context_; }
 GpuWeightBytes GpuModel::weight_bytes() const { return impl_->weight_bytes_; }
+
+std::optional<ExpertCacheStats> GpuModel::expert_cache_stats() const {
+  if (impl_->cache() == nullptr) return std::nullopt;
+  return impl_->cache()->Stats();
+}
+
+void GpuModel::ResetExpertCacheStats() {
+  if (impl_->cache() != nullptr) impl_->cache()->ResetStats();
+}
 
 absl::StatusOr<std::unique_ptr<GpuKvCache>> GpuModel::NewKvCache(int64_t capacity) const {
   return impl_->NewKvCache(capacity);

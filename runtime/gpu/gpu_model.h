@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -29,6 +30,7 @@
 #include "runtime/model/kv_cache.h"
 #include "runtime/model/model.h"
 #include "runtime/model/model_config.h"
+#include "runtime/store/cache_stats.h"
 
 namespace tritmoe::gpu {
 
@@ -46,6 +48,14 @@ struct GpuModelOptions {
   // SwiGLU + quantization, routing + grouping): bit-identical results, fewer launches. Off only
   // to measure what fusion gains.
   bool fuse_small_ops = true;
+  // Routed experts held in a bounded GPU expert cache (gpu_expert_cache.h) of this many bytes
+  // (slots per MoE layer = budget / one expert of every MoE layer, at least 1), filled from
+  // pinned host memory; decode steps then run eagerly (no CUDA graphs). 0, or a budget that holds
+  // every expert: all experts resident on the device. Results are bit-identical either way.
+  int64_t expert_cache_bytes = 0;
+  // With a cache: the next MoE layer's router applied to the current layer's input predicts its
+  // experts, copied ahead of use.
+  bool expert_prefetch = false;
 
   absl::Status Validate() const;
 };
@@ -106,7 +116,10 @@ class GpuModel {
   const gguf::GgufModel& gguf() const;
   int64_t n_vocab() const;
   int64_t max_context() const;
-  GpuWeightBytes weight_bytes() const;
+  GpuWeightBytes weight_bytes() const;  // total: on the device (cached experts excluded)
+  // The expert cache's statistics (cache_stats.h), or nullopt when every expert is resident.
+  std::optional<ExpertCacheStats> expert_cache_stats() const;
+  void ResetExpertCacheStats();
 
   // A device KV cache of options.kv_type for up to `capacity` tokens (0: max_context()).
   absl::StatusOr<std::unique_ptr<GpuKvCache>> NewKvCache(int64_t capacity = 0) const;

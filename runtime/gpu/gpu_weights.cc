@@ -22,7 +22,8 @@ bool CanConcat(const MatrixStack& a, const MatrixStack& b) {
 }
 
 absl::StatusOr<GpuLinear> UploadPair(const std::string& name, const MatrixStack& a,
-                                     const MatrixStack& b, ThreadPool& pool) {
+                                     const MatrixStack& b, ThreadPool& pool,
+                                     bool on_device = true) {
   if (!CanConcat(a, b)) {
     return absl::UnimplementedError(
         absl::StrCat(name,
@@ -32,13 +33,13 @@ absl::StatusOr<GpuLinear> UploadPair(const std::string& name, const MatrixStack&
                      GetTypeTraits(b.type).name, " ", b.rows, "x", b.cols));
   }
   const MatrixStack parts[2] = {a, b};
-  return GpuLinear::Upload(name, parts, pool);
+  return GpuLinear::Upload(name, parts, pool, on_device);
 }
 
 }  // namespace
 
 absl::StatusOr<GpuWeights> GpuWeights::Upload(const Weights& w, const ModelConfig& c,
-                                              ThreadPool& pool) {
+                                              ThreadPool& pool, bool experts_on_host) {
   if (c.kv_layout != KvProjLayout::kSplit) {
     return absl::UnimplementedError(
         "the GPU backend needs the split MLA layout (attn_k_b / attn_v_b); this file has the "
@@ -119,11 +120,20 @@ absl::StatusOr<GpuWeights> GpuWeights::Upload(const Weights& w, const ModelConfi
             absl::StrCat(p, "ffn_gate_inp.weight: the router runs in float (F32/F16/BF16)"));
       }
       if (!lw.exp_probs_b.empty()) gl.exp_probs_b = UploadFloats(lw.exp_probs_b);
-      ASSIGN_OR_RETURN(gl.exp_gate_up,
-                       UploadPair(p + "ffn_gate_exps+ffn_up_exps", lw.gate_exps, lw.up_exps, pool));
+      if (experts_on_host && (!GpuLinear::WouldTile(lw.gate_exps.type, lw.gate_exps.cols) ||
+                              !GpuLinear::WouldTile(lw.down_exps.type, lw.down_exps.cols))) {
+        return absl::UnimplementedError(absl::StrCat(
+            p,
+            "ffn_*_exps: the GPU expert cache takes experts of the int8 tile kernels only "
+            "(IQ1_S, TQ1_0, TQ2_0, IQ2_XXS, Q4_K, Q6_K, Q8_0, columns % 256 == 0), not ",
+            GetTypeTraits(lw.gate_exps.type).name, " / ", GetTypeTraits(lw.down_exps.type).name));
+      }
+      ASSIGN_OR_RETURN(gl.exp_gate_up, UploadPair(p + "ffn_gate_exps+ffn_up_exps", lw.gate_exps,
+                                                  lw.up_exps, pool, !experts_on_host));
       ASSIGN_OR_RETURN(gl.exp_down,
                        GpuLinear::Upload(p + "ffn_down_exps.weight",
-                                         std::span<const MatrixStack>(&lw.down_exps, 1), pool));
+                                         std::span<const MatrixStack>(&lw.down_exps, 1), pool,
+                                         !experts_on_host));
       if (lw.shared.present()) {
         ASSIGN_OR_RETURN(gl.shared_gate_up,
                          UploadPair(p + "ffn_gate_shexp+ffn_up_shexp", Single(lw.shared.gate),
@@ -136,7 +146,7 @@ absl::StatusOr<GpuWeights> GpuWeights::Upload(const Weights& w, const ModelConfi
          {&gl.qkv_a, &gl.q_a, &gl.kv_a, &gl.q_b, &gl.q, &gl.attn_k, &gl.attn_v, &gl.attn_output,
           &gl.ffn_gate_up, &gl.ffn_down, &gl.router, &gl.exp_gate_up, &gl.exp_down,
           &gl.shared_gate_up, &gl.shared_down}) {
-      g.bytes_ += m->bytes();
+      (m->on_device() || m->empty() ? g.bytes_ : g.host_bytes_) += m->bytes();
     }
   }
   return g;

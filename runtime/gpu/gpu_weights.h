@@ -38,8 +38,10 @@ class GpuWeights {
  public:
   // Uploads everything `w` binds (all experts must be local). Unimplemented, naming the tensor,
   // for what the GPU kernels do not take (legacy attn_kv_b layout, types without a GPU kernel).
+  // experts_on_host: the routed experts (exp_gate_up, exp_down) are repacked into pinned host
+  // memory instead (the expert cache's host tier, gpu_expert_cache.h); they must be tiled.
   static absl::StatusOr<GpuWeights> Upload(const Weights& w, const ModelConfig& config,
-                                           ThreadPool& pool);
+                                           ThreadPool& pool, bool experts_on_host = false);
 
   const GpuLayerWeights& layer(int il) const { return layers_[il]; }
   GgmlType token_embd_type() const { return token_embd_type_; }
@@ -47,8 +49,9 @@ class GpuWeights {
   int64_t token_embd_row_bytes() const { return token_embd_row_bytes_; }
   const DeviceBuffer& output_norm() const { return output_norm_; }
   const GpuLinear& output() const { return output_; }
-  // Device bytes of all weights (for memory reports).
+  // Device bytes of all weights (for memory reports), and pinned host bytes (experts on host).
   int64_t bytes() const { return bytes_; }
+  int64_t host_bytes() const { return host_bytes_; }
 
  private:
   std::vector<GpuLayerWeights> layers_;
@@ -58,6 +61,7 @@ class GpuWeights {
   DeviceBuffer output_norm_;
   GpuLinear output_;
   int64_t bytes_ = 0;
+  int64_t host_bytes_ = 0;
 };
 
 }  // namespace tritmoe::gpu
