@@ -22,14 +22,17 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "base/status_macros.h"
 #include "runtime/cli/commands.h"
+#include "runtime/cli/engine_expert_cache.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/engine_job.h"
 #include "runtime/engine/engine_report.h"
@@ -52,7 +55,26 @@ struct BenchDecodeArgs {
   std::string placement = "contiguous";
   std::string device = "cpu";
   std::string routing_stats_out;
+  ExpertCacheFlags expert_cache;
 };
+
+// The expert cache's totals (CPU source or GPU cache), nullopt without one.
+std::optional<LayerCacheStats> CacheTotal(const ExpertCacheSetup& setup, const Engine& engine) {
+  if (setup.source) return setup.source->Stats().Total();
+  if (std::optional<ExpertCacheStats> s = engine.DeviceExpertCacheStats()) return s->Total();
+  return std::nullopt;
+}
+
+// One phase's cache figures: the difference of two totals.
+std::string CacheRow(const std::string& phase, const LayerCacheStats& a, const LayerCacheStats& b) {
+  const int64_t hits = b.hits - a.hits, misses = b.misses - a.misses;
+  const int64_t tokens = b.tokens - a.tokens;
+  const double bytes = double(b.bytes_read - a.bytes_read), stall = b.stall_s - a.stall_s;
+  return absl::StrFormat("| %s | %.1f%% | %d | %.2f | %.3f |\n", phase,
+                         hits + misses > 0 ? 100.0 * hits / (hits + misses) : 0.0, tokens,
+                         tokens > 0 ? bytes / tokens / (1 << 20) : 0.0,
+                         tokens > 0 ? stall * 1e3 / tokens : 0.0);
+}
 
 // Bytes of weights one step reads apart from the routed experts, and one routed expert's bytes
 // summed over the MoE layers (gate + up + down), from the file's tensor directory.
@@ -135,7 +157,8 @@ absl::StatusOr<double> TimeDecode(Engine& engine, int batch, int context, int st
   return seconds;
 }
 
-absl::Status BenchDecode(const BenchDecodeArgs& a, const std::vector<int>& batches, Engine& engine);
+absl::Status BenchDecode(const BenchDecodeArgs& a, const std::vector<int>& batches, Engine& engine,
+                         const ExpertCacheSetup& cache);
 
 absl::Status RunBenchDecode(const BenchDecodeArgs& a) {
   if (a.prompt < 1 || a.context < 1 || a.tokens < 1 || a.reps < 1) {
@@ -161,15 +184,16 @@ absl::Status RunBenchDecode(const BenchDecodeArgs& a) {
   options.max_sequences = std::max(options.max_sequences, max_batch);
   options.max_tokens_per_step =
       std::max({options.max_tokens_per_step, a.prompt, max_batch * a.context});
+  ASSIGN_OR_RETURN(ExpertCacheSetup cache, ApplyExpertCacheFlags(a.expert_cache, &options));
   EngineJobOptions job;
   job.comm = a.comm;
   return RunEngineJob(job, options, [&](Engine& engine) -> absl::Status {
-    return BenchDecode(a, batches, engine);
+    return BenchDecode(a, batches, engine, cache);
   });
 }
 
-absl::Status BenchDecode(const BenchDecodeArgs& a, const std::vector<int>& batches,
-                         Engine& engine) {
+absl::Status BenchDecode(const BenchDecodeArgs& a, const std::vector<int>& batches, Engine& engine,
+                         const ExpertCacheSetup& cache) {
   const ModelConfig& c = engine.config();
   ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufModel> file, gguf::GgufModel::Open(a.model));
   const WeightBytes wb = CountWeightBytes(*file, c);
@@ -185,12 +209,18 @@ absl::Status BenchDecode(const BenchDecodeArgs& a, const std::vector<int>& batch
       c.n_expert);
   uint64_t next_id = 1;
 
+  std::string cache_rows;
+  std::optional<LayerCacheStats> cache_before = CacheTotal(cache, engine);
   std::vector<double> prefill_s;
   for (int r = 0; r < a.reps; ++r) {
     ASSIGN_OR_RETURN(double s, TimePrefill(engine, a.prompt, next_id++));
     prefill_s.push_back(s);
   }
   const double pf = Median(prefill_s);
+  if (std::optional<LayerCacheStats> now = CacheTotal(cache, engine); now.has_value()) {
+    cache_rows += CacheRow(absl::StrCat("prefill ", a.prompt), *cache_before, *now);
+    cache_before = now;
+  }
   std::printf("\n| phase | batch | tokens | tok/s | weight MB/step | GB/s implied |\n");
   std::printf("|---|---|---|---|---|---|\n");
   {
@@ -218,6 +248,10 @@ absl::Status BenchDecode(const BenchDecodeArgs& a, const std::vector<int>& batch
     std::printf("| decode | %d | %d | %.1f | %.1f | %.2f |\n", b, a.tokens, b / step_s, bytes / 1e6,
                 bytes / step_s / 1e9);
     phase_rows += PhaseTableRows(absl::StrCat(b), phases);
+    if (std::optional<LayerCacheStats> now = CacheTotal(cache, engine); now.has_value()) {
+      cache_rows += CacheRow(absl::StrCat("decode ", b), *cache_before, *now);
+      cache_before = now;
+    }
   }
   std::printf(
       "\nweight MB/step counts each distinct weight once per step; the routed experts "
@@ -227,6 +261,13 @@ absl::Status BenchDecode(const BenchDecodeArgs& a, const std::vector<int>& batch
       "rank from receiving the step to sending its results; dispatch/combine include waiting for "
       "slower ranks):\n%s%s",
       PhaseTableHeader("batch").c_str(), phase_rows.c_str());
+  if (!cache_rows.empty()) {
+    std::printf(
+        "\nexpert cache per phase (every step of the phase, decode's context prefill included):\n"
+        "| phase | hit rate | tokens | MiB streamed/token | stall ms/token |\n"
+        "|---|---|---|---|---|\n%s%s\n",
+        cache_rows.c_str(), ExpertCacheSummary(cache, engine).c_str());
+  }
   ASSIGN_OR_RETURN(std::string load, LoadImbalanceReport(engine));
   if (!load.empty()) std::printf("\n%s", load.c_str());
   if (!a.routing_stats_out.empty()) {
@@ -269,6 +310,7 @@ void RegisterBenchDecodeCommand(CLI::App& app, absl::Status* result) {
       ->capture_default_str();
   cmd->add_option("--tokens", a->tokens, "Decode steps per measurement")->capture_default_str();
   cmd->add_option("--reps", a->reps, "Repetitions (the median is reported)")->capture_default_str();
+  AddExpertCacheFlags(cmd, &a->expert_cache);
   cmd->callback([a, result] { *result = RunBenchDecode(*a); });
 }
 

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "runtime/cli/commands.h"
+#include "runtime/cli/engine_expert_cache.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/engine_job.h"
 #include "runtime/engine/engine_report.h"
@@ -122,8 +123,7 @@ absl::Status RunGenerate(const GenerateArgs& a) {
   options.device = a.device;
   options.model.threads = a.threads;
   ASSIGN_OR_RETURN(options.model.kv_type, ParseKvCacheType(a.kv_type));
-  ASSIGN_OR_RETURN(ExpertCacheSetup cache, SetUpExpertCache(a.model, a.expert_cache));
-  options.model.expert_source = cache.source.get();
+  ASSIGN_OR_RETURN(ExpertCacheSetup cache, ApplyExpertCacheFlags(a.expert_cache, &options));
   EngineJobOptions job;
   job.comm = a.comm;
   return RunEngineJob(job, options, [&](Engine& engine) -> absl::Status {
@@ -131,7 +131,9 @@ absl::Status RunGenerate(const GenerateArgs& a) {
     if (!a.routing_stats_out.empty()) {
       RETURN_IF_ERROR(SaveEngineRoutingStats(engine, a.routing_stats_out));
     }
-    if (cache.source) std::fprintf(stderr, "%s\n", cache.source->Stats().Summary().c_str());
+    if (const std::string s = ExpertCacheSummary(cache, engine); !s.empty()) {
+      std::fprintf(stderr, "%s\n", s.c_str());
+    }
     return absl::OkStatus();
   });
 }

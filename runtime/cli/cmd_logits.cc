@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "runtime/cli/commands.h"
+#include "runtime/cli/engine_expert_cache.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/engine_job.h"
 
@@ -54,6 +55,7 @@ struct LogitsArgs {
   std::string device = "cpu";
   int threads = 0;
   bool verbose = false;
+  ExpertCacheFlags expert_cache;
 };
 
 absl::Status RunLogits(const LogitsArgs& a) {
@@ -81,6 +83,7 @@ absl::Status RunLogits(const LogitsArgs& a) {
     return absl::InvalidArgumentError("--attention must be auto, naive or absorbed");
   }
   opts.threads = a.threads;
+  ASSIGN_OR_RETURN(ExpertCacheSetup cache, ApplyExpertCacheFlags(a.expert_cache, &eo));
   EngineJobOptions job;
   job.comm = a.comm;
   job.report = a.verbose;
@@ -166,6 +169,7 @@ void RegisterLogitsCommand(CLI::App& app, absl::Status* result) {
       ->capture_default_str();
   cmd->add_flag("--verbose,-v", args->verbose,
                 "Print the ranks, the bytes each maps, and the model configuration");
+  AddExpertCacheFlags(cmd, &args->expert_cache);
   cmd->callback([args, result] { *result = RunLogits(*args); });
 }
 

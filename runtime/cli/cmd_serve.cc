@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "runtime/cli/commands.h"
+#include "runtime/cli/engine_expert_cache.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/engine_job.h"
 #include "runtime/serve/grpc_server.h"
@@ -47,6 +48,7 @@ struct ServeArgs {
   std::string comm = "auto";
   std::string placement = "contiguous";
   std::string device = "cpu";
+  ExpertCacheFlags expert_cache;
   int max_num_seqs = 64;
   int max_num_batched_tokens = 2048;
   int64_t max_model_len = 0;
@@ -194,6 +196,7 @@ absl::Status RunServe(const ServeArgs& a) {
   ASSIGN_OR_RETURN(options.model.kv_type, ParseKvCacheType(a.kv_type));
   options.max_sequences = a.max_num_seqs;
   options.max_tokens_per_step = a.max_num_batched_tokens;
+  ASSIGN_OR_RETURN(ExpertCacheSetup cache, ApplyExpertCacheFlags(a.expert_cache, &options));
   EngineJobOptions job;
   job.comm = a.comm;
   return RunEngineJob(job, options, [&](Engine& engine) { return Serve(a, engine); });
@@ -254,6 +257,7 @@ void RegisterServeCommand(CLI::App& app, absl::Status* result) {
                   "Seconds running requests may finish after SIGINT/SIGTERM before they are "
                   "aborted")
       ->capture_default_str();
+  AddExpertCacheFlags(cmd, &a->expert_cache);
   cmd->callback([a, result] { *result = RunServe(*a); });
 }
 

@@ -118,6 +118,9 @@ class EngineImpl final : public Engine {
     return me.replicated_bytes + me.expert_bytes;
   }
   const std::vector<EngineRankInfo>& ranks() const override { return ranks_; }
+  std::optional<ExpertCacheStats> DeviceExpertCacheStats() const override {
+    return model_->expert_cache_stats();
+  }
   int threads() const override { return threads_; }
 
   absl::StatusOr<EngineStepResult> Step(const EngineStep& step) override;
@@ -210,7 +213,9 @@ absl::Status EngineImpl::LoadLocal(StartInfo* info) {
   mo.exchange = nullptr;
   if (gpu) {
     // One rank, one GPU (its local rank), every expert on it: no exchange.
-    ASSIGN_OR_RETURN(model_, LoadGpuBackend(options_.model_path, mo, comm_->local_rank()));
+    ASSIGN_OR_RETURN(model_,
+                     LoadGpuBackend(options_.model_path, mo, comm_->local_rank(),
+                                    options_.gpu_expert_cache_bytes, options_.gpu_expert_prefetch));
   } else {
     // A model without MoE layers (all dense) needs no exchange: every rank computes everything.
     if (!placements.empty()) {
@@ -697,6 +702,15 @@ absl::Status EngineOptions::Validate() const {
         absl::StrCat("--device must be cpu or cuda, got \"", device, "\""));
   }
   RETURN_IF_ERROR(model.Validate());
+  if (gpu_expert_cache_bytes < 0) {
+    return absl::InvalidArgumentError("--expert-cache-mb must be >= 0");
+  }
+  if ((gpu_expert_cache_bytes > 0 || gpu_expert_prefetch) && device != "cuda") {
+    return absl::InvalidArgumentError("the GPU expert cache needs --device cuda");
+  }
+  if (gpu_expert_prefetch && gpu_expert_cache_bytes == 0) {
+    return absl::InvalidArgumentError("--expert-prefetch needs --expert-cache-mb > 0");
+  }
   if (placement.empty()) return absl::InvalidArgumentError("empty expert placement");
   if (max_sequences < 1) {
     return absl::InvalidArgumentError(

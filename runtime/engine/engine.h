@@ -41,6 +41,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,7 @@
 #include "comm/routing_stats.h"
 #include "runtime/model/model.h"
 #include "runtime/model/model_config.h"
+#include "runtime/store/cache_stats.h"
 #include "runtime/text/sampler.h"
 #include "runtime/text/tokenizer.h"
 
@@ -70,6 +72,10 @@ struct EngineOptions {
   // Greedy sequences are sampled on the GPU (only their tokens come back); other sampling, and
   // requested logits, copy n_vocab floats per row to the host.
   std::string device = "cpu";
+  // --device cuda: routed experts in a GPU expert cache of this many bytes, streamed from pinned
+  // host memory (runtime/gpu/gpu_expert_cache.h; 0: all resident), and its next-layer prefetch.
+  int64_t gpu_expert_cache_bytes = 0;
+  bool gpu_expert_prefetch = false;
 
   absl::Status Validate() const;
 };
@@ -176,6 +182,9 @@ class Engine {
   // The expert placement in use, one per MoE layer (empty for a model without MoE layers); with
   // CollectRoutingStats, input to LayerLoadImbalance (runtime/engine/expert_load.h).
   virtual std::vector<ExpertPlacement> expert_placements() const { return {}; }
+  // Driver only: the GPU expert cache's statistics (EngineOptions::gpu_expert_cache_bytes; one
+  // rank), nullopt without one.
+  virtual std::optional<ExpertCacheStats> DeviceExpertCacheStats() const { return std::nullopt; }
 
   // Driver only: ends every worker's RunWorker with OK. Idempotent.
   virtual absl::Status Shutdown() = 0;

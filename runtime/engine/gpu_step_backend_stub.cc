@@ -4,7 +4,7 @@
 namespace tritmoe {
 
 absl::StatusOr<std::unique_ptr<StepBackend>> LoadGpuBackend(const std::string&, const ModelOptions&,
-                                                            int) {
+                                                            int, int64_t, bool) {
   return absl::UnimplementedError(
       "--device cuda: this tritmoe was built without CUDA (configure on a machine with the CUDA "
       "toolkit, TRITMOE_CUDA=ON)");

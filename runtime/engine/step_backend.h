@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -30,6 +31,7 @@
 #include "runtime/gguf/gguf.h"
 #include "runtime/model/model.h"
 #include "runtime/model/model_config.h"
+#include "runtime/store/cache_stats.h"
 
 namespace tritmoe {
 
@@ -66,6 +68,8 @@ class StepBackend {
                                   std::vector<int32_t>* /*next*/) {
     return absl::UnimplementedError("this backend has no device-side greedy sampling");
   }
+  // The GPU expert cache's statistics, nullopt where there is none.
+  virtual std::optional<ExpertCacheStats> expert_cache_stats() const { return std::nullopt; }
 };
 
 // The CPU Model of runtime/model (options as Model::Load).
@@ -76,10 +80,12 @@ absl::StatusOr<std::unique_ptr<StepBackend>> LoadCpuBackend(const std::string& p
 // options.threads repack the weights at load. The GPU quantizes activations for quantized weights
 // and runs float kernels for F16/F32/BF16 ones, in the absorbed MLA form, with the routed experts
 // in device memory: options.precision kFloat, attention kNaive, local_experts, exchange and
-// expert_source are rejected (InvalidArgument naming the option). Builds without CUDA:
-// Unimplemented ("built without CUDA").
+// expert_source are rejected (InvalidArgument naming the option). expert_cache_bytes > 0: the
+// routed experts in a GPU expert cache of that budget (gpu_model.h), with the next-layer
+// prefetch when expert_prefetch. Builds without CUDA: Unimplemented ("built without CUDA").
 absl::StatusOr<std::unique_ptr<StepBackend>> LoadGpuBackend(const std::string& path,
-                                                            const ModelOptions& options,
-                                                            int device);
+                                                            const ModelOptions& options, int device,
+                                                            int64_t expert_cache_bytes = 0,
+                                                            bool expert_prefetch = false);
 
 }  // namespace tritmoe

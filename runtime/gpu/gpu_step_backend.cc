@@ -52,6 +52,9 @@ class GpuBackend final : public StepBackend {
   }
 
   bool has_device_greedy() const override { return true; }
+  std::optional<ExpertCacheStats> expert_cache_stats() const override {
+    return model_->expert_cache_stats();
+  }
   absl::Status StepGreedy(std::span<const BackendInput> batch,
                           std::vector<int32_t>* next) override {
     if (batch.empty()) {
@@ -79,8 +82,9 @@ class GpuBackend final : public StepBackend {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<StepBackend>> LoadGpuBackend(const std::string& path,
-                                                            const ModelOptions& options,
-                                                            int device) {
+                                                            const ModelOptions& options, int device,
+                                                            int64_t expert_cache_bytes,
+                                                            bool expert_prefetch) {
   RETURN_IF_ERROR(options.Validate());
   if (options.precision == ActPrecision::kFloat) {
     return absl::InvalidArgumentError(
@@ -93,8 +97,9 @@ absl::StatusOr<std::unique_ptr<StepBackend>> LoadGpuBackend(const std::string& p
   }
   if (options.expert_source != nullptr) {
     return absl::InvalidArgumentError(
-        "the expert cache / expert store is CPU only: the GPU holds every routed expert in "
-        "device memory");
+        "the CPU expert cache / --expert-store do not apply to --device cuda: its expert cache "
+        "(--expert-cache-mb) streams the experts from the model file held in pinned host "
+        "memory");
   }
   if (!options.local_experts.empty() || options.exchange != nullptr) {
     return absl::InvalidArgumentError(
@@ -105,6 +110,8 @@ absl::StatusOr<std::unique_ptr<StepBackend>> LoadGpuBackend(const std::string& p
   go.kv_type = options.kv_type;
   go.max_context = options.max_context;
   go.threads = options.threads;
+  go.expert_cache_bytes = expert_cache_bytes;
+  go.expert_prefetch = expert_prefetch;
   ASSIGN_OR_RETURN(std::unique_ptr<gpu::GpuModel> model, gpu::GpuModel::Load(path, go));
   std::string name = absl::StrCat("cuda:", device);
   cudaDeviceProp prop;

@@ -168,16 +168,20 @@ TEST(EngineDeviceTest, CudaRejectsCpuOnlyOptionsOrSaysItIsMissing) {
       "logits -m " + model + " --tokens-file " + tokens + " -o " + Dir() + "/x.bin --device cuda";
   struct Case {
     std::string tag, args, needle;
+    bool any_build = false;  // rejected before CUDA is needed
   } cases[] = {
       {"float", logits + " --precision float", "--precision float is CPU only"},
       {"naive", logits + " --attention naive", "--attention naive is CPU only"},
-      {"cache", "generate -m " + model + " -p hi -n 2 --device cuda --expert-cache-mb 4",
-       "expert cache / expert store is CPU only"},
+      {"store",
+       "generate -m " + model + " -p hi -n 2 --device cuda --expert-cache-mb 4 --expert-store " +
+           model,
+       "--expert-store is for --device cpu", true},
   };
   for (const Case& c : cases) {
     const CmdRun r = RunTritmoe("cpu-only-" + c.tag, c.args);
     EXPECT_EQ(r.rc, 1) << c.tag;
-    const std::string needle = GetDevices().cuda_built ? c.needle : "built without CUDA";
+    const std::string needle =
+        GetDevices().cuda_built || c.any_build ? c.needle : "built without CUDA";
     EXPECT_NE(r.err.find(needle), std::string::npos) << c.tag << ": " << r.err;
   }
   if (!GetDevices().cuda_built) {
@@ -333,6 +337,18 @@ TEST_P(EngineDeviceGpuTest, Generate) {
   const CmdRun gpu_k1 =
       run("cuda-top-k-1", args + " --temperature 0.8 --top-k 1 --ignore-eos --device cuda");
   EXPECT_EQ(gpu_k1.out, gpu_eos.out);
+  if (recipe == "ud-1.58") {
+    // The GPU expert cache at one slot per MoE layer (a budget below one expert of every layer),
+    // prefetch off and on: the resident run's text, and the cache's line at the end.
+    for (const std::string flags : {" --expert-cache-mb 0.001",
+                                    " --expert-cache-mb 0.001 "
+                                    "--expert-prefetch"}) {
+      const CmdRun cached = run("cuda-cache", greedy + " --ignore-eos --device cuda" + flags);
+      EXPECT_EQ(cached.out, gpu_eos.out) << flags;
+      EXPECT_NE(cached.err.find("GPU expert cache: 1 slots/layer"), std::string::npos)
+          << cached.err;
+    }
+  }
   // Sampling at temperature 0.8 (same seed) on both devices: reported, not compared. The draw
   // walks the tokens sorted by probability, and random weights give flat distributions whose
   // near-equal probabilities a ~1e-6 difference reorders, which changes the token drawn.
