@@ -485,7 +485,7 @@ void PackQuads(const float* x, int64_t n, void* dst) {
     _mm512_store_si512(o.q[2], _mm512_shuffle_i64x2(t1, t3, 0x88));
     _mm512_store_si512(o.q[3], _mm512_shuffle_i64x2(t1, t3, 0xDD));
     _mm512_store_si512(o.qhi, _mm512_slli_epi32(_mm512_cvtepu16_epi32(Load256(q.bsums)), 16));
-    scales[i] = q.d;
+    scales[i] = q.d * 0.125f;  // the kernels' sums carry a factor 8 (exact: a power of two)
   }
 }
 
@@ -575,9 +575,13 @@ struct Quads {
             _mm512_dpwssd_epi32(_mm512_setzero_si512(),
                                 _mm512_mask_blend_epi16(0xAAAAAAAA, d, _mm512_load_si512(x.qhi)),
                                 ScaleWords(blk, scale_table));
-        acc0 = _mm512_fmadd_ps(
-            _mm512_cvtepi32_ps(sum),
-            _mm512_set1_ps(LoadFp16(p + iq1s_quads::kDOffset) * 0.125f * a.act_scale[i]), acc0);
+        // d·(activation scale / 8): vcvtph2ps and vmulss straight from memory (the 8 bytes from d
+        // lie inside the block), one broadcast.
+        const __m128 dv = _mm_cvtph_ps(
+            _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + iq1s_quads::kDOffset)));
+        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum),
+                               _mm512_broadcastss_ps(_mm_mul_ss(dv, _mm_load_ss(a.act_scale + i))),
+                               acc0);
       }
       acc[r] = acc0;
     }
@@ -603,7 +607,7 @@ struct Quads {
                                         Load512(kQuadDigits[n].data() + 64));
       }
       const __m512i sw = ScaleWords(blk, scale_table);
-      const float dw = LoadFp16(b + iq1s_quads::kDOffset) * 0.125f;
+      const float dw = LoadFp16(b + iq1s_quads::kDOffset);
       for (int t = 0; t < NT; ++t) {
         const ActQuads* x = ActBlock<ActQuads>(a, t0 + t, i);
         __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[0], Load512(x->q[0]));
