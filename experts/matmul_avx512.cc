@@ -10,7 +10,7 @@
 //          base-3 digits by 256-entry byte tables (two vpermi2b + a blend per digit), shared by
 //          the tokens. Activations reordered to the digit planes.
 //   IQ1_S quads (the CPU layout of experts/matmul_iq1s_quads.h): vpmultishiftqb + 4 vpermi2b
-//          decode 64 fields into 4 code planes; sub-block scales per 4-byte lane via vpdpwssd.
+//          decode 64 fields into 4 code planes; sub-block scales per 4-byte lane via vpmulld.
 // TQ1_0, TQ2_0 and quads have tile kernels: single-token products take up to 8 rows per call (one
 // after the other, one shuffle tree per four sums; see TernaryTile).
 //   IQ1_S: the 32 grid indices of a block are built in vector registers and looked up with two
@@ -456,7 +456,7 @@ struct Tq1 {
 
 struct alignas(64) ActQuads {
   int8_t q[4][64];  // q[n][p] = element 4p + n: digit plane n of the fields
-  int16_t qhi[32];  // int32 lane m: low half 0, high half Σ q over elements 16m..16m+15
+  int32_t off[16];  // lane m: -7·Σ q over elements 16m..16m+15 (the codes read as 8u' - 7)
 };
 static_assert(sizeof(ActQuads) == 320);
 
@@ -484,34 +484,31 @@ void PackQuads(const float* x, int64_t n, void* dst) {
     _mm512_store_si512(o.q[1], _mm512_shuffle_i64x2(t0, t2, 0xDD));
     _mm512_store_si512(o.q[2], _mm512_shuffle_i64x2(t1, t3, 0x88));
     _mm512_store_si512(o.q[3], _mm512_shuffle_i64x2(t1, t3, 0xDD));
-    _mm512_store_si512(o.qhi, _mm512_slli_epi32(_mm512_cvtepu16_epi32(Load256(q.bsums)), 16));
+    _mm512_store_si512(
+        o.off, _mm512_mullo_epi32(_mm512_cvtepi16_epi32(Load256(q.bsums)), _mm512_set1_epi32(-7)));
     scales[i] = q.d * 0.125f;  // the kernels' sums carry a factor 8 (exact: a power of two)
   }
 }
 
-// Digit n (0..3) of a 7-bit field v < 81 (0 above): 128-entry tables for vpermi2b.
+// 8 × digit n (0..3) of a 7-bit field v < 81 (0 above): 128-entry tables for vpermi2b.
 constexpr std::array<std::array<uint8_t, 128>, 4> MakeQuadDigits() {
   std::array<std::array<uint8_t, 128>, 4> t{};
   for (int n = 0; n < 4; ++n) {
     for (int v = 0; v < 81; ++v) {
       int x = v;
       for (int k = 0; k < n; ++k) x /= 3;
-      t[n][v] = static_cast<uint8_t>(x % 3);
+      t[n][v] = static_cast<uint8_t>(8 * (x % 3));
     }
   }
   return t;
 }
 alignas(64) constexpr std::array<std::array<uint8_t, 128>, 4> kQuadDigits = MakeQuadDigits();
 
-// Scale word of a sub-block's meta nibble (scale s | delta-sign << 3): low half 8·(2s + 1), high
-// half -(8 - σ)·(2s + 1) with σ = +1, or -1 when the sign bit is set.
+// Multiplier of a sub-block's meta nibble (scale s | delta-sign << 3): 2s + 1, negated with the
+// sign bit (the sub-block's codes are stored negated, matmul_iq1s_quads.h).
 constexpr std::array<int32_t, 16> MakeQuadScales() {
   std::array<int32_t, 16> t{};
-  for (int v = 0; v < 16; ++v) {
-    const int m = 2 * (v & 7) + 1, c = (v & 8) ? 9 : 7;
-    t[v] =
-        static_cast<int32_t>(static_cast<uint32_t>(8 * m) | (static_cast<uint32_t>(-c * m) << 16));
-  }
+  for (int v = 0; v < 16; ++v) t[v] = (v & 8 ? -1 : 1) * (2 * (v & 7) + 1);
   return t;
 }
 alignas(64) constexpr std::array<int32_t, 16> kQuadScales = MakeQuadScales();
@@ -526,7 +523,7 @@ struct Quads {
     return _mm512_set_epi64(kPlain, kPlain, kPlain, kPlain, kPlain, kPlain, kQword1, kPlain);
   }
 
-  // Per 4-byte lane m (sub-block k = m / 2): the scale word of kQuadScales for the sub-block's
+  // Per 4-byte lane m (sub-block k = m / 2): the multiplier of kQuadScales for the sub-block's
   // nibble (qword MetaQword(k), bit MetaShift(k)): the high dword of that qword moved to the lane
   // and shifted so that the nibble is in bits 0..3, the index bits vpermd reads.
   static __m512i ScaleWords(__m512i blk, __m512i table) {
@@ -539,10 +536,10 @@ struct Quads {
                                     table);
   }
 
-  // One token, the tile's rows. Per block: 64 fields -> 4 digit planes (vpmultishiftqb, 4
-  // vpermi2b), one vpdpbusd chain D over the planes (lane m = Σ (g + 1)·q over elements
-  // 16m..16m+15, |D| < 2^12), then one vpdpwssd of (D, Σq) with (8·(2s+1), -(8 - σ)·(2s+1)): 8·Σ(g
-  // + δ)·q·(2s+1) per lane. The factor 8 is taken out in the block scale.
+  // One token, the tile's rows. Per block: 64 fields -> 4 planes of 8u' (vpmultishiftqb, 4
+  // vpermi2b), one vpdpbusd chain over the planes from the offset lanes -7·Σq: lane m = Σ (8u' -
+  // 7)·q = 8·Σ (g' + 1/8)·q over elements 16m..16m+15 (|.| < 2^16), then one vpmulld by ±(2s+1).
+  // The factor 8 is taken out in the activation scale.
   static void Rows(const TileArgs& a) {
     const __m512i select = FieldSelect();
     const __m512i scale_table = _mm512_load_si512(kQuadScales.data());
@@ -562,19 +559,16 @@ struct Quads {
         __m512i blk = Load512(p);
         InRegister(blk);
         const __m512i f = _mm512_multishift_epi64_epi8(select, blk);
-        __m512i d =
-            _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_permutex2var_epi8(tlo[0], f, thi[0]),
-                                _mm512_load_si512(x.q[0]));
-        d = _mm512_dpbusd_epi32(d, _mm512_permutex2var_epi8(tlo[1], f, thi[1]),
+        __m512i e = _mm512_dpbusd_epi32(_mm512_load_si512(x.off),
+                                        _mm512_permutex2var_epi8(tlo[0], f, thi[0]),
+                                        _mm512_load_si512(x.q[0]));
+        e = _mm512_dpbusd_epi32(e, _mm512_permutex2var_epi8(tlo[1], f, thi[1]),
                                 _mm512_load_si512(x.q[1]));
-        d = _mm512_dpbusd_epi32(d, _mm512_permutex2var_epi8(tlo[2], f, thi[2]),
+        e = _mm512_dpbusd_epi32(e, _mm512_permutex2var_epi8(tlo[2], f, thi[2]),
                                 _mm512_load_si512(x.q[2]));
-        d = _mm512_dpbusd_epi32(d, _mm512_permutex2var_epi8(tlo[3], f, thi[3]),
+        e = _mm512_dpbusd_epi32(e, _mm512_permutex2var_epi8(tlo[3], f, thi[3]),
                                 _mm512_load_si512(x.q[3]));
-        const __m512i sum =
-            _mm512_dpwssd_epi32(_mm512_setzero_si512(),
-                                _mm512_mask_blend_epi16(0xAAAAAAAA, d, _mm512_load_si512(x.qhi)),
-                                ScaleWords(blk, scale_table));
+        const __m512i sum = _mm512_mullo_epi32(e, ScaleWords(blk, scale_table));
         // d·(activation scale / 8): vcvtph2ps and vmulss straight from memory (the 8 bytes from d
         // lie inside the block), one broadcast.
         const __m128 dv = _mm_cvtph_ps(
@@ -610,10 +604,9 @@ struct Quads {
       const float dw = LoadFp16(b + iq1s_quads::kDOffset);
       for (int t = 0; t < NT; ++t) {
         const ActQuads* x = ActBlock<ActQuads>(a, t0 + t, i);
-        __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[0], Load512(x->q[0]));
-        for (int n = 1; n < 4; ++n) d = _mm512_dpbusd_epi32(d, u[n], Load512(x->q[n]));
-        const __m512i s = _mm512_dpwssd_epi32(
-            _mm512_setzero_si512(), _mm512_mask_blend_epi16(0xAAAAAAAA, d, Load512(x->qhi)), sw);
+        __m512i e = _mm512_dpbusd_epi32(Load512(x->off), u[0], Load512(x->q[0]));
+        for (int n = 1; n < 4; ++n) e = _mm512_dpbusd_epi32(e, u[n], Load512(x->q[n]));
+        const __m512i s = _mm512_mullo_epi32(e, sw);
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(dw * ActScale(a, t0 + t, i)),
                                  acc[t]);
       }

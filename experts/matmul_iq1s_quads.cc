@@ -54,7 +54,8 @@ int Nibble(const uint8_t* block, int k) {
 
 int Code(const uint8_t* block, int i) {
   const int k = i / 32, j = (i % 32) / 4, n = i % 4;
-  return static_cast<int>(Field(block, k, j) / kPow3[n] % 3);
+  const int u = static_cast<int>(Field(block, k, j) / kPow3[n] % 3);
+  return DeltaNegative(block, k) ? 2 - u : u;
 }
 
 uint16_t DBits(const uint8_t* block) { return LoadU16(block + kDOffset); }
@@ -69,10 +70,13 @@ void PackBlock(const uint8_t* iq1s, uint8_t* quads) {
   uint64_t q[8] = {};
   for (int k = 0; k < 8; ++k) {
     const uint16_t qh = LoadU16(iq1s + 34 + 2 * k);
+    // δ = -1/8 (qh bit 15): the codes negated, each field f -> 80 - f.
+    const bool negate = (qh & 0x8000) != 0;
     for (int l = 0; l < 4; ++l) {
       // Group l (elements 8l..8l+7 of the sub-block) = fields 2l and 2l + 1, adjacent bits.
       static_assert(FieldShift(1, 1) == FieldShift(1, 0) + 7);
-      const uint64_t pair = t.fields[qs[4 * k + l] | (((qh >> (3 * l)) & 7) << 8)];
+      uint64_t pair = t.fields[qs[4 * k + l] | (((qh >> (3 * l)) & 7) << 8)];
+      if (negate) pair = (80 | (80 << 7)) - pair;  // no borrow: each field <= 80
       q[k] |= pair << FieldShift(k, 2 * l);
     }
     q[MetaQword(k)] |= static_cast<uint64_t>(qh >> 12) << MetaShift(k);  // scale | sign << 3
@@ -87,8 +91,11 @@ void UnpackBlock(const uint8_t* quads, uint8_t* iq1s) {
   std::memcpy(iq1s, &d, 2);
   for (int k = 0; k < 8; ++k) {
     uint16_t qh = static_cast<uint16_t>(Nibble(quads, k) << 12);
+    const bool negated = DeltaNegative(quads, k);
     for (int l = 0; l < 4; ++l) {
-      const int v = static_cast<int>(Field(quads, k, 2 * l) + 81 * Field(quads, k, 2 * l + 1));
+      uint32_t f0 = Field(quads, k, 2 * l), f1 = Field(quads, k, 2 * l + 1);
+      if (negated) f0 = 80 - f0, f1 = 80 - f1;  // only PackBlock output (fields <= 80) is valid
+      const int v = static_cast<int>(f0 + 81 * f1);
       // Only PackBlock output is valid input; codes that are no grid point map to index 0.
       const int idx = v < 6561 && t.index[v] >= 0 ? t.index[v] : 0;
       iq1s[2 + 4 * k + l] = static_cast<uint8_t>(idx & 0xFF);

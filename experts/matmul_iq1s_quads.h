@@ -3,11 +3,15 @@
 // An IQ1_S block (formats.md §2.9) stores 256 weights d·(2s+1)·(g + δ), g ∈ {-1, 0, 1}, as 32
 // indices into a 2048-entry grid. Gathering grid entries is what limits the CPU kernels, so this
 // layout stores the ternary values themselves, four to a 7-bit base-3 number, 64 bytes per 256
-// weights (IQ1_S: 50), and keeps d, the 3-bit scales and the delta signs bit for bit:
+// weights (IQ1_S: 50), and keeps d, the 3-bit scales and the delta signs bit for bit. The ternary
+// values of a sub-block whose δ is -1/8 are stored negated: its weights are
+// d·(2s+1)·(g - 1/8) = -d·(2s+1)·(-g + 1/8), so every sub-block reads as ±(2s+1)·(g' + 1/8) with
+// g' = ±g, and a kernel needs no per-sub-block δ (8·(g' + 1/8) = 8u' - 7, u' = g' + 1):
 //
 //   qword k (bytes 8k..8k+7, little endian) = sub-block k (elements 32k..32k+31), k = 0..7:
-//     8 fields of 7 bits, field j = Σ_{n=0..3} u(32k + 4j + n)·3^n with u = g + 1 ∈ {0, 1, 2}
-//     (so field < 81), at bits FieldShift(k, j) = 7j, or 8 + 7j in qword 1;
+//     8 fields of 7 bits, field j = Σ_{n=0..3} u'(32k + 4j + n)·3^n with u' = g' + 1 ∈ {0, 1, 2},
+//     g' = g, or -g when the sub-block's δ is -1/8 (so field < 81, and negating is 80 - field),
+//     at bits FieldShift(k, j) = 7j, or 8 + 7j in qword 1;
 //   the other 8 bits of each qword (the "meta" bits):
 //     bytes 7..8 (top byte of qword 0, bottom byte of qword 1): the fp16 d;
 //     bits 56..59 of qword k >= 2: nibble of sub-block k;  bits 60..63 of qwords 2 and 3: the
@@ -39,9 +43,9 @@ inline constexpr int MetaQword(int k) { return k < 2 ? k + 2 : k; }
 inline constexpr int MetaShift(int k) { return k < 2 ? 60 : 56; }
 inline constexpr int kDOffset = 7;
 
-// Field j of qword k of a quads block.
+// Field j of qword k of a quads block, as stored (negated where the sub-block's δ is -1/8).
 inline uint32_t Field(const uint8_t* block, int k, int j);
-// u = g + 1 ∈ {0, 1, 2} of element i (0..255) of a quads block.
+// u = g + 1 ∈ {0, 1, 2} of element i (0..255) of a quads block (the IQ1_S value, not negated).
 int Code(const uint8_t* block, int i);
 // The fp16 bits of d, the scale s and the delta-sign bit of sub-block k.
 uint16_t DBits(const uint8_t* block);

@@ -1,9 +1,10 @@
 // The CPU weight layouts (experts/matmul_repack.h): IQ1_S quads hold exactly the GGUF bytes (round
-// trip over every grid index and random blocks), decode to the same floats as the GGUF bytes, and
-// the repack API rejects what it cannot hold. TQ1_0 in TQ2_0 blocks (kTq1AsTq2): random bytes and
-// edge scales decode bit-identically to the TQ1_0 bytes (through TQ2_0's own decoder too), and
-// the quantizer's bytes (every one of the 243 packed values) come back exactly. MatMul on repacked
-// weights is checked against the reference in matmul_test.cc.
+// trip over every grid index and random blocks), decode to the same floats as the GGUF bytes (also
+// as the kernels read them: negated codes where δ = -1/8), and the repack API rejects what it
+// cannot hold. TQ1_0 in TQ2_0 blocks (kTq1AsTq2): random bytes and edge scales decode
+// bit-identically to the TQ1_0 bytes (through TQ2_0's own decoder too), and the quantizer's bytes
+// (every one of the 243 packed values) come back exactly. MatMul on repacked weights is checked
+// against the reference in matmul_test.cc.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -96,13 +97,24 @@ TEST(Iq1sQuadsTest, FieldsHoldTheCodes) {
   std::vector<float> ref(256);
   DequantizeRow(GgmlType::kIQ1_S, gguf.data(), ref.data(), 256);
   const float d = Fp16ToFp32(iq1s_quads::DBits(quads));
+  int negated_blocks = 0;
   for (int i = 0; i < 256; ++i) {
     const int k = i / 32;
     const float dl = d * static_cast<float>(2 * iq1s_quads::Scale(quads, k) + 1);
     const float delta = iq1s_quads::DeltaNegative(quads, k) ? -0.125f : 0.125f;
-    ASSERT_LT(iq1s_quads::Field(quads, k, (i % 32) / 4), 81u);
+    const uint32_t field = iq1s_quads::Field(quads, k, (i % 32) / 4);
+    ASSERT_LT(field, 81u);
     EXPECT_EQ(dl * (static_cast<float>(iq1s_quads::Code(quads, i) - 1) + delta), ref[i]) << i;
+    // As the kernels read it: the stored digit u' with δ = +1/8 and the sign in the scale (a
+    // sub-block with δ = -1/8 holds its codes negated).
+    static constexpr uint32_t kPow3[4] = {1, 3, 9, 27};
+    const int stored = static_cast<int>(field / kPow3[i % 4] % 3);
+    const float sign = iq1s_quads::DeltaNegative(quads, k) ? -1.0f : 1.0f;
+    EXPECT_EQ(sign * dl * (static_cast<float>(stored - 1) + 0.125f), ref[i]) << i;
+    negated_blocks += iq1s_quads::DeltaNegative(quads, k) && i % 32 == 0;
   }
+  EXPECT_GT(negated_blocks, 0);  // the random block has both delta signs
+  EXPECT_LT(negated_blocks, 8);
 }
 
 constexpr int kTq1Bytes = 54;
