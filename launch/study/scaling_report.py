@@ -2,7 +2,11 @@
 """Write docs/SCALING.md from a study folder (study.json, study.csv and the plots).
 
   launch/study/scaling_report.py --study /tmp/study-small --out docs/SCALING.md \
-      --png-dir docs/scaling [--notes-file docs/scaling/notes.md] [--note "text"]...
+      --png-dir docs/scaling [--notes-file docs/scaling/notes.md] [--note "text"]... \
+      [--gpu-study /tmp/study-gpu --gpu-command "..." --gpu-notes-file docs/scaling/gpu-notes.md]
+
+--gpu-study adds a section for a study run with --device cuda (its CSV and plots go to
+PNG_DIR/gpu/).
 
 The PNGs are copied into --png-dir and linked relative to the page. Every number on the page
 comes from the study files; --note / --notes-file add the author's observations under "Reading
@@ -39,28 +43,199 @@ def table(header, rows):
     return "\n".join(out)
 
 
+def copy_study_files(study_dir, png_dir, plots=None):
+    """study.csv, study.json and the PNGs (with their series) of `plots` (default: all)."""
+    os.makedirs(png_dir, exist_ok=True)
+    # study.json too, so that the page can be made again without the study folder
+    for name in ("study.csv", "study.json"):
+        shutil.copy(os.path.join(study_dir, name), os.path.join(png_dir, name))
+    for name, _ in plots or PLOTS:
+        for ext in (".png", ".series.json"):
+            src = os.path.join(study_dir, name + ext)
+            if os.path.exists(src):
+                shutil.copy(src, os.path.join(png_dir, name + ext))
+
+
+def read_notes(path):
+    with open(path) as fn:
+        return [" ".join(p.split()) for p in fn.read().split("\n\n") if p.strip()]
+
+
+def gpu_section(gdir, png_dir, rel, command, notes):
+    """The measured GPU study: serving points, llama.cpp on the same file and GPU, the model."""
+    study = json.load(open(os.path.join(gdir, "study.json")))
+    rows = list(csv.DictReader(open(os.path.join(gdir, "study.csv"))))
+    copy_study_files(gdir, png_dir, PLOTS[:1])  # one rank: only the throughput plot says much
+    m, s, shape = study["machine"], study["settings"], study["model"]["shape"]
+    serve = [r for r in rows if r["kind"] == "serve"]
+    model = [r for r in rows if r["kind"] == "model"]
+    llama = [r for r in rows if r["kind"] == "llama"]
+    gpus = ", ".join(g.get("name", "?") for g in m["gpus"]) or "none"
+    L = [f"## Measured on GPUs: {len(m['gpus'])} x {gpus.split(',')[0]}\n"]
+    L.append(f"`{os.path.basename(study['model']['path'])}`: DeepSeek-V3 shapes (hidden "
+             f"{shape['hidden']}, {shape['experts']} experts, top-{shape['top_k']}) cut to "
+             f"{shape['layers']} layers ({shape['moe_layers']} MoE), ud-1.58 weights, generated "
+             "on the GPU machine; `tritmoe serve --device cuda` at "
+             f"{', '.join(str(x['ranks']) for x in study['serve'])} rank(s), bench-serve with "
+             f"random prompts of {s['input_len']} tokens and {s['output_len']} generated "
+             f"(ignore_eos), {s['repeat']} runs per level (median shown). With so few layers "
+             "the lm_head and the per-step host work weigh more than in the 61-layer model: "
+             "read these as the serving stack's figures on one GPU, and docs/PERF.md's GPU "
+             "section for the 61-layer extrapolation (56 tok/s at batch 1).\n")
+    L.append("```\n" + (command or " ".join(study.get("argv", []))) + "\n```\n")
+    L.append(table(["", ""], [
+        ["GPU", f"{gpus} (driver {m['gpus'][0].get('driver', '?') if m['gpus'] else '-'}, "
+                f"PCIe gen {m['gpus'][0].get('pcie_gen', '?') if m['gpus'] else '-'})"],
+        ["host", f"{m['cpu'].get('model')} ({m['cpu'].get('logical_cpus')} logical CPUs), "
+                 f"{m.get('memory_gb')} GB"],
+        ["commit", m["git"]["commit"][:12]],
+        ["study wall time", f"{f(study['wall_s'], 0)} s"],
+    ]))
+    L.append("")
+    L.append(table(["ranks", "concurrency", "output tok/s", "runs (tok/s)", "per-user tok/s",
+                    "TTFT median (ms)", "TPOT mean (ms)", "mean step (ms)", "tokens/step",
+                    "failed"],
+                   [[r["ranks"], r["concurrency"], f(r["output_tok_s"]),
+                     (re.search(r"median of runs at ([\d. /]+) tok/s", r["notes"]) or
+                      [None, "-"])[1], f(r["per_user_tok_s"]), f(r["ttft_ms_median"], 1),
+                     f(r["tpot_ms_mean"], 2), f(r["mean_step_ms"], 2),
+                     f(r["mean_tokens_per_step"]), r["failed"]] for r in serve]))
+    L.append("")
+    if llama:
+        stamp = (study.get("llama") or {}).get("stamp", "")
+        L.append("llama.cpp on the same file and GPU (CUDA build of commit "
+                 f"{stamp.split('commit=')[-1][:8] or '?'}, sm_90, no flash-attention kernels, "
+                 f"every layer on the GPU: -ngl {(study.get('llama') or {}).get('gpu_layers')}). "
+                 "`llama-batched-bench` output tok/s = B x OSL / (prefill + decode time), as "
+                 "bench-serve counts it; per-user = OSL / decode time. TritMoE / llama.cpp is "
+                 "the ratio of output tok/s at the same concurrency (and of per-user tok/s for "
+                 "llama-bench's one stream):\n")
+        ours = {r["concurrency"]: r for r in serve if r["ranks"] == "1"}
+        def ratio(r):
+            o = ours.get(r["concurrency"])
+            if not o:
+                return "-"
+            if "llama-bench" in r["config"]:
+                return (f"{float(o['per_user_tok_s']) / float(r['per_user_tok_s']):.2f}x "
+                        "per user" if r["per_user_tok_s"] else "-")
+            return f"{float(o['output_tok_s']) / float(r['output_tok_s']):.2f}x"
+        L.append(table(["tool", "concurrency", "ISL/OSL", "output tok/s", "per-user tok/s",
+                        "TritMoE / llama.cpp", "notes"],
+                       [[r["config"], r["concurrency"], f"{r['input_len']}/{r['output_len']}",
+                         f(r["output_tok_s"]), f(r["per_user_tok_s"]), ratio(r), r["notes"]]
+                        for r in llama]))
+        L.append("")
+    for name, title in PLOTS[:1]:
+        if os.path.exists(os.path.join(png_dir, name + ".png")):
+            L.append(f"**{title}, GPU** (`gpu/{name}.series.json` beside it holds the values)\n")
+            L.append(f"![{title}, GPU]({rel}/{name}.png)\n")
+    if model:
+        L.append("Cluster model against these points (calibrated on the same GPU's "
+                 "`bench-decode --device cuda`; at one rank this checks the serving terms — "
+                 "prefill amortization, batch interpolation — not the exchange):\n")
+        L.append(table(["ranks", "concurrency", "step ms measured", "step ms model", "error",
+                        "out tok/s measured", "out tok/s model", "error"],
+                       [[r["ranks"], r["concurrency"], f(r["measured_step_ms"], 2),
+                         f(r["model_step_ms"], 2), f(r["error_step_pct"], 0) + "%",
+                         f(r["measured_output_tok_s"]), f(r["model_output_tok_s"]),
+                         f(r["error_output_pct"], 0) + "%"] for r in model]))
+        L.append("")
+    L.append("Per-phase step times: the GPU backend reports a step as one phase (no attention / "
+             "MoE split inside a CUDA-graph step), so the breakdown is in docs/PERF.md's "
+             "per-op profile instead.\n")
+    if notes:
+        L += ["* " + n for n in notes]
+        L.append("")
+    return L
+
+
+def gpu_summary(gpu_study):
+    gm = gpu_study["machine"]
+    return [
+        GPU_SUMMARY_BEGIN,
+        f"* **Measured (GPU)**: {len(gm['gpus'])} x {gm['gpus'][0]['name']}, "
+        f"`{os.path.basename(gpu_study['model']['path'])}` served on "
+        f"{', '.join(str(x['ranks']) for x in gpu_study['serve'])} rank(s), llama.cpp on the "
+        "same file and GPU beside it (section \"Measured on GPUs\").",
+        "* **Not measured: more than one GPU.** Only one-GPU machines were lent, and "
+        "`--device cuda` serves from one GPU per job (expert parallelism over GPU ranks is not "
+        "implemented yet). The multi-GPU and multi-node rows in \"GPU predictions\" are the "
+        "cluster model's, with no measured error.",
+        GPU_SUMMARY_END]
+
+
+GPU_SUMMARY_BEGIN, GPU_SUMMARY_END = "<!-- gpu-summary -->", "<!-- /gpu-summary -->"
+GPU_SECTION_BEGIN, GPU_SECTION_END = "<!-- gpu-section -->", "<!-- /gpu-section -->"
+
+
+def splice_gpu(page, summary, section):
+    """Puts a GPU study into an existing page: its summary replaces the "Not measured: GPUs"
+    bullet (or the previous summary), its section goes before "## GPU predictions" (or replaces
+    the previous one). For pages whose CPU study folder is gone."""
+    text = open(page).read()
+    def put(text, begin, end, block, fallback):
+        if begin in text:
+            i, j = text.index(begin), text.index(end) + len(end)
+            return text[:i] + block + text[j:]
+        return fallback(text, block)
+    def after_not_measured(text, block):
+        i = text.index("* **Not measured: GPUs.**")
+        j = text.index("\n", i)
+        return text[:i] + block + text[j:]
+    def before_predictions(text, block):
+        i = text.index("## GPU predictions")
+        return text[:i] + block + "\n\n" + text[i:]
+    text = put(text, GPU_SUMMARY_BEGIN, GPU_SUMMARY_END, "\n".join(summary), after_not_measured)
+    text = put(text, GPU_SECTION_BEGIN, GPU_SECTION_END,
+               "\n".join([GPU_SECTION_BEGIN] + section + [GPU_SECTION_END]), before_predictions)
+    text = text.replace("* the model's error on GPUs is unknown until a 2-GPU point is measured; "
+                        "on the CPU its error is in the table above",
+                        "* the model's error on GPUs is unknown until a 2-GPU point is measured "
+                        "(the one-GPU points above only check its serving terms); on the CPU its "
+                        "error is in the table above")
+    with open(page, "w") as fo:
+        fo.write(text.replace("\n\n\n", "\n\n"))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--study", required=True)
+    ap.add_argument("--study", help="the (CPU) study the page is made from")
+    ap.add_argument("--splice", action="store_true",
+                    help="with --gpu-study and no --study: put the GPU study into the existing "
+                         "page --out (when the CPU study folder is gone)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--png-dir", required=True)
     ap.add_argument("--command", default="", help="the study command, shown on the page")
     ap.add_argument("--note", action="append", default=[])
     ap.add_argument("--notes-file", help="observations, one per paragraph (blank-line separated)")
+    ap.add_argument("--gpu-study", help="a study run with --device cuda: its own section")
+    ap.add_argument("--gpu-command", default="", help="the GPU study's commands, shown on the page")
+    ap.add_argument("--gpu-notes-file", help="observations on the GPU study, one per paragraph")
     a = ap.parse_args(argv)
     if a.notes_file:
-        with open(a.notes_file) as fn:
-            a.note += [" ".join(p.split()) for p in fn.read().split("\n\n") if p.strip()]
+        a.note += read_notes(a.notes_file)
+    if a.splice:
+        if not a.gpu_study or a.study:
+            ap.error("--splice takes --gpu-study and no --study")
+        rel = os.path.relpath(a.png_dir, os.path.dirname(os.path.abspath(a.out)))
+        section = gpu_section(a.gpu_study, os.path.join(a.png_dir, "gpu"), rel + "/gpu",
+                              a.gpu_command,
+                              read_notes(a.gpu_notes_file) if a.gpu_notes_file else [])
+        splice_gpu(a.out, gpu_summary(json.load(open(os.path.join(a.gpu_study,
+                                                                  "study.json")))), section)
+        print(f"spliced the GPU study into {a.out}")
+        return 0
+    if not a.study:
+        ap.error("--study is required (or --splice with --gpu-study)")
     study = json.load(open(os.path.join(a.study, "study.json")))
     rows = list(csv.DictReader(open(os.path.join(a.study, "study.csv"))))
-    os.makedirs(a.png_dir, exist_ok=True)
     rel = os.path.relpath(a.png_dir, os.path.dirname(os.path.abspath(a.out)))
-    shutil.copy(os.path.join(a.study, "study.csv"), os.path.join(a.png_dir, "study.csv"))
-    for name, _ in PLOTS:
-        for ext in (".png", ".series.json"):
-            src = os.path.join(a.study, name + ext)
-            if os.path.exists(src):
-                shutil.copy(src, os.path.join(a.png_dir, name + ext))
+    copy_study_files(a.study, a.png_dir)
+    gpu = None
+    if a.gpu_study:
+        gpu = gpu_section(a.gpu_study, os.path.join(a.png_dir, "gpu"), rel + "/gpu",
+                          a.gpu_command, read_notes(a.gpu_notes_file) if a.gpu_notes_file else [])
+        gpu_study = json.load(open(os.path.join(a.gpu_study, "study.json")))
 
     m = study["machine"]
     s = study["settings"]
@@ -84,7 +259,9 @@ def main(argv=None):
              f"{shape['moe_layers']} MoE, {shape['experts']} experts, top-{shape['top_k']}, "
              f"hidden {shape['hidden']}) served on {', '.join(str(x['ranks']) for x in study['serve'])}"
              " rank(s).")
-    if not m["gpus"]:
+    if gpu:
+        L += gpu_summary(gpu_study)
+    elif not m["gpus"]:
         L.append("* **Not measured: GPUs.** This study ran on a machine without a GPU, and no "
                  "device time was available to run it on one (`tritmoe serve --device cuda` "
                  "serves from one GPU; more than one GPU per job is not supported yet). So "
@@ -227,6 +404,8 @@ def main(argv=None):
     L += ["* " + x for x in study["cpu_model"]["assumptions"]]
     L.append("")
 
+    if gpu:
+        L += [GPU_SECTION_BEGIN] + gpu + [GPU_SECTION_END, ""]
     L.append("## GPU predictions (not measurements)\n")
     L.append("**Every figure in this section is a prediction of the cluster model; none was "
              "measured.** Compute input: one H200's decode step times from docs/PERF.md (GPU "
@@ -244,8 +423,9 @@ def main(argv=None):
                      "yes" if r["fits_memory"] == "True" else "**no**"] for r in pred]))
     L.append("\nAssumptions:\n")
     L += ["* " + x for x in study["gpu_model"]["assumptions"]]
-    L.append("* the model's error on GPUs is unknown until a 2-GPU point is measured; on the CPU "
-             "its error is in the table above")
+    L.append("* the model's error on GPUs is unknown until a 2-GPU point is measured (the "
+             "one-GPU points above only check its serving terms); on the CPU its error is in "
+             "the table above")
     L.append("")
     if a.note:
         L.append("## Reading the figures\n")

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import struct
 import subprocess
@@ -108,6 +109,42 @@ class StudyEndToEnd(unittest.TestCase):
 
     def kind(self, k):
         return [r for r in self.rows if r["kind"] == k]
+
+    def test_report_splices_a_gpu_study(self):
+        # The study above stands in for a GPU study (machine given a GPU); the page is spliced
+        # twice: the second run replaces the first's blocks instead of adding more.
+        import scaling_report
+        gdir = os.path.join(ARGS.work, "gpu-study")
+        shutil.rmtree(gdir, ignore_errors=True)
+        shutil.copytree(self.out, gdir)
+        st = dict(self.study)
+        st["machine"] = dict(st["machine"], gpus=[{"name": "Fake GPU", "driver": "1",
+                                                    "pcie_gen": "5"}])
+        with open(os.path.join(gdir, "study.json"), "w") as fo:
+            json.dump(st, fo)
+        page = os.path.join(ARGS.work, "page.md")
+        with open(page, "w") as fo:
+            fo.write("# t\n\n* **Not measured: GPUs.** old text\n\n## Machine\n\n"
+                     "## GPU predictions (not measurements)\n\n* the model's error on GPUs is "
+                     "unknown until a 2-GPU point is measured; on the CPU its error is in the "
+                     "table above\n")
+        png = os.path.join(ARGS.work, "page-png")
+        for _ in range(2):
+            self.assertEqual(scaling_report.main(["--splice", "--gpu-study", gdir, "--out", page,
+                                                  "--png-dir", png]), 0)
+        with open(page) as fi:
+            text = fi.read()
+        self.assertNotIn("Not measured: GPUs", text)
+        self.assertEqual(text.count(scaling_report.GPU_SUMMARY_BEGIN), 1)
+        self.assertEqual(text.count(scaling_report.GPU_SECTION_BEGIN), 1)
+        self.assertIn("**Measured (GPU)**: 1 x Fake GPU", text)
+        self.assertLess(text.index("## Measured on GPUs"), text.index("## GPU predictions"))
+        self.assertIn("only check its serving terms", text)
+        for r in self.kind("serve"):  # every measured point, with its output tok/s
+            self.assertIn(f"| {r['ranks']} | {r['concurrency']} | "
+                          f"{float(r['output_tok_s']):.1f} |", text)
+        self.assertEqual(sorted(os.listdir(os.path.join(png, "gpu")))[:2],
+                         ["study.csv", "study.json"])
 
     def test_no_server_left_behind(self):
         self.assertEqual(our_processes(self.out), [])
