@@ -32,6 +32,7 @@
 #include "runtime/engine/engine.h"
 #include "runtime/gguf/gguf.h"
 #include "runtime/modelgen/model_generator.h"
+#include "tests/engine/mpi_test_main.h"
 
 namespace tritmoe {
 namespace {
@@ -321,18 +322,4 @@ absl::Status Run(Communicator& comm, const std::string& dir) {
 }  // namespace
 }  // namespace tritmoe
 
-int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: %s MODEL_DIR\n", argv[0]);
-    return 2;
-  }
-  auto session = tritmoe::MpiSession::Init();
-  if (!session.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(session.status().message()).c_str());
-    return 1;
-  }
-  absl::Status s = tritmoe::Run((*session)->world(), argv[1]);
-  if (!s.ok()) (*session)->Abort(s);
-  if ((*session)->world().rank() == 0) std::printf("PASS\n");
-  return 0;
-}
+int main(int argc, char** argv) { return tritmoe::MpiTestMain(argc, argv, tritmoe::Run); }
