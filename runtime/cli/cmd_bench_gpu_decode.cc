@@ -12,6 +12,13 @@
 // per MoE layer the distinct routed experts the step's tokens select, taken as the expectation
 // under uniform routing E * (1 - (1 - k/E)^tokens) (random weights route nearly uniformly).
 // The bound is bytes / --hbm-gbs (default: the read bandwidth gpu_gemv_bench measured on an H200).
+//
+// Expert cache (--expert-cache-mb, or --card-gb: what a card of that size leaves per MoE layer
+// after the --full-layers model's resident weights and --card-reserve-gb, scaled to this model's
+// MoE layers): a second table with the hit rate, MiB streamed per token, stall per token and the
+// PCIe bound (streamed bytes / the pinned H2D bandwidth measured in the same run), over the timed
+// passes (the cache stays warm from the untimed pass); --expert-prefetch, --expert-cpu as
+// GpuModelOptions.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -60,6 +67,7 @@ struct BenchGpuDecodeArgs {
   // Expert cache (gpu_expert_cache.h): a budget in MiB, or one derived from a card size.
   double expert_cache_mb = 0;
   bool expert_prefetch = false;
+  int expert_cpu = 0;
   double card_gb = 0;          // GiB of a smaller card the full-depth model must fit
   double card_reserve_gb = 2;  // of it kept for KV caches, the step workspace and the context
 };
@@ -202,6 +210,7 @@ struct Row {
   std::string phase;
   int batch = 0;
   std::optional<ExpertCacheStats> cache;  // over the timed passes
+  int64_t cpu_experts = 0;                // computed on the host in the timed passes
   int64_t timed_tokens = 0;               // tokens of the timed passes
   double step_ms = 0;                     // this model
   double bytes = 0;                       // this model, per step
@@ -234,6 +243,7 @@ absl::Status RunBenchGpuDecode(const BenchGpuDecodeArgs& a) {
   o.fuse_small_ops = !a.unfused;
   o.expert_cache_bytes = static_cast<int64_t>(a.expert_cache_mb * (1 << 20));
   o.expert_prefetch = a.expert_prefetch;
+  o.expert_cpu = a.expert_cpu;
   if (a.card_gb > 0) {
     // The budget a card of card_gb GiB leaves per MoE layer of the full-depth model after its
     // resident weights, scaled to this model's MoE layers.
@@ -296,6 +306,7 @@ absl::Status RunBenchGpuDecode(const BenchGpuDecodeArgs& a) {
       if (r > 0) secs.push_back(Seconds(t0));
     }
     const std::optional<ExpertCacheStats> prefill_cache = model->expert_cache_stats();
+    const int64_t prefill_cpu = model->expert_cpu_count();
     ASSIGN_OR_RETURN(std::unique_ptr<GpuKvCache> cache, model->NewKvCache(a.prompt));
     const GpuSequenceInput in[1] = {{cache.get(), prompt, LogitsRequest::kLast}};
     gpu::StepProfile prof;
@@ -304,6 +315,7 @@ absl::Status RunBenchGpuDecode(const BenchGpuDecodeArgs& a) {
     row.phase = "prefill";
     row.batch = a.prompt;
     row.cache = prefill_cache;
+    row.cpu_experts = prefill_cpu;
     row.timed_tokens = int64_t{a.reps} * a.prompt;
     row.step_ms = Median(secs) * 1e3;
     row.shares = Shares(c, prof);
@@ -339,6 +351,7 @@ absl::Status RunBenchGpuDecode(const BenchGpuDecodeArgs& a) {
       if (r > 0) secs.push_back(Seconds(t0));
     }
     const std::optional<ExpertCacheStats> decode_cache = model->expert_cache_stats();
+    const int64_t decode_cpu = model->expert_cpu_count();
     for (auto& cache : caches) cache->Truncate(a.context);
     next = first;
     for (int s = 0; s < b; ++s) in[s] = {caches[s].get(), {&next[s], 1}, LogitsRequest::kLast};
@@ -349,6 +362,7 @@ absl::Status RunBenchGpuDecode(const BenchGpuDecodeArgs& a) {
     row.phase = "decode";
     row.batch = b;
     row.cache = decode_cache;
+    row.cpu_experts = decode_cpu;
     row.timed_tokens = int64_t{a.reps} * a.tokens * b;
     row.step_ms = Median(secs) / a.tokens * 1e3;
     row.shares = Shares(c, prof);
@@ -426,7 +440,7 @@ absl::Status RunBenchGpuDecode(const BenchGpuDecodeArgs& a) {
     std::printf(
         "| phase | tokens/step | tok/s | hit rate | MiB streamed/token | stall ms/token | "
         "PCIe bound tok/s (streamed / H2D) | %d-layer tok/s (extrapolated) | %d-layer PCIe "
-        "bound tok/s |\n|---|---|---|---|---|---|---|---|---|\n",
+        "bound tok/s | host experts/token |\n|---|---|---|---|---|---|---|---|---|---|\n",
         a.full_layers, a.full_layers);
     for (const Row& r : rows) {
       if (!r.cache.has_value() || r.timed_tokens == 0) continue;
@@ -435,12 +449,20 @@ absl::Status RunBenchGpuDecode(const BenchGpuDecodeArgs& a) {
       const double bound = per_tok > 0 ? h2d * 1e9 / per_tok : 0;
       // The streamed bytes scale with the MoE layers.
       const double full_bound = bound * nm / std::max(1, full_moe);
-      std::printf("| %s | %d | %.1f | %.1f%% | %.1f | %.3f | %.1f | %.1f | %.1f |\n",
+      std::printf("| %s | %d | %.1f | %.1f%% | %.1f | %.3f | %.1f | %.1f | %.1f | %.2f |\n",
                   r.phase.c_str(), r.batch, r.batch / (r.step_ms * 1e-3), 100.0 * t.hit_rate(),
                   per_tok / 1048576.0, t.stall_s * 1e3 / r.timed_tokens, bound,
-                  r.batch / (r.full_step_ms * 1e-3), full_bound);
+                  r.batch / (r.full_step_ms * 1e-3), full_bound,
+                  double(r.cpu_experts) / r.timed_tokens);
     }
     std::printf("%s\n", st->Summary().c_str());
+    if (a.expert_cpu != 0) {
+      const std::array<double, 3> cost = model->expert_cpu_cost_us();
+      std::printf(
+          "host expert compute (--expert-cpu %d, steps of <= %d tokens): one expert on the host "
+          "%.0f us (1 token) / %.0f us (8 tokens), one copy %.0f us\n",
+          a.expert_cpu, gpu::GpuModelOptions::kMaxCpuExpertTokens, cost[0], cost[1], cost[2]);
+    }
   }
   return absl::OkStatus();
 }
@@ -481,6 +503,11 @@ void RegisterBenchGpuDecodeCommand(CLI::App& app, absl::Status* result) {
   cmd->add_flag("--expert-prefetch", a->expert_prefetch,
                 "Predict the next layer's experts from the current hidden state and copy them "
                 "early");
+  cmd->add_option("--expert-cpu", a->expert_cpu,
+                  "Misses computed on the host CPU instead of copied: 0 off, 1 by the cost "
+                  "model measured at load, 2 all (steps of <= 16 tokens)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 2));
   cmd->add_option("--card-gb", a->card_gb,
                   "Expert cache budget: what a card of this many GiB leaves after the resident "
                   "weights of the --full-layers model, per MoE layer (overrides "

@@ -293,8 +293,31 @@ ExpertCacheStats GpuExpertCache::Stats() const {
   return s;
 }
 
+int64_t GpuExpertCache::cpu_experts() const {
+  int64_t n = 0;
+  for (const Layer& l : layers_) n += l.cpu_experts;
+  return n;
+}
+
+double GpuExpertCache::MeasureCopyUs() {
+  Layer& l = layers_[0];
+  const Copy c{0, 0};
+  std::vector<float> ms;
+  CudaEvent a, b;
+  for (int r = 0; r < 4; ++r) {
+    cudaEventRecord(a.get(), copy_stream_->get());
+    if (!IssueCopies(l, std::span<const Copy>(&c, 1)).ok()) return 0;
+    cudaEventRecord(b.get(), copy_stream_->get());
+    cudaEventSynchronize(b.get());
+    if (r > 0) ms.push_back(b.MillisSince(a));
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2] * 1e3;
+}
+
 void GpuExpertCache::ResetStats() {
   for (Layer& l : layers_) {
+    l.cpu_experts = 0;
     const int layer = l.stats.layer;
     l.stats = LayerCacheStats();
     l.stats.layer = layer;

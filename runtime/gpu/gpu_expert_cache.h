@@ -98,6 +98,15 @@ class GpuExpertCache {
   // See the header comment. Call between layers (not inside Begin .. the last EndRound).
   absl::Status Prefetch(int li, std::span<const int32_t> experts);
 
+  bool Resident(int li, int32_t e) const { return layers_[li].slot_of[e] >= 0; }
+  // Experts of layer li that the model computed elsewhere (the host CPU) instead of planning
+  // them here: counted only.
+  void CountCpu(int li, int64_t n) { layers_[li].cpu_experts += n; }
+  int64_t cpu_experts() const;  // since ResetStats, all layers
+  // Microseconds to copy one expert of the first layer into a slot (median of 3; before use:
+  // it writes slot 0 of that layer).
+  double MeasureCopyUs();
+
   // After the step's stream synchronization: adds the stalls of the step's waits.
   void FinishStep();
   // Forgets every resident expert (after a step failed midway: planned copies may not have run).
@@ -119,6 +128,7 @@ class GpuExpertCache {
     std::vector<int32_t> slot_of;  // per expert: its slot or -1
     int64_t clock = 0;
     bool pending_prefetch = false;  // prefetch copies queued that compute has not waited for
+    int64_t cpu_experts = 0;
     LayerCacheStats stats;
   };
   struct Copy {

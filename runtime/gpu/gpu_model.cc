@@ -3,8 +3,10 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <set>
 #include <tuple>
@@ -28,7 +30,9 @@
 #include "runtime/gpu/rope_table.h"
 #include "runtime/gpu/sampling.h"
 #include "runtime/gpu/step_workspace.h"
+#include "runtime/model/ffn.h"
 #include "runtime/model/weights.h"
+#include "runtime/model/workspace.h"
 
 namespace tritmoe::gpu {
 namespace {
@@ -80,6 +84,14 @@ absl::Status GpuModelOptions::Validate() const {
   if (expert_cache_bytes < 0) {
     return absl::InvalidArgumentError("expert_cache_bytes (--expert-cache-mb) must be >= 0");
   }
+  if (expert_cpu < 0 || expert_cpu > 2) {
+    return absl::InvalidArgumentError("expert_cpu must be 0 (off), 1 (cost model) or 2 (all)");
+  }
+  if (expert_cpu != 0 && expert_cache_bytes == 0) {
+    return absl::InvalidArgumentError(
+        "computing missed experts on the CPU (--expert-cpu) needs an expert cache budget "
+        "(--expert-cache-mb)");
+  }
   if (expert_prefetch && expert_cache_bytes == 0) {
     return absl::InvalidArgumentError(
         "expert prefetch (--expert-prefetch) needs an expert cache budget (--expert-cache-mb)");
@@ -94,6 +106,9 @@ class GpuModel::Impl {
                        std::vector<int32_t>* next, StepProfile* profile);
   absl::StatusOr<std::unique_ptr<GpuKvCache>> NewKvCache(int64_t capacity) const;
   GpuExpertCache* cache() const { return cache_.get(); }
+  std::array<double, 3> cpu_cost() const {
+    return {cpu_expert_us_[0], cpu_expert_us_[1], copy_expert_us_};
+  }
 
   GpuModelOptions options_;
   std::unique_ptr<gguf::GgufModel> gguf_;
@@ -129,6 +144,15 @@ class GpuModel::Impl {
   PinnedBuffer route_host_;                // expert offsets (and predictions) of a layer
   DeviceBuffer pred_buf_;                  // predicted experts and weights [T * k] each
   std::unique_ptr<CudaEvent> routed_;      // a layer's routing has reached the host
+  // CPU compute of misses (options_.expert_cpu): the file's expert bytes, a pool, the layer's
+  // input rows and pair tokens from the GPU, the outputs to upload, and the cost model.
+  std::unique_ptr<Weights> cpu_weights_;
+  std::unique_ptr<ThreadPool> cpu_pool_;
+  Workspace cpu_ws_;
+  PinnedBuffer cpu_in_, cpu_out_;
+  double cpu_expert_us_[2] = {0, 0};  // one expert on the host for 1 and 8 tokens
+  double copy_expert_us_ = 0;         // one expert's copy to a slot
+  absl::Status MeasureCpuCost();
   StepDims dims_;
   DeviceBuffer rope_cos_, rope_sin_;
   std::unique_ptr<CudaStream> stream_;  // created once the device is known
@@ -198,6 +222,12 @@ absl::Status GpuModel::Impl::Load(const std::string& path, const GpuModelOptions
     co.budget_bytes = options.expert_cache_bytes;
     co.prefetch = options.expert_prefetch;
     ASSIGN_OR_RETURN(cache_, GpuExpertCache::Create(std::move(src), slots, co));
+    if (options.expert_cpu != 0) {
+      cpu_weights_ = std::make_unique<Weights>(std::move(w));
+      cpu_pool_ = std::make_unique<ThreadPool>(options.threads > 0 ? options.threads
+                                                                   : DefaultThreadCount());
+      RETURN_IF_ERROR(MeasureCpuCost());
+    }
   }
 
   int64_t gate_up = 0;
@@ -793,19 +823,80 @@ absl::Status GpuModel::Impl::CachedExperts(
                                          cudaMemcpyDeviceToHost, st),
                          "prediction download"));
   }
+  const bool cpu = options_.expert_cpu != 0 && T <= GpuModelOptions::kMaxCpuExpertTokens;
+  const int64_t D = c.n_embd, P = int64_t{T} * k;
+  if (cpu) {
+    const size_t in_bytes = sizeof(float) * T * D + sizeof(int32_t) * P;
+    if (cpu_in_.bytes() < in_bytes) cpu_in_ = PinnedBuffer(in_bytes);
+    if (cpu_out_.bytes() < sizeof(float) * P * D) cpu_out_ = PinnedBuffer(sizeof(float) * P * D);
+    RETURN_IF_ERROR(Cuda(
+        cudaMemcpyAsync(cpu_in_.get(), ws_.h, sizeof(float) * T * D, cudaMemcpyDeviceToHost, st),
+        "input download"));
+    RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(cpu_in_.get() + sizeof(float) * T * D, ws_.pair_token,
+                                         sizeof(int32_t) * P, cudaMemcpyDeviceToHost, st),
+                         "pair download"));
+  }
   RETURN_IF_ERROR(Cuda(cudaEventRecord(routed_->get(), st), "record routing"));
   // The shared expert runs while the host plans and the misses copy.
   if (shared_expert) RETURN_IF_ERROR(shared_expert());
   RETURN_IF_ERROR(Cuda(cudaEventSynchronize(routed_->get()), "routing wait"));
-  std::vector<int32_t> experts;
+  std::vector<int32_t> experts, on_cpu;
   for (int e = 0; e < E; ++e) {
     if (host[e + 1] > host[e]) experts.push_back(e);
+  }
+  if (cpu) {
+    // Which misses the host computes: all (mode 2), or, cheapest first, as long as the host
+    // finishes before the copies still left to the copy engine (mode 1).
+    std::vector<int32_t> misses;
+    for (int32_t e : experts) {
+      if (!cache_->Resident(li, e)) misses.push_back(e);
+    }
+    std::stable_sort(misses.begin(), misses.end(), [&](int32_t a, int32_t b) {
+      return host[a + 1] - host[a] < host[b + 1] - host[b];
+    });
+    double copy_left = copy_expert_us_ * misses.size(), cpu_us = 0;
+    for (int32_t e : misses) {
+      const int n = host[e + 1] - host[e];
+      const double t =
+          cpu_expert_us_[0] + (cpu_expert_us_[1] - cpu_expert_us_[0]) * (std::min(n, 8) - 1) / 7;
+      if (options_.expert_cpu == 1 && cpu_us + t > copy_left - copy_expert_us_) break;
+      cpu_us += t;
+      copy_left -= copy_expert_us_;
+      on_cpu.push_back(e);
+    }
+    std::sort(on_cpu.begin(), on_cpu.end());
+    std::vector<int32_t> rest;
+    std::set_difference(experts.begin(), experts.end(), on_cpu.begin(), on_cpu.end(),
+                        std::back_inserter(rest));
+    experts.swap(rest);
+    cache_->CountCpu(li, static_cast<int64_t>(on_cpu.size()));
   }
   ASSIGN_OR_RETURN(const int rounds, cache_->Begin(li, experts, T));
   for (int r = 0; r < rounds; ++r) {
     ASSIGN_OR_RETURN(const GpuExpertSlots slots, cache_->EnqueueRound(r, st));
     RETURN_IF_ERROR(routed(&slots));
     RETURN_IF_ERROR(cache_->EndRound(r, st));
+  }
+  if (!on_cpu.empty()) {
+    // The GPU runs the rounds meanwhile; each host expert's rows then go to its pairs' rows of
+    // y_down (the GEMVs skipped them), before the combine.
+    const float* h = reinterpret_cast<const float*>(cpu_in_.get());
+    const int32_t* pair_token =
+        reinterpret_cast<const int32_t*>(cpu_in_.get() + sizeof(float) * T * D);
+    float* y = reinterpret_cast<float*>(cpu_out_.get());
+    const LayerWeights& lw = cpu_weights_->layer(il);
+    for (int32_t e : on_cpu) {
+      const int p0 = host[e], n = host[e + 1] - host[e];
+      float* x = cpu_ws_.Get(Buf::kIn, int64_t{n} * D);
+      for (int i = 0; i < n; ++i) {
+        std::memcpy(x + int64_t{i} * D, h + int64_t{pair_token[p0 + i]} * D, sizeof(float) * D);
+      }
+      SwiGluFfn(lw.Expert(e), x, n, y + int64_t{p0} * D, *cpu_pool_, ActPrecision::kQuantized,
+                cpu_ws_);
+      RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(ws_.y_down + int64_t{p0} * D, y + int64_t{p0} * D,
+                                           sizeof(float) * n * D, cudaMemcpyHostToDevice, st),
+                           "host expert upload"));
+    }
   }
   if (predict) {
     // Most wanted first: by the number of tokens that picked each expert.
@@ -822,6 +913,30 @@ absl::Status GpuModel::Impl::CachedExperts(
                      [&](int32_t a, int32_t b) { return count[a] > count[b]; });
     RETURN_IF_ERROR(cache_->Prefetch(cache_->IndexOf(next), order));
   }
+  return absl::OkStatus();
+}
+
+absl::Status GpuModel::Impl::MeasureCpuCost() {
+  const ModelConfig& c = config_;
+  int il = 0;
+  while (il < c.n_layer && !c.IsMoeLayer(il)) ++il;
+  if (il == c.n_layer) return absl::OkStatus();
+  const FfnWeights fw = cpu_weights_->layer(il).Expert(0);
+  std::vector<float> x(8 * fw.gate.cols, 0.01f), y(8 * fw.down.rows);
+  for (int i = 0; i < 2; ++i) {
+    const int n = i == 0 ? 1 : 8;
+    std::vector<double> us;
+    for (int r = 0; r < 6; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      SwiGluFfn(fw, x.data(), n, y.data(), *cpu_pool_, ActPrecision::kQuantized, cpu_ws_);
+      const double t =
+          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+      if (r > 0) us.push_back(t);
+    }
+    std::sort(us.begin(), us.end());
+    cpu_expert_us_[i] = us[us.size() / 2];
+  }
+  copy_expert_us_ = cache_->MeasureCopyUs();
   return absl::OkStatus();
 }
 
@@ -1058,6 +1173,12 @@ GpuWeightBytes GpuModel::weight_bytes() const { return impl_->weight_bytes_; }
 std::optional<ExpertCacheStats> GpuModel::expert_cache_stats() const {
   if (impl_->cache() == nullptr) return std::nullopt;
   return impl_->cache()->Stats();
+}
+
+std::array<double, 3> GpuModel::expert_cpu_cost_us() const { return impl_->cpu_cost(); }
+
+int64_t GpuModel::expert_cpu_count() const {
+  return impl_->cache() == nullptr ? 0 : impl_->cache()->cpu_experts();
 }
 
 void GpuModel::ResetExpertCacheStats() {

@@ -18,6 +18,7 @@
 // gpu_model_stub.cc, whose Load returns Unimplemented.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -56,6 +57,13 @@ struct GpuModelOptions {
   // With a cache: the next MoE layer's router applied to the current layer's input predicts its
   // experts, copied ahead of use.
   bool expert_prefetch = false;
+  // With a cache: misses computed on the host CPU (SwiGLU over the file's expert bytes, Q8_K
+  // activations: the same integers as the GPU's, float sums in another order, ~1e-7 relative)
+  // instead of copied, in steps of at most kMaxCpuExpertTokens tokens. 0 off; 1 where a cost model
+  // measured at load says the CPU finishes before the copies it saves (Fiddler's split); 2 every
+  // miss (tests).
+  int expert_cpu = 0;
+  static constexpr int kMaxCpuExpertTokens = 16;
 
   absl::Status Validate() const;
 };
@@ -120,6 +128,10 @@ class GpuModel {
   // The expert cache's statistics (cache_stats.h), or nullopt when every expert is resident.
   std::optional<ExpertCacheStats> expert_cache_stats() const;
   void ResetExpertCacheStats();
+  // expert_cpu: the experts computed on the host since ResetExpertCacheStats (not in the cache's
+  // requests), and the cost model: one expert on the host for 1 and 8 tokens, one copy (us).
+  int64_t expert_cpu_count() const;
+  std::array<double, 3> expert_cpu_cost_us() const;
 
   // A device KV cache of options.kv_type for up to `capacity` tokens (0: max_context()).
   absl::StatusOr<std::unique_ptr<GpuKvCache>> NewKvCache(int64_t capacity = 0) const;
