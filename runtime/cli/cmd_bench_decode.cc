@@ -58,11 +58,11 @@ struct BenchDecodeArgs {
   ExpertCacheFlags expert_cache;
 };
 
-// The expert cache's totals (CPU source or GPU cache), nullopt without one.
-std::optional<LayerCacheStats> CacheTotal(const ExpertCacheSetup& setup, const Engine& engine) {
-  if (setup.source) return setup.source->Stats().Total();
-  if (std::optional<ExpertCacheStats> s = engine.DeviceExpertCacheStats()) return s->Total();
-  return std::nullopt;
+// The expert cache's totals over every rank (CPU caches or the GPU cache), nullopt without one.
+absl::StatusOr<std::optional<LayerCacheStats>> CacheTotal(Engine& engine) {
+  ASSIGN_OR_RETURN(std::optional<ExpertCacheStats> s, engine.CollectExpertCacheStats());
+  if (!s.has_value()) return std::optional<LayerCacheStats>();
+  return std::optional<LayerCacheStats>(s->Total());
 }
 
 // One phase's cache figures: the difference of two totals.
@@ -157,8 +157,7 @@ absl::StatusOr<double> TimeDecode(Engine& engine, int batch, int context, int st
   return seconds;
 }
 
-absl::Status BenchDecode(const BenchDecodeArgs& a, const std::vector<int>& batches, Engine& engine,
-                         const ExpertCacheSetup& cache);
+absl::Status BenchDecode(const BenchDecodeArgs& a, const std::vector<int>& batches, Engine& engine);
 
 absl::Status RunBenchDecode(const BenchDecodeArgs& a) {
   if (a.prompt < 1 || a.context < 1 || a.tokens < 1 || a.reps < 1) {
@@ -188,12 +187,12 @@ absl::Status RunBenchDecode(const BenchDecodeArgs& a) {
   EngineJobOptions job;
   job.comm = a.comm;
   return RunEngineJob(job, options, [&](Engine& engine) -> absl::Status {
-    return BenchDecode(a, batches, engine, cache);
+    return BenchDecode(a, batches, engine);
   });
 }
 
-absl::Status BenchDecode(const BenchDecodeArgs& a, const std::vector<int>& batches, Engine& engine,
-                         const ExpertCacheSetup& cache) {
+absl::Status BenchDecode(const BenchDecodeArgs& a, const std::vector<int>& batches,
+                         Engine& engine) {
   const ModelConfig& c = engine.config();
   ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufModel> file, gguf::GgufModel::Open(a.model));
   const WeightBytes wb = CountWeightBytes(*file, c);
@@ -210,14 +209,15 @@ absl::Status BenchDecode(const BenchDecodeArgs& a, const std::vector<int>& batch
   uint64_t next_id = 1;
 
   std::string cache_rows;
-  std::optional<LayerCacheStats> cache_before = CacheTotal(cache, engine);
+  ASSIGN_OR_RETURN(std::optional<LayerCacheStats> cache_before, CacheTotal(engine));
   std::vector<double> prefill_s;
   for (int r = 0; r < a.reps; ++r) {
     ASSIGN_OR_RETURN(double s, TimePrefill(engine, a.prompt, next_id++));
     prefill_s.push_back(s);
   }
   const double pf = Median(prefill_s);
-  if (std::optional<LayerCacheStats> now = CacheTotal(cache, engine); now.has_value()) {
+  ASSIGN_OR_RETURN(std::optional<LayerCacheStats> after_prefill, CacheTotal(engine));
+  if (std::optional<LayerCacheStats> now = after_prefill; now.has_value()) {
     cache_rows += CacheRow(absl::StrCat("prefill ", a.prompt), *cache_before, *now);
     cache_before = now;
   }
@@ -248,7 +248,8 @@ absl::Status BenchDecode(const BenchDecodeArgs& a, const std::vector<int>& batch
     std::printf("| decode | %d | %d | %.1f | %.1f | %.2f |\n", b, a.tokens, b / step_s, bytes / 1e6,
                 bytes / step_s / 1e9);
     phase_rows += PhaseTableRows(absl::StrCat(b), phases);
-    if (std::optional<LayerCacheStats> now = CacheTotal(cache, engine); now.has_value()) {
+    ASSIGN_OR_RETURN(std::optional<LayerCacheStats> after_decode, CacheTotal(engine));
+    if (std::optional<LayerCacheStats> now = after_decode; now.has_value()) {
       cache_rows += CacheRow(absl::StrCat("decode ", b), *cache_before, *now);
       cache_before = now;
     }
@@ -262,11 +263,12 @@ absl::Status BenchDecode(const BenchDecodeArgs& a, const std::vector<int>& batch
       "slower ranks):\n%s%s",
       PhaseTableHeader("batch").c_str(), phase_rows.c_str());
   if (!cache_rows.empty()) {
+    ASSIGN_OR_RETURN(const std::string summary, ExpertCacheSummary(engine));
     std::printf(
         "\nexpert cache per phase (every step of the phase, decode's context prefill included):\n"
         "| phase | hit rate | tokens | MiB streamed/token | stall ms/token |\n"
         "|---|---|---|---|---|\n%s%s\n",
-        cache_rows.c_str(), ExpertCacheSummary(cache, engine).c_str());
+        cache_rows.c_str(), summary.c_str());
   }
   ASSIGN_OR_RETURN(std::string load, LoadImbalanceReport(engine));
   if (!load.empty()) std::printf("\n%s", load.c_str());

@@ -131,9 +131,8 @@ absl::Status RunGenerate(const GenerateArgs& a) {
     if (!a.routing_stats_out.empty()) {
       RETURN_IF_ERROR(SaveEngineRoutingStats(engine, a.routing_stats_out));
     }
-    if (const std::string s = ExpertCacheSummary(cache, engine); !s.empty()) {
-      std::fprintf(stderr, "%s\n", s.c_str());
-    }
+    ASSIGN_OR_RETURN(const std::string summary, ExpertCacheSummary(engine));
+    if (!summary.empty()) std::fprintf(stderr, "%s\n", summary.c_str());
     return absl::OkStatus();
   });
 }

@@ -5,9 +5,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "runtime/engine/engine.h"
 #include "runtime/store/expert_cache_setup.h"
 
@@ -28,16 +30,22 @@ inline absl::StatusOr<ExpertCacheSetup> ApplyExpertCacheFlags(const ExpertCacheF
   absl::StatusOr<ExpertCacheSetup> setup = SetUpExpertCache(options->model_path, flags);
   if (!setup.ok()) return setup.status();
   options->model.expert_source = setup->source.get();
+  if (setup->source) {
+    options->expert_cache_stats = [source = setup->source.get()] { return source->Stats(); };
+  }
   return setup;
 }
 
-// The end-of-run line of whichever cache ran ("" when none did).
-inline std::string ExpertCacheSummary(const ExpertCacheSetup& setup, const Engine& engine) {
-  if (setup.source) return setup.source->Stats().Summary();
-  if (std::optional<ExpertCacheStats> s = engine.DeviceExpertCacheStats(); s.has_value()) {
-    return "GPU " + s->Summary();
-  }
-  return "";
+// The end-of-run line of whichever cache ran, summed over the ranks ("" when none did). Driver
+// only, collective (Engine::CollectExpertCacheStats).
+inline absl::StatusOr<std::string> ExpertCacheSummary(Engine& engine) {
+  absl::StatusOr<std::optional<ExpertCacheStats>> s = engine.CollectExpertCacheStats();
+  if (!s.ok()) return s.status();
+  if (!s->has_value()) return std::string();
+  const bool gpu = engine.ranks()[0].device.rfind("cuda", 0) == 0;
+  std::string line = (gpu ? "GPU " : "") + (*s)->Summary();
+  if (engine.num_ranks() > 1) line += absl::StrCat(" (summed over ", engine.num_ranks(), " ranks)");
+  return line;
 }
 
 }  // namespace tritmoe

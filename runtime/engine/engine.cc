@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <optional>
+#include <span>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -40,8 +41,68 @@ absl::Status MarkAgreed(absl::Status s) {
 constexpr int64_t kControlBytes = 4096;
 constexpr int64_t kHeaderBytes = 2 * sizeof(int64_t);
 constexpr int64_t kInlineBytes = kControlBytes - kHeaderBytes;
-// kRoutingStats: every rank adds its routing counts into one all-reduce (CollectRoutingStats).
-enum class Control : int64_t { kStep = 1, kShutdown = 2, kRoutingStats = 3 };
+// kRoutingStats / kExpertCacheStats: every rank adds its routing counts / expert cache statistics
+// into one all-reduce (CollectRoutingStats / CollectExpertCacheStats).
+enum class Control : int64_t { kStep = 1, kShutdown = 2, kRoutingStats = 3, kExpertCacheStats = 4 };
+
+// The expert cache statistics as one fixed-size int64 vector to sum over the ranks: a header, then
+// per MoE layer its counters (stall in nanoseconds, so that one all-reduce carries everything).
+constexpr int kCacheHeader = 6;  // has a cache, budget, slots/layer, capacity, resident, prefetch
+constexpr int kCachePerLayer = 9;
+
+std::vector<int64_t> EncodeCacheStats(const std::optional<ExpertCacheStats>& stats, int n_dense,
+                                      int n_moe) {
+  std::vector<int64_t> v(kCacheHeader + static_cast<size_t>(kCachePerLayer) * n_moe, 0);
+  if (!stats.has_value()) return v;
+  v[0] = 1;
+  v[1] = stats->budget_bytes;
+  v[2] = stats->slots_per_layer;
+  v[3] = stats->capacity_bytes;
+  v[4] = stats->resident_bytes;
+  v[5] = stats->prefetch ? 1 : 0;
+  for (const LayerCacheStats& l : stats->layers) {
+    const int i = l.layer - n_dense;
+    if (i < 0 || i >= n_moe) continue;  // not a MoE layer: nothing a cache could hold
+    int64_t* o = &v[kCacheHeader + static_cast<size_t>(kCachePerLayer) * i];
+    o[0] += l.tokens;
+    o[1] += l.hits;
+    o[2] += l.misses;
+    o[3] += l.prefetched;
+    o[4] += l.prefetch_used;
+    o[5] += l.prefetch_errors;
+    o[6] += l.evictions;
+    o[7] += l.bytes_read;
+    o[8] += static_cast<int64_t>(l.stall_s * 1e9);
+  }
+  return v;
+}
+
+std::optional<ExpertCacheStats> DecodeCacheStats(const std::vector<int64_t>& v, int n_dense,
+                                                 int n_moe) {
+  if (v[0] == 0) return std::nullopt;
+  ExpertCacheStats s;
+  s.budget_bytes = v[1];
+  s.slots_per_layer = v[2];
+  s.capacity_bytes = v[3];
+  s.resident_bytes = v[4];
+  s.prefetch = v[5] > 0;
+  for (int i = 0; i < n_moe; ++i) {
+    const int64_t* o = &v[kCacheHeader + static_cast<size_t>(kCachePerLayer) * i];
+    LayerCacheStats l;
+    l.layer = n_dense + i;
+    l.tokens = o[0];
+    l.hits = o[1];
+    l.misses = o[2];
+    l.prefetched = o[3];
+    l.prefetch_used = o[4];
+    l.prefetch_errors = o[5];
+    l.evictions = o[6];
+    l.bytes_read = o[7];
+    l.stall_s = static_cast<double>(o[8]) * 1e-9;
+    s.layers.push_back(l);
+  }
+  return s;
+}
 
 // What every rank contributes at start-up (all-gathered, fixed size). Strings are NUL-terminated
 // and truncated to fit.
@@ -118,13 +179,11 @@ class EngineImpl final : public Engine {
     return me.replicated_bytes + me.expert_bytes;
   }
   const std::vector<EngineRankInfo>& ranks() const override { return ranks_; }
-  std::optional<ExpertCacheStats> DeviceExpertCacheStats() const override {
-    return model_->expert_cache_stats();
-  }
   int threads() const override { return threads_; }
 
   absl::StatusOr<EngineStepResult> Step(const EngineStep& step) override;
   absl::StatusOr<RoutingStats> CollectRoutingStats() override;
+  absl::StatusOr<std::optional<ExpertCacheStats>> CollectExpertCacheStats() override;
   std::vector<ExpertPlacement> expert_placements() const override {
     return exchange_ != nullptr ? exchange_->placements() : std::vector<ExpertPlacement>{};
   }
@@ -150,6 +209,8 @@ class EngineImpl final : public Engine {
   absl::Status Execute(const StepMessage& m, RankResult* result);
   // This rank's part of CollectRoutingStats: its counts summed with every other rank's.
   absl::StatusOr<RoutingStats> SumRoutingStats();
+  // This rank's part of CollectExpertCacheStats.
+  absl::StatusOr<std::optional<ExpertCacheStats>> SumExpertCacheStats();
   absl::Status SendControl(Control kind, const std::vector<uint8_t>& payload);
   absl::Status ReceiveControl(Control* kind, std::vector<uint8_t>* payload);
   absl::StatusOr<std::vector<std::vector<uint8_t>>> GatherToDriver(
@@ -515,6 +576,21 @@ absl::StatusOr<RoutingStats> EngineImpl::SumRoutingStats() {
   return stats;
 }
 
+absl::StatusOr<std::optional<ExpertCacheStats>> EngineImpl::SumExpertCacheStats() {
+  // The CPU cache under the model, else the GPU backend's (a --device cuda job has no CPU one).
+  std::optional<ExpertCacheStats> mine;
+  if (options_.expert_cache_stats) {
+    mine = options_.expert_cache_stats();
+  } else {
+    mine = model_->expert_cache_stats();
+  }
+  const ModelConfig& c = model_->config();
+  const int n_moe = std::max(0, c.n_layer - c.n_dense_lead);
+  std::vector<int64_t> v = EncodeCacheStats(mine, c.n_dense_lead, n_moe);
+  RETURN_IF_ERROR(comm_->AllReduce(std::span<int64_t>(v), ReduceOp::kSum));
+  return DecodeCacheStats(v, c.n_dense_lead, n_moe);
+}
+
 absl::Status EngineImpl::SendControl(Control kind, const std::vector<uint8_t>& payload) {
   const int64_t size = static_cast<int64_t>(payload.size());
   control_.assign(kControlBytes, 0);
@@ -537,7 +613,8 @@ absl::Status EngineImpl::ReceiveControl(Control* kind, std::vector<uint8_t>* pay
   std::memcpy(header, control_.data(), kHeaderBytes);
   if (header[0] != static_cast<int64_t>(Control::kStep) &&
       header[0] != static_cast<int64_t>(Control::kShutdown) &&
-      header[0] != static_cast<int64_t>(Control::kRoutingStats)) {
+      header[0] != static_cast<int64_t>(Control::kRoutingStats) &&
+      header[0] != static_cast<int64_t>(Control::kExpertCacheStats)) {
     return absl::DataLossError(absl::StrCat("engine control message of unknown kind ", header[0]));
   }
   const int64_t size = header[1];
@@ -650,6 +727,21 @@ absl::StatusOr<RoutingStats> EngineImpl::CollectRoutingStats() {
   return stats;
 }
 
+absl::StatusOr<std::optional<ExpertCacheStats>> EngineImpl::CollectExpertCacheStats() {
+  if (!is_driver()) {
+    return absl::FailedPreconditionError("Engine::CollectExpertCacheStats is for rank 0 only");
+  }
+  if (shut_down_) return absl::FailedPreconditionError("the engine is shut down");
+  if (!broken_.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the engine failed earlier: ", broken_.message()));
+  }
+  if (absl::Status s = SendControl(Control::kExpertCacheStats, {}); !s.ok()) return Fail(s);
+  absl::StatusOr<std::optional<ExpertCacheStats>> stats = SumExpertCacheStats();
+  if (!stats.ok()) return Fail(stats.status());
+  return stats;
+}
+
 absl::Status EngineImpl::Shutdown() {
   if (!is_driver()) return absl::FailedPreconditionError("Engine::Shutdown is for rank 0 only");
   if (shut_down_) return absl::OkStatus();
@@ -674,6 +766,10 @@ absl::Status EngineImpl::RunWorker() {
     }
     if (kind == Control::kRoutingStats) {
       RETURN_IF_ERROR(SumRoutingStats().status());
+      continue;
+    }
+    if (kind == Control::kExpertCacheStats) {
+      RETURN_IF_ERROR(SumExpertCacheStats().status());
       continue;
     }
     ASSIGN_OR_RETURN(StepMessage m, DecodeStepMessage(payload));

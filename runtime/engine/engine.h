@@ -36,10 +36,12 @@
 //   * Self-measurement: every step result carries each rank's wall time split by phase
 //     (StepPhaseTimes, gathered with the results at no extra collective), and
 //     CollectRoutingStats sums the tokens routed to each (MoE layer, expert) over all ranks since
-//     start -- the input of placement "balanced:<file>" (RoutingStats::Save writes that file).
+//     start -- the input of placement "balanced:<file>" (RoutingStats::Save writes that file);
+//     CollectExpertCacheStats sums the expert caches' statistics over all ranks the same way.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -76,6 +78,11 @@ struct EngineOptions {
   // host memory (runtime/gpu/gpu_expert_cache.h; 0: all resident), and its next-layer prefetch.
   int64_t gpu_expert_cache_bytes = 0;
   bool gpu_expert_prefetch = false;
+  // --device cpu with a CPU expert cache under model.expert_source (a CachedExpertSource): a
+  // snapshot of its statistics, cumulative since start, for CollectExpertCacheStats. The engine
+  // cannot ask the ExpertSource interface for them; ApplyExpertCacheFlags
+  // (runtime/cli/engine_expert_cache.h) sets both. Empty: this rank has no CPU cache.
+  std::function<ExpertCacheStats()> expert_cache_stats;
 
   absl::Status Validate() const;
 };
@@ -182,9 +189,21 @@ class Engine {
   // The expert placement in use, one per MoE layer (empty for a model without MoE layers); with
   // CollectRoutingStats, input to LayerLoadImbalance (runtime/engine/expert_load.h).
   virtual std::vector<ExpertPlacement> expert_placements() const { return {}; }
-  // Driver only: the GPU expert cache's statistics (EngineOptions::gpu_expert_cache_bytes; one
-  // rank), nullopt without one.
-  virtual std::optional<ExpertCacheStats> DeviceExpertCacheStats() const { return std::nullopt; }
+  // Driver only, collective like CollectRoutingStats (between steps): the expert caches'
+  // statistics since the engine started, summed over the ranks per MoE layer -- each rank's CPU
+  // cache (EngineOptions::expert_cache_stats) or the GPU cache of the one --device cuda rank
+  // (EngineOptions::gpu_expert_cache_bytes). nullopt when no rank has a cache.
+  // What the sums mean: a rank caches only its own experts, so a layer's hits + misses count the
+  // distinct (step, expert) pairs the job's steps asked for in that layer (what one process asks);
+  // a layer's tokens are each rank's own tokens through it, summed: the job's tokens, so
+  // bytes_per_token() = bytes read by every rank / tokens of the steps' batches. budget,
+  // slots_per_layer, capacity and resident bytes are summed too (the job's slots per layer, to
+  // set against n_expert); prefetch: any rank's. stall_s is the ranks' stall time added up.
+  // layers[i].layer = config().n_dense_lead + i, every MoE layer present.
+  // Cost: one all-reduce of 6 + 9 x n_moe_layers int64 (stall in nanoseconds).
+  virtual absl::StatusOr<std::optional<ExpertCacheStats>> CollectExpertCacheStats() {
+    return std::optional<ExpertCacheStats>();
+  }
 
   // Driver only: ends every worker's RunWorker with OK. Idempotent.
   virtual absl::Status Shutdown() = 0;

@@ -297,8 +297,9 @@ void Scheduler::PublishStats() {
   kv_usage_published_ = std::move(usage);
 }
 
-absl::Status Scheduler::MaybeCollectRoutingStats() {
-  if (!routing_stats_enabled_ || options_.routing_stats_interval == absl::ZeroDuration()) {
+absl::Status Scheduler::MaybeCollectStats() {
+  if ((!routing_stats_enabled_ && !cache_stats_enabled_) ||
+      options_.routing_stats_interval == absl::ZeroDuration()) {
     return absl::OkStatus();
   }
   const auto now = ServeClock::now();
@@ -309,6 +310,41 @@ absl::Status Scheduler::MaybeCollectRoutingStats() {
   }
   steps_at_last_routing_ = steps;
   last_routing_time_ = now;
+  if (routing_stats_enabled_) RETURN_IF_ERROR(CollectRoutingStats());
+  if (cache_stats_enabled_) RETURN_IF_ERROR(CollectExpertCacheStats());
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::CollectExpertCacheStats() {
+  absl::StatusOr<std::optional<ExpertCacheStats>> stats = engine_->CollectExpertCacheStats();
+  if (!stats.ok()) {
+    if (stats.status().code() == absl::StatusCode::kUnimplemented) {
+      cache_stats_enabled_ = false;
+      return absl::OkStatus();
+    }
+    return stats.status();
+  }
+  // Whether a rank has a cache is fixed at start: without one now, never.
+  if (!stats->has_value()) {
+    cache_stats_enabled_ = false;
+    return absl::OkStatus();
+  }
+  if (metrics_ != nullptr) metrics_->OnExpertCacheStats(**stats);
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::StatsFailed(absl::Status s) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    fatal_ = s;
+  }
+  FailAll(absl::UnavailableError(
+      absl::StrCat("the engine failed collecting statistics: ", s.message())));
+  PublishStats();
+  return s;
+}
+
+absl::Status Scheduler::CollectRoutingStats() {
   absl::StatusOr<RoutingStats> stats = engine_->CollectRoutingStats();
   if (!stats.ok()) {
     const absl::StatusCode code = stats.status().code();
@@ -418,6 +454,7 @@ absl::Status Scheduler::Run() {
     PublishStats();
 
     if (step.items.empty() && step.release.empty()) {
+      if (absl::Status s = MaybeCollectStats(); !s.ok()) return StatsFailed(s);
       wake_->WaitFor(options_.idle_wait);
       continue;
     }
@@ -477,16 +514,7 @@ absl::Status Scheduler::Run() {
       Emit(owners[i], token, t1);
     }
     std::erase_if(running_, [](const auto& s) { return s->done; });
-    if (absl::Status s = MaybeCollectRoutingStats(); !s.ok()) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        fatal_ = s;
-      }
-      FailAll(absl::UnavailableError(
-          absl::StrCat("the engine failed collecting routing statistics: ", s.message())));
-      PublishStats();
-      return s;
-    }
+    if (absl::Status s = MaybeCollectStats(); !s.ok()) return StatsFailed(s);
   }
   PublishStats();
   return absl::OkStatus();

@@ -16,8 +16,10 @@
 // next step.
 //
 // Between steps, about once per routing_stats_interval, the loop collects the Engine's routing
-// statistics (a collective, so only here, never from a front-end thread) and publishes each MoE
-// layer's expert-load imbalance over the window since the last collection.
+// statistics and its expert caches' statistics (collectives, so only here, never from a front-end
+// thread) and publishes each MoE layer's expert-load imbalance over the window since the last
+// collection and the expert cache series. It also collects while idle once the interval has
+// passed since steps ran, so that the end of a burst is published without waiting for the next.
 //
 // Threads: Run() is the scheduler loop and must run on the thread that may call the engine
 // (with MPI, the thread that initialized it). Submit, Abort, Stop and stats() may be called from
@@ -59,8 +61,8 @@ struct SchedulerOptions {
   // prompt + max_tokens on its rank); 0: no limit beyond the sequences a rank can get
   // (ceil(max_num_seqs / ranks)) of the engine's max context each.
   int64_t kv_cache_tokens_per_rank = 0;
-  // How often the loop collects routing statistics for tritmoe_expert_load_imbalance (only after
-  // steps ran); zero: never.
+  // How often the loop collects routing statistics for tritmoe_expert_load_imbalance and the
+  // expert caches' statistics for tritmoe_expert_cache_* (only after steps ran); zero: never.
   absl::Duration routing_stats_interval = absl::Seconds(1);
   // How long an idle scheduler sleeps before rechecking deadlines.
   absl::Duration idle_wait = absl::Milliseconds(50);
@@ -152,9 +154,13 @@ class Scheduler {
   void FailAll(const absl::Status& status);
   void PublishStats();
   // Every routing_stats_interval after steps ran: collects routing statistics and publishes the
-  // imbalance of the window. An engine without statistics turns this off; an error from the
-  // collective is fatal like a step's.
-  absl::Status MaybeCollectRoutingStats();
+  // imbalance of the window, and the expert cache statistics. An engine without statistics (or
+  // without a cache) turns that part off; an error from a collective is fatal like a step's.
+  absl::Status MaybeCollectStats();
+  absl::Status CollectRoutingStats();
+  absl::Status CollectExpertCacheStats();
+  // The fatal end after a failed collection: fails every request, returns `s` for Run.
+  absl::Status StatsFailed(absl::Status s);
 
   Engine* const engine_;
   const SchedulerOptions options_;
@@ -191,6 +197,7 @@ class Scheduler {
   uint64_t next_id_ = 1;
   // Routing statistics: the last collection (cumulative), when, and whether to go on.
   bool routing_stats_enabled_ = true;
+  bool cache_stats_enabled_ = true;  // until the engine says it has no expert cache
   RoutingStats last_routing_;
   ServeClock::time_point last_routing_time_{};
   int64_t steps_at_last_routing_ = 0;

@@ -1,5 +1,7 @@
 #include "runtime/serve/server_metrics.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -105,6 +107,26 @@ ServerMetrics::ServerMetrics(std::string model_name, int world_size)
   imbalance_ = &GaugeFamily(r, "tritmoe_expert_load_imbalance",
                             "Max over mean routed tokens per rank of a MoE layer under the expert "
                             "placement in use, over the last window (1 = balanced).");
+  cache_hits_ =
+      &CounterFamily(r, "tritmoe_expert_cache_hits_total",
+                     "Routed experts found in the expert caches, by MoE layer (all ranks).");
+  cache_misses_ = &CounterFamily(r, "tritmoe_expert_cache_misses_total",
+                                 "Routed experts fetched on demand into the expert caches, by MoE "
+                                 "layer (all ranks).");
+  cache_bytes_ = &CounterFamily(r, "tritmoe_expert_cache_bytes_streamed_total",
+                                "Bytes read into the expert caches (on demand and prefetched), by "
+                                "MoE layer (all ranks).");
+  cache_stall_ = &CounterFamily(r, "tritmoe_expert_cache_stall_seconds_total",
+                                "Time the forward pass waited for expert bytes, by MoE layer (the "
+                                "ranks' stalls added up).");
+  cache_hit_rate_ = &GaugeFamily(r, "tritmoe_expert_cache_hit_rate",
+                                 "Expert cache hits over requests, all layers and ranks, over the "
+                                 "last window (~1 s).");
+  cache_bytes_per_token_ = &GaugeFamily(r, "tritmoe_expert_cache_bytes_per_token",
+                                        "Bytes streamed into the expert caches (all layers and "
+                                        "ranks) per token, over the last window (~1 s).");
+  cache_slots_ = &GaugeFamily(r, "tritmoe_expert_cache_slots_per_layer",
+                              "Experts the caches of one MoE layer hold, summed over the ranks.");
   for (int rank = 0; rank < world_size; ++rank) {
     const std::string rs = absl::StrCat(rank);
     auto phase_series = [&](const char* name) {
@@ -154,6 +176,35 @@ void ServerMetrics::OnRankTimes(std::span<const StepPhaseTimes> rank_times) {
 
 void ServerMetrics::SetExpertLoadImbalance(int layer, double max_over_mean) {
   imbalance_->Add({{"model_name", model_}, {"layer", absl::StrCat(layer)}}).Set(max_over_mean);
+}
+
+void ServerMetrics::OnExpertCacheStats(const ExpertCacheStats& stats) {
+  int64_t hits = 0, requests = 0, bytes = 0, tokens = 0;
+  for (size_t i = 0; i < stats.layers.size(); ++i) {
+    const LayerCacheStats& now = stats.layers[i];
+    const LayerCacheStats before = i < last_cache_.size() ? last_cache_[i] : LayerCacheStats{};
+    const prometheus::Labels labels = {{"model_name", model_}, {"layer", absl::StrCat(i)}};
+    // Counter::Increment ignores negative amounts: a counter never goes back.
+    cache_hits_->Add(labels).Increment(static_cast<double>(now.hits - before.hits));
+    cache_misses_->Add(labels).Increment(static_cast<double>(now.misses - before.misses));
+    cache_bytes_->Add(labels).Increment(static_cast<double>(now.bytes_read - before.bytes_read));
+    cache_stall_->Add(labels).Increment(now.stall_s - before.stall_s);
+    hits += now.hits - before.hits;
+    requests += now.requests() - before.requests();
+    bytes += now.bytes_read - before.bytes_read;
+    // Every token passes every MoE layer: the window's tokens are the most any layer saw.
+    tokens = std::max(tokens, now.tokens - before.tokens);
+  }
+  last_cache_ = stats.layers;
+  const prometheus::Labels m = {{"model_name", model_}};
+  if (requests > 0) cache_hit_rate_->Add(m).Set(static_cast<double>(hits) / requests);
+  if (tokens > 0) {
+    cache_bytes_per_token_->Add(m).Set(static_cast<double>(bytes) / tokens);
+  } else {
+    cache_bytes_per_token_->Add(m);  // the series exists (at 0) until a window has tokens
+  }
+  if (requests == 0) cache_hit_rate_->Add(m);
+  cache_slots_->Add(m).Set(static_cast<double>(stats.slots_per_layer));
 }
 
 void ServerMetrics::OnPromptTokens(int n) { prompt_tokens_->Increment(n); }

@@ -19,10 +19,25 @@
 //   tritmoe_rank_tokens_total{rank}               counter: new tokens of the rank's sequences
 //   tritmoe_expert_load_imbalance{layer}          gauge: max/mean routed tokens per rank under the
 //                                                 placement in use, over the last window (~1 s)
+//   tritmoe_expert_cache_hits_total{layer}, _misses_total{layer}
+//                                                 counters: experts found in / fetched into the
+//                                                 expert caches (CPU per rank, or the GPU's),
+//                                                 summed over the ranks; sum over layer = total
+//   tritmoe_expert_cache_bytes_streamed_total{layer}  counter: bytes read into the caches
+//   tritmoe_expert_cache_stall_seconds_total{layer}   counter: forward passes waiting for expert
+//                                                 bytes, the ranks' stalls added up
+//   tritmoe_expert_cache_hit_rate                 gauge 0..1: all layers, over the last window
+//   tritmoe_expert_cache_bytes_per_token          gauge: bytes streamed (all ranks, all layers) per
+//                                                 token of the steps' batches, over the last window
+//   tritmoe_expert_cache_slots_per_layer          gauge: experts one MoE layer's caches hold,
+//   summed
+//                                                 over the ranks (set against the layer's experts)
 //   tritmoe_build_info{version,world_size}        gauge = 1
+// The expert cache series (layer = MoE layer index, 0 = the first MoE layer, as for the
+// imbalance) exist only when the engine has a cache, from the first collection (~1 s cadence).
 //
 // Thread-safe: prometheus-cpp's metrics are atomic or locked, and every series except the
-// per-layer imbalance is created here, up front.
+// per-layer imbalance and expert cache ones is created here, up front.
 #pragma once
 
 #include <span>
@@ -36,6 +51,7 @@
 #include "prometheus/registry.h"
 #include "runtime/engine/engine.h"
 #include "runtime/serve/request_stream.h"
+#include "runtime/store/cache_stats.h"
 
 namespace tritmoe {
 
@@ -52,6 +68,12 @@ class ServerMetrics {
   void OnRankTimes(std::span<const StepPhaseTimes> rank_times);
   // MoE layer index (0 = the first MoE layer) and its max/mean routed tokens per rank.
   void SetExpertLoadImbalance(int layer, double max_over_mean);
+  // The expert caches' statistics, cumulative since the engine started
+  // (Engine::CollectExpertCacheStats; layers: every MoE layer, ascending). The counters advance by
+  // the difference from the previous call (the first: from zero; a counter that went back is left
+  // alone); the hit rate and bytes per token are those of that difference, and keep their last
+  // value over a window without expert requests / tokens. One thread calls it (the scheduler's).
+  void OnExpertCacheStats(const ExpertCacheStats& stats);
   void OnPromptTokens(int n);
   void OnGenerationTokens(int n);
   void OnFirstToken(double ttft_seconds);
@@ -96,6 +118,14 @@ class ServerMetrics {
   prometheus::Gauge* batch_decode_;
   prometheus::Family<prometheus::Gauge>* imbalance_;
   std::vector<RankSeries> ranks_;  // [world_size]
+  prometheus::Family<prometheus::Counter>* cache_hits_;
+  prometheus::Family<prometheus::Counter>* cache_misses_;
+  prometheus::Family<prometheus::Counter>* cache_bytes_;
+  prometheus::Family<prometheus::Counter>* cache_stall_;
+  prometheus::Family<prometheus::Gauge>* cache_hit_rate_;
+  prometheus::Family<prometheus::Gauge>* cache_bytes_per_token_;
+  prometheus::Family<prometheus::Gauge>* cache_slots_;
+  std::vector<LayerCacheStats> last_cache_;  // OnExpertCacheStats' previous layers
 };
 
 }  // namespace tritmoe

@@ -10,7 +10,8 @@
 // that overflows its rank is a violation, as it would fail that rank. Every step reports per-rank
 // phase times (a known function of the rank's tokens, summed in rank_totals()), and the fake
 // router sends every token of a step to fixed experts per MoE layer (set_routing), so the
-// expected load imbalance of each layer is known in closed form.
+// expected load imbalance of each layer is known in closed form; a fake expert cache
+// (set_expert_cache) counts a known function of every item, for CollectExpertCacheStats.
 #pragma once
 
 #include <condition_variable>
@@ -18,6 +19,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <vector>
@@ -141,6 +143,7 @@ class FakeEngine final : public Engine {
       Seq& seq = live_[it.id];
       rank_tokens[seq.rank] += static_cast<int64_t>(it.tokens.size());
       for (size_t i = 0; i < it.tokens.size(); ++i) Route();
+      CountCache(static_cast<int64_t>(it.tokens.size()));
       // Tokens fed after the prompt are the sequence's own samples coming back.
       seq.history.insert(seq.history.end(), it.tokens.begin(), it.tokens.end());
       rec.tokens += static_cast<int>(it.tokens.size());
@@ -182,6 +185,14 @@ class FakeEngine final : public Engine {
     ++routing_collections_;
     return routing_;
   }
+  absl::StatusOr<std::optional<ExpertCacheStats>> CollectExpertCacheStats() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (std::this_thread::get_id() != step_thread_) {
+      violations_.push_back("CollectExpertCacheStats off the step thread");
+    }
+    ++cache_collections_;
+    return cache_;
+  }
   std::vector<ExpertPlacement> expert_placements() const override {
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<ExpertPlacement> out;
@@ -220,6 +231,23 @@ class FakeEngine final : public Engine {
   void set_routing(int n_experts, std::vector<std::vector<int>> routes) {
     routing_ = RoutingStats(static_cast<int>(routes.size()), n_experts);
     routes_ = std::move(routes);
+  }
+  // A fake expert cache of n_layers MoE layers and `slots` slots: each item of a step asks layer
+  // l for l + 1 experts, the first a miss of 1000 bytes and 1 ms of stall, the rest hits.
+  void set_expert_cache(int n_layers, int64_t slots) {
+    std::lock_guard<std::mutex> lock(mu_);
+    cache_.emplace();
+    cache_->slots_per_layer = slots;
+    cache_->layers.resize(n_layers);
+    for (int l = 0; l < n_layers; ++l) cache_->layers[l].layer = l;
+  }
+  std::optional<ExpertCacheStats> expert_cache() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return cache_;
+  }
+  int cache_collections() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return cache_collections_;
   }
   int routing_collections() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -260,6 +288,16 @@ class FakeEngine final : public Engine {
       if (load[r] < load[best]) best = r;
     }
     return best;
+  }
+  void CountCache(int64_t tokens) {
+    if (!cache_.has_value()) return;
+    for (LayerCacheStats& l : cache_->layers) {
+      l.tokens += tokens;
+      l.misses += 1;
+      l.hits += l.layer;
+      l.bytes_read += 1000;
+      l.stall_s += 0.001;
+    }
   }
   void Route() {
     for (size_t l = 0; l < routes_.size(); ++l) {
@@ -338,6 +376,8 @@ class FakeEngine final : public Engine {
   std::vector<std::vector<int>> routes_;
   RoutingStats routing_;
   int routing_collections_ = 0;
+  std::optional<ExpertCacheStats> cache_;
+  int cache_collections_ = 0;
   std::vector<StepPhaseTimes> rank_totals_;
   std::mutex gate_mu_;
   std::condition_variable gate_cv_;

@@ -182,3 +182,80 @@ TEST(PromTextTest, ParsesLabelsEscapesAndInf) {
 
 }  // namespace
 }  // namespace tritmoe
+
+namespace tritmoe {
+namespace {
+
+ExpertCacheStats CacheStats(int64_t slots, std::vector<LayerCacheStats> layers) {
+  ExpertCacheStats s;
+  s.slots_per_layer = slots;
+  s.layers = std::move(layers);
+  return s;
+}
+
+LayerCacheStats Layer(int layer, int64_t tokens, int64_t hits, int64_t misses, int64_t bytes,
+                      double stall) {
+  LayerCacheStats l;
+  l.layer = layer;
+  l.tokens = tokens;
+  l.hits = hits;
+  l.misses = misses;
+  l.bytes_read = bytes;
+  l.stall_s = stall;
+  return l;
+}
+
+// The cache counters follow the cumulative statistics they are fed (advanced by differences), per
+// MoE layer index; the hit rate and bytes per token are those of the last window (all layers), and
+// stay put over a window without requests or tokens; no series exists before the first call.
+TEST(ServerMetricsTest, ExpertCacheCountersAndWindowGauges) {
+  ServerMetrics m("tiny", 2);
+  const std::string before = m.Render();
+  EXPECT_EQ(before.find("tritmoe_expert_cache_hits_total{"), std::string::npos) << before;
+  EXPECT_EQ(before.find("tritmoe_expert_cache_hit_rate{"), std::string::npos);
+  auto value = [&](const std::string& text, const char* name, const char* layer) {
+    return PromValue(text, name, {{"model_name", "tiny"}, {"layer", layer}});
+  };
+  auto total = [&](const std::string& text, const char* name) {
+    return PromValue(text, name, {{"model_name", "tiny"}});
+  };
+  // Model layers 3 and 4 are MoE layers 0 and 1.
+  m.OnExpertCacheStats(
+      CacheStats(7, {Layer(3, 10, 6, 4, 4000, 0.5), Layer(4, 10, 2, 8, 8000, 0.25)}));
+  std::string text = m.Render();
+  for (const char* counter :
+       {"tritmoe_expert_cache_hits_total", "tritmoe_expert_cache_misses_total",
+        "tritmoe_expert_cache_bytes_streamed_total", "tritmoe_expert_cache_stall_seconds_total"}) {
+    EXPECT_TRUE(HasLine(text, std::string("# TYPE ") + counter + " counter")) << counter;
+  }
+  EXPECT_EQ(value(text, "tritmoe_expert_cache_hits_total", "0"), 6.0) << text;
+  EXPECT_EQ(value(text, "tritmoe_expert_cache_misses_total", "1"), 8.0);
+  EXPECT_EQ(value(text, "tritmoe_expert_cache_bytes_streamed_total", "1"), 8000.0);
+  EXPECT_EQ(value(text, "tritmoe_expert_cache_stall_seconds_total", "0"), 0.5);
+  EXPECT_EQ(total(text, "tritmoe_expert_cache_hit_rate"), 8.0 / 20.0);
+  EXPECT_EQ(total(text, "tritmoe_expert_cache_bytes_per_token"), 12000.0 / 10.0);
+  EXPECT_EQ(total(text, "tritmoe_expert_cache_slots_per_layer"), 7.0);
+
+  // Second window: 5 tokens, layer 0 +9 hits +1 miss, layer 1 +10 hits, 1000 more bytes.
+  m.OnExpertCacheStats(
+      CacheStats(7, {Layer(3, 15, 15, 5, 5000, 0.75), Layer(4, 15, 12, 8, 8000, 0.25)}));
+  text = m.Render();
+  EXPECT_EQ(value(text, "tritmoe_expert_cache_hits_total", "0"), 15.0);
+  EXPECT_EQ(value(text, "tritmoe_expert_cache_hits_total", "1"), 12.0);
+  EXPECT_EQ(value(text, "tritmoe_expert_cache_misses_total", "0"), 5.0);
+  EXPECT_EQ(value(text, "tritmoe_expert_cache_bytes_streamed_total", "0"), 5000.0);
+  EXPECT_EQ(value(text, "tritmoe_expert_cache_stall_seconds_total", "0"), 0.75);
+  EXPECT_EQ(total(text, "tritmoe_expert_cache_hit_rate"), 19.0 / 20.0);
+  EXPECT_EQ(total(text, "tritmoe_expert_cache_bytes_per_token"), 1000.0 / 5.0);
+
+  // An idle window keeps the gauges; a counter that went back (never in an engine) stays.
+  m.OnExpertCacheStats(
+      CacheStats(7, {Layer(3, 15, 15, 5, 5000, 0.75), Layer(4, 15, 11, 8, 8000, 0.25)}));
+  text = m.Render();
+  EXPECT_EQ(total(text, "tritmoe_expert_cache_hit_rate"), 19.0 / 20.0);
+  EXPECT_EQ(total(text, "tritmoe_expert_cache_bytes_per_token"), 200.0);
+  EXPECT_EQ(value(text, "tritmoe_expert_cache_hits_total", "1"), 12.0);
+}
+
+}  // namespace
+}  // namespace tritmoe

@@ -536,6 +536,67 @@ TEST(SchedulerTest, NoRoutingStatisticsNoImbalance) {
   EXPECT_EQ(h.metrics().Render().find("tritmoe_expert_load_imbalance{"), std::string::npos);
 }
 
+// The expert cache series reach /metrics through the scheduler's collections, the end of the
+// burst included (collected while idle): every layer's counters equal the engine's cumulative
+// statistics once the requests are done, and the slots gauge its slots.
+TEST(SchedulerTest, ExpertCacheStatisticsReachTheMetrics) {
+  FakeEngine engine(8, 64, 256, 512, /*n_ranks=*/2);
+  engine.set_expert_cache(/*n_layers=*/3, /*slots=*/5);
+  Harness h(&engine, {.max_num_seqs = 8,
+                      .max_num_batched_tokens = 64,
+                      .routing_stats_interval = absl::Milliseconds(1)});
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (int i = 0; i < 3; ++i) {
+    auto s = h.scheduler().Submit(Request("c" + std::to_string(i), Prompt(5 + i, i), 6 + i));
+    ASSERT_TRUE(s.ok());
+    streams.push_back(*s);
+  }
+  for (auto& s : streams) ASSERT_TRUE(Drain(*s).completion);
+  const ExpertCacheStats want = *engine.expert_cache();
+  auto value = [&](const std::string& text, const char* name, int layer) {
+    return PromValue(text, name, {{"model_name", "fake"}, {"layer", std::to_string(layer)}});
+  };
+  std::string text;
+  for (int i = 0; i < 1000; ++i) {  // the idle loop collects within a few ms
+    text = h.metrics().Render();
+    if (value(text, "tritmoe_expert_cache_misses_total", 0) ==
+        std::optional<double>(double(want.layers[0].misses))) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  h.Stop();
+  EXPECT_TRUE(engine.violations().empty()) << engine.violations()[0];
+  EXPECT_GE(engine.cache_collections(), 2) << "one after the first step, one while idle";
+  ASSERT_GT(want.layers[0].misses, 0);
+  for (int l = 0; l < 3; ++l) {
+    const LayerCacheStats& w = want.layers[l];
+    EXPECT_EQ(value(text, "tritmoe_expert_cache_hits_total", l), double(w.hits)) << text;
+    EXPECT_EQ(value(text, "tritmoe_expert_cache_misses_total", l), double(w.misses));
+    EXPECT_EQ(value(text, "tritmoe_expert_cache_bytes_streamed_total", l), double(w.bytes_read));
+    EXPECT_NEAR(*value(text, "tritmoe_expert_cache_stall_seconds_total", l), w.stall_s, 1e-9);
+  }
+  EXPECT_EQ(PromValue(text, "tritmoe_expert_cache_slots_per_layer", {{"model_name", "fake"}}), 5.0);
+}
+
+// An engine without an expert cache is asked once and exports no cache series.
+TEST(SchedulerTest, NoExpertCacheNoSeries) {
+  FakeEngine engine(4, 64, 256);
+  engine.set_step_delay_ms(2);
+  Harness h(&engine, {.max_num_seqs = 4,
+                      .max_num_batched_tokens = 64,
+                      .routing_stats_interval = absl::Milliseconds(1)});
+  auto s = h.scheduler().Submit(Request("n", Prompt(4, 0), 10));
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE(Drain(**s).completion);
+  h.Stop();
+  EXPECT_TRUE(h.run_status().ok()) << h.run_status();
+  EXPECT_EQ(engine.cache_collections(), 1);
+  const std::string text = h.metrics().Render();
+  EXPECT_EQ(text.find("tritmoe_expert_cache_hits_total{"), std::string::npos) << text;
+  EXPECT_EQ(text.find("tritmoe_expert_cache_hit_rate{"), std::string::npos);
+}
+
 TEST(SchedulerOptionsTest, Validate) {
   EXPECT_TRUE(SchedulerOptions{}.Validate().ok());
   EXPECT_FALSE((SchedulerOptions{.max_num_seqs = 0}).Validate().ok());

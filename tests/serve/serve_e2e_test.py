@@ -43,14 +43,14 @@ def compile_protos(out):
 
 
 class Server:
-    def __init__(self, model, work):
+    def __init__(self, model, work, extra_args=()):
         self.ports_file = os.path.join(work, "ports.json")
         if os.path.exists(self.ports_file):
             os.remove(self.ports_file)
         cmd = [ARGS.tritmoe, "serve", "--model", model, "--host", "127.0.0.1", "--port", "0",
                "--grpc-port", "0", "--ports-file", self.ports_file, "--max-model-len",
                str(MAX_MODEL_LEN), "--max-num-seqs", "48", "--max-num-batched-tokens", "256",
-               "--threads", "1"]
+               "--threads", "1"] + list(extra_args)
         if ARGS.np > 1:
             cmd = [ARGS.mpirun, "-np", str(ARGS.np)] + cmd
         self.log_path = os.path.join(work, "serve.log")
@@ -87,10 +87,11 @@ class Server:
 
 # ---- HTTP helpers -------------------------------------------------------------------------
 
-def http(method, path, body=None, raw=None, timeout=60):
-    """(status, parsed JSON or text) of one request."""
+def http(method, path, body=None, raw=None, timeout=60, server=None):
+    """(status, parsed JSON or text) of one request (to SERVER unless another is given)."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(f"http://127.0.0.1:{SERVER.http}{path}", data=data,
+    port = (server or SERVER).http
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
                                  method=method, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -233,6 +234,49 @@ class ServeTest(unittest.TestCase):
         for rank in range(ARGS.np):
             self.assertIn(("tritmoe_kv_cache_usage_perc",
                            frozenset({("model_name", "tiny"), ("rank", str(rank))})), samples)
+        # No expert cache here, so no cache series (test_expert_cache_metrics has one).
+        self.assertNotIn("tritmoe_expert_cache_hits_total{", text)
+
+    def test_expert_cache_metrics(self):
+        """A server with an expert cache on every rank (--expert-cache-mb) answers, and /metrics
+        then has the cache series of every MoE layer: requests (hits + misses) > 0, bytes
+        streamed > 0 (the cache starts cold), a hit rate in [0, 1], slots per layer > 0."""
+        work = os.path.join(ARGS.work, "expert_cache")
+        os.makedirs(work, exist_ok=True)
+        server = Server(ARGS.model, work, ["--expert-cache-mb", "0.25"])
+        try:
+            status, body = http("POST", "/v1/completions",
+                                {"prompt": "expert cache", "max_tokens": 6, "ignore_eos": True},
+                                server=server)
+            self.assertEqual(status, 200, body)
+            self.assertEqual(body["usage"]["completion_tokens"], 6)
+            # The first step is collected right after it runs; the rest within ~1 s (idle).
+            deadline = time.time() + 30
+            while True:
+                samples = parse_metrics(http("GET", "/metrics", server=server)[1])
+                per_layer = {}
+                for (name, labels), v in samples.items():
+                    if name.startswith("tritmoe_expert_cache_") and name.endswith("_total"):
+                        layer = int(dict(labels)["layer"])
+                        per_layer.setdefault(layer, {})[name] = v
+                if per_layer or time.time() > deadline:
+                    break
+                time.sleep(0.1)
+            self.assertTrue(per_layer, "no tritmoe_expert_cache_* series:\n" + server.read_log())
+            self.assertEqual(sorted(per_layer), list(range(len(per_layer))))
+            for layer, v in per_layer.items():
+                requests = (v["tritmoe_expert_cache_hits_total"] +
+                            v["tritmoe_expert_cache_misses_total"])
+                self.assertGreater(requests, 0, (layer, v))
+                self.assertGreater(v["tritmoe_expert_cache_bytes_streamed_total"], 0, (layer, v))
+            m = frozenset({("model_name", "tiny")})
+            rate = samples[("tritmoe_expert_cache_hit_rate", m)]
+            self.assertGreaterEqual(rate, 0.0)
+            self.assertLessEqual(rate, 1.0)
+            self.assertGreater(samples[("tritmoe_expert_cache_bytes_per_token", m)], 0)
+            self.assertGreater(samples[("tritmoe_expert_cache_slots_per_layer", m)], 0)
+        finally:
+            self.assertEqual(server.stop(), 0, server.read_log())
 
     def test_per_rank_step_metrics(self):
         """Phase times and tokens per rank grow with a request; every rank's own tokens add up
