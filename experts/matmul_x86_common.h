@@ -251,8 +251,10 @@ constexpr std::array<uint32_t, 128> MakeQuadCodes() {
 }
 alignas(64) inline constexpr std::array<uint32_t, 128> kQuadCodes = MakeQuadCodes();
 
-// IQ1_S quads: the stored codes u' = g' + 1 (a table per field; the AVX-512 kernel decodes 64
-// fields at once instead), with the sign of a negated sub-block in its scale: ±(2s+1)·(8u' - 7)/8.
+// IQ1_S quads: the same codes u = g + 1 and scales as DecodeIq1s, read from the fields (a table
+// per field; the AVX-512 kernel decodes 64 fields at once instead). The fields of a sub-block with
+// δ = -1/8 hold the codes negated (80 - field), undone here so that every lane's integer sum is
+// the one of the GGUF layout's kernel.
 struct DecodeIq1sQuads {
   static constexpr int kBlockBytes = 64;
   static constexpr bool kSeparateMin = false;  // dm == d
@@ -261,13 +263,15 @@ struct DecodeIq1sQuads {
     uint64_t q[8];
     std::memcpy(q, b, 64);
     for (int k = 0; k < 8; ++k) {
+      const uint32_t nibble = (q[iq1s_quads::MetaQword(k)] >> iq1s_quads::MetaShift(k)) & 15;
+      const bool negated = (nibble & 8) != 0;
       for (int j = 0; j < 8; ++j) {
-        const uint32_t field = (q[k] >> iq1s_quads::FieldShift(k, j)) & 127;
+        uint32_t field = (q[k] >> iq1s_quads::FieldShift(k, j)) & 127;
+        if (negated) field = (80 - field) & 127;  // & 127: in the table for any bytes
         std::memcpy(db->u + 32 * k + 4 * j, &kQuadCodes[field], 4);
       }
-      const uint32_t nibble = (q[iq1s_quads::MetaQword(k)] >> iq1s_quads::MetaShift(k)) & 15;
-      ls[k] = static_cast<int16_t>((nibble & 8 ? -1 : 1) * (2 * (nibble & 7) + 1));
-      c[k] = 7;
+      ls[k] = static_cast<int16_t>(2 * (nibble & 7) + 1);
+      c[k] = static_cast<int16_t>(negated ? 9 : 7);
     }
     const __m128i lsv = _mm_load_si128(reinterpret_cast<const __m128i*>(ls));
     db->sc = DupPairs16(_mm_slli_epi16(lsv, 3));
