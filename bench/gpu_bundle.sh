@@ -15,6 +15,7 @@ bins=("$build/tritmoe" "$build/tests/gpu/gpu_ops_test" "$build/tests/gpu/gpu_mod
       "$build/tests/gpu/quant_gemv_test" "$build/bench/gpu_gemv_bench")
 [[ -f $build/tests/gpu/nccl_communicator_test ]] && bins+=("$build/tests/gpu/nccl_communicator_test")
 [[ -f $build/tests/engine/engine_device_test ]] && bins+=("$build/tests/engine/engine_device_test")
+[[ -f $build/tests/gpu/gpu_expert_cache_test ]] && bins+=("$build/tests/gpu/gpu_expert_cache_test")
 skip='^(libc|libm|libpthread|libdl|librt|ld-linux|libgcc_s|libstdc\+\+|libcuda|libnccl|linux-vdso)\.'
 for b in "${bins[@]}"; do
   cp -L "$b" "$out/"
