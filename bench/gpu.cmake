@@ -7,3 +7,11 @@ if(TRITMOE_HAVE_CUDA)
   target_link_libraries(gpu_gemv_bench PRIVATE tritmoe_cuda_experts tritmoe_quant absl::strings
     CUDA::cudart)
 endif()
+
+# The bare all-to-all of a MoE layer on GPU buffers through the NCCL Communicator (mpirun, one rank
+# per GPU); built where NCCL was found. See the header of nccl_a2a_bench.cc.
+if(TARGET tritmoe_gpu_nccl)
+  add_executable(nccl_a2a_bench ${CMAKE_CURRENT_LIST_DIR}/nccl_a2a_bench.cc)
+  target_link_libraries(nccl_a2a_bench PRIVATE tritmoe_gpu_nccl tritmoe_comm tritmoe_base
+    absl::strings absl::status CUDA::cudart)
+endif()

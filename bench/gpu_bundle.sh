@@ -16,6 +16,7 @@ bins=("$build/tritmoe" "$build/tests/gpu/gpu_ops_test" "$build/tests/gpu/gpu_mod
 [[ -f $build/tests/gpu/nccl_communicator_test ]] && bins+=("$build/tests/gpu/nccl_communicator_test")
 [[ -f $build/tests/engine/engine_device_test ]] && bins+=("$build/tests/engine/engine_device_test")
 [[ -f $build/tests/gpu/gpu_expert_cache_test ]] && bins+=("$build/tests/gpu/gpu_expert_cache_test")
+[[ -f $build/bench/nccl_a2a_bench ]] && bins+=("$build/bench/nccl_a2a_bench")
 skip='^(libc|libm|libpthread|libdl|librt|ld-linux|libgcc_s|libstdc\+\+|libcuda|libnccl|linux-vdso)\.'
 for b in "${bins[@]}"; do
   cp -L "$b" "$out/"
