@@ -1,8 +1,8 @@
 // The NCCL Communicator on one GPU (the group of one: what every rank's own block of an
 // all-to-all takes), against host copies of the same collectives: every byte of an AllToAllV with
 // offsets, AllReduce (sum, max; float, double, int64), AllGather, Broadcast, Barrier, and the
-// interface's argument checks. Skips without a GPU. The multi-rank paths (NVLink peers) need 2+
-// GPUs under mpirun and have not run yet (see docs/PERF.md).
+// interface's argument checks. Skips without a GPU. The multi-rank AllToAllV (NVLink peers) is
+// checked element by element by bench/nccl_a2a_bench under mpirun on 2+ GPUs (docs/PERF.md).
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
