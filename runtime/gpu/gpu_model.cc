@@ -31,6 +31,7 @@
 #include "runtime/gpu/sampling.h"
 #include "runtime/gpu/step_workspace.h"
 #include "runtime/model/ffn.h"
+#include "runtime/model/step_input_check.h"
 #include "runtime/model/weights.h"
 #include "runtime/model/workspace.h"
 
@@ -297,21 +298,11 @@ absl::Status GpuModel::Impl::CheckBatch(std::span<const GpuSequenceInput> batch)
           absl::StrCat("sequence ", s, " shares its KV cache with an earlier sequence"));
     }
     const KvCacheConfig& kc = in.cache->config();
-    if (kc.n_layer != config_.n_layer || kc.kv_lora_rank != config_.kv_lora_rank ||
-        kc.n_rot != config_.qk_rope || kc.type != options_.kv_type || kc.capacity > max_context_) {
+    if (kc.type != options_.kv_type || kc.capacity > max_context_) {
       return absl::InvalidArgumentError(
           absl::StrCat("sequence ", s, ": the KV cache was not made for this model"));
     }
-    if (in.tokens.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", s, " has no new tokens"));
-    }
-    for (size_t i = 0; i < in.tokens.size(); ++i) {
-      if (in.tokens[i] < 0 || in.tokens[i] >= config_.n_vocab) {
-        return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": token id ", in.tokens[i],
-                                                       " at index ", i, " is out of range [0, ",
-                                                       config_.n_vocab, ")"));
-      }
-    }
+    RETURN_IF_ERROR(CheckSequenceTokens(s, kc, in.tokens, config_));
     if (in.argmax_exclude < -1 || in.argmax_exclude >= config_.n_vocab) {
       return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": argmax_exclude ",
                                                      in.argmax_exclude, " is outside [-1, ",

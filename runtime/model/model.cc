@@ -15,6 +15,7 @@
 #include "runtime/model/repacked_expert_source.h"
 #include "runtime/model/rms_norm.h"
 #include "runtime/model/rope.h"
+#include "runtime/model/step_input_check.h"
 
 namespace tritmoe {
 
@@ -82,22 +83,7 @@ absl::Status Model::CheckBatch(std::span<const SequenceInput> batch) const {
       return absl::InvalidArgumentError(
           absl::StrCat("sequence ", s, " shares its KV cache with an earlier sequence"));
     }
-    const KvCacheConfig& kc = in.cache->config();
-    if (kc.n_layer != config_.n_layer || kc.kv_lora_rank != config_.kv_lora_rank ||
-        kc.n_rot != config_.qk_rope) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("sequence ", s, ": the KV cache was not made for this model"));
-    }
-    if (in.tokens.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", s, " has no new tokens"));
-    }
-    for (size_t i = 0; i < in.tokens.size(); ++i) {
-      if (in.tokens[i] < 0 || in.tokens[i] >= config_.n_vocab) {
-        return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": token id ", in.tokens[i],
-                                                       " at index ", i, " is out of range [0, ",
-                                                       config_.n_vocab, ")"));
-      }
-    }
+    RETURN_IF_ERROR(CheckSequenceTokens(s, in.cache->config(), in.tokens, config_));
     absl::Status room = in.cache->CheckRoom(static_cast<int64_t>(in.tokens.size()));
     if (!room.ok()) {
       return absl::Status(room.code(), absl::StrCat("sequence ", s, ": ", room.message()));
