@@ -33,6 +33,7 @@
 #include "runtime/gguf/gguf.h"
 #include "runtime/modelgen/model_generator.h"
 #include "tests/engine/mpi_test_main.h"
+#include "tests/engine/mpi_test_model.h"
 
 namespace tritmoe {
 namespace {
@@ -111,23 +112,6 @@ int64_t Protect(uintptr_t base, const std::vector<ByteRange>& ranges, int prot) 
     covered += static_cast<int64_t>(e - b);
   }
   return covered;
-}
-
-absl::StatusOr<std::string> EnsureModel(Communicator& comm, const std::string& dir,
-                                        const std::string& recipe) {
-  const std::string path =
-      std::filesystem::weakly_canonical(dir).string() + "/tiny-" + recipe + ".gguf";
-  if (comm.rank() == 0 && !std::filesystem::exists(path)) {
-    std::filesystem::create_directories(dir);
-    ASSIGN_OR_RETURN(ModelShape shape, GetModelShape("tiny", 0));
-    ASSIGN_OR_RETURN(QuantRecipe r, QuantRecipe::Parse(recipe));
-    // Written aside and renamed: concurrent tests may generate the same (identical) file.
-    const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
-    RETURN_IF_ERROR(GenerateModel(shape, r, GenerateOptions{}, tmp));
-    std::filesystem::rename(tmp, path);
-  }
-  RETURN_IF_ERROR(comm.Barrier());
-  return path;
 }
 
 // The workload: five sequences of different prompt lengths; sequence 2 ends after step 2 and
@@ -313,7 +297,7 @@ absl::Status CheckModel(Communicator& comm, const std::string& path, const std::
 
 absl::Status Run(Communicator& comm, const std::string& dir) {
   for (const std::string recipe : {"f16", "ud-1.58"}) {
-    ASSIGN_OR_RETURN(std::string path, EnsureModel(comm, dir, recipe));
+    ASSIGN_OR_RETURN(std::string path, EnsureTinyModel(comm, dir, recipe));
     RETURN_IF_ERROR(CheckModel(comm, path, recipe));
   }
   return absl::OkStatus();

@@ -29,24 +29,10 @@
 #include "runtime/engine/placement_spec.h"
 #include "runtime/modelgen/model_generator.h"
 #include "tests/engine/mpi_test_main.h"
+#include "tests/engine/mpi_test_model.h"
 
 namespace tritmoe {
 namespace {
-
-absl::StatusOr<std::string> EnsureModel(Communicator& comm, const std::string& dir) {
-  const std::string path = std::filesystem::weakly_canonical(dir).string() + "/tiny-f16.gguf";
-  if (comm.rank() == 0 && !std::filesystem::exists(path)) {
-    std::filesystem::create_directories(dir);
-    ASSIGN_OR_RETURN(ModelShape shape, GetModelShape("tiny", 0));
-    ASSIGN_OR_RETURN(QuantRecipe r, QuantRecipe::Parse("f16"));
-    // Written aside and renamed: concurrent tests may generate the same (identical) file.
-    const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
-    RETURN_IF_ERROR(GenerateModel(shape, r, GenerateOptions{}, tmp));
-    std::filesystem::rename(tmp, path);
-  }
-  RETURN_IF_ERROR(comm.Barrier());
-  return path;
-}
 
 EngineOptions Options(const std::string& path, const std::string& placement) {
   EngineOptions o;
@@ -161,7 +147,7 @@ absl::StatusOr<Run> RunJob(Communicator& comm, const std::string& path,
 
 absl::Status Check(Communicator& comm, const std::string& dir) {
   const int n = comm.size();
-  ASSIGN_OR_RETURN(std::string path, EnsureModel(comm, dir));
+  ASSIGN_OR_RETURN(std::string path, EnsureTinyModel(comm, dir));
   // Rank 0's pid names the file on every rank.
   int32_t pid = comm.rank() == 0 ? static_cast<int32_t>(getpid()) : 0;
   RETURN_IF_ERROR(comm.Broadcast(&pid, sizeof(pid), 0));

@@ -31,24 +31,10 @@
 #include "runtime/store/cached_expert_source.h"
 #include "runtime/store/expert_store.h"
 #include "tests/engine/mpi_test_main.h"
+#include "tests/engine/mpi_test_model.h"
 
 namespace tritmoe {
 namespace {
-
-absl::StatusOr<std::string> EnsureModel(Communicator& comm, const std::string& dir) {
-  const std::string path = std::filesystem::weakly_canonical(dir).string() + "/tiny-f16.gguf";
-  if (comm.rank() == 0 && !std::filesystem::exists(path)) {
-    std::filesystem::create_directories(dir);
-    ASSIGN_OR_RETURN(ModelShape shape, GetModelShape("tiny", 0));
-    ASSIGN_OR_RETURN(QuantRecipe r, QuantRecipe::Parse("f16"));
-    // Written aside and renamed: concurrent tests may generate the same (identical) file.
-    const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
-    RETURN_IF_ERROR(GenerateModel(shape, r, GenerateOptions{}, tmp));
-    std::filesystem::rename(tmp, path);
-  }
-  RETURN_IF_ERROR(comm.Barrier());
-  return path;
-}
 
 // Four sequences (prompts of 3..12 tokens, 30 in all), then 5 greedy decode steps (17 tokens);
 // sequence 3 ends early.
@@ -149,7 +135,7 @@ absl::Status Compare(const std::string& what, const ExpertCacheStats& got,
 
 absl::Status Check(Communicator& comm, const std::string& dir) {
   const int n = comm.size();
-  ASSIGN_OR_RETURN(std::string path, EnsureModel(comm, dir));
+  ASSIGN_OR_RETURN(std::string path, EnsureTinyModel(comm, dir));
   ASSIGN_OR_RETURN(ModelShape shape, GetModelShape("tiny", 0));
   const int n_moe = shape.n_layers - shape.n_leading_dense;
   // gate, up and down, f16.

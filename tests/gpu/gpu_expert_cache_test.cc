@@ -36,6 +36,7 @@ using gpu::GpuKvCache;
 using gpu::GpuModel;
 using gpu::GpuModelOptions;
 using gpu::GpuSequenceInput;
+using testing::RowRelError;
 
 std::string Model() {
   static std::string* path = nullptr;
@@ -191,16 +192,6 @@ TEST(GpuExpertCacheTest, EveryCacheSizeMatchesResident) {
   EXPECT_EQ(std::memcmp(all.logits.back().data(), ref.logits.back().data(),
                         ref.logits.back().size() * sizeof(float)),
             0);
-}
-
-double RowRelError(const float* a, const float* b, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double d = std::fabs(double(a[i]) - b[i]);
-    num = std::isnan(d) ? INFINITY : std::max(num, d);
-    den = std::max(den, std::fabs(double(b[i])));
-  }
-  return num / den;
 }
 
 // Misses computed on the host (expert_cpu 2: every miss; 1: the cost model): the host's Q8_K

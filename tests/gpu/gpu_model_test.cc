@@ -38,6 +38,7 @@ using gpu::GpuKvCache;
 using gpu::GpuModel;
 using gpu::GpuModelOptions;
 using gpu::GpuSequenceInput;
+using testing::RowRelError;
 
 // A tiny model of `recipe`, generated once per process.
 std::string TinyModel(const std::string& recipe) {
@@ -58,15 +59,6 @@ std::string TinyModel(const std::string& recipe) {
   return path;
 }
 
-double RowRelError(const float* a, const float* b, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double d = std::fabs(double(a[i]) - b[i]);
-    num = std::isnan(d) ? INFINITY : std::max(num, d);
-    den = std::max(den, std::fabs(double(b[i])));
-  }
-  return num / den;
-}
 int64_t Argmax(const float* v, int64_t n) { return std::max_element(v, v + n) - v; }
 
 const std::vector<int32_t> kPromptA = {1, 5, 42, 79, 116, 153, 190};
