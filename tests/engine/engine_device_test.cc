@@ -49,9 +49,16 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "runtime/modelgen/model_generator.h"
+#include "tests/common/cli_run.h"
+#include "tests/common/logits_compare.h"
 
 namespace tritmoe {
 namespace {
+
+using testing::Agreement;
+using testing::ReadFloats;
+using testing::ReadText;
+using testing::RunShell;
 
 // TRITMOE_BIN overrides the build's binary (a bundle carried to a GPU machine).
 std::string Tritmoe() {
@@ -60,24 +67,8 @@ std::string Tritmoe() {
 }
 
 std::string Dir() {
-  static std::string dir = [] {
-    auto d = std::filesystem::path(::testing::TempDir()) /
-             ("tritmoe_device_" + std::to_string(::getpid()));
-    std::filesystem::create_directories(d);
-    return d.string();
-  }();
+  static const std::string dir = testing::ProcessTempDir("tritmoe_device");
   return dir;
-}
-
-std::string ReadText(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// Exit status of `cmd` (stdout to out, stderr to err), -1 when it did not exit normally.
-int RunShell(const std::string& cmd, const std::string& out, const std::string& err) {
-  const int rc = std::system((cmd + " >" + out + " 2>" + err).c_str());
-  return rc != -1 && WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
 struct CmdRun {
@@ -91,14 +82,6 @@ CmdRun RunTritmoe(const std::string& tag, const std::string& args, const std::st
   r.out = ReadText(base + ".out");
   r.err = ReadText(base + ".err");
   return r;
-}
-
-std::vector<float> ReadFloats(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), {});
-  std::vector<float> v(bytes.size() / sizeof(float));
-  std::memcpy(v.data(), bytes.data(), v.size() * sizeof(float));
-  return v;
 }
 
 std::string Model(const std::string& shape_name, const std::string& recipe) {
@@ -222,38 +205,11 @@ TEST(EngineDeviceTest, CudaOnTwoRanksFailsAtStartOnEveryRank) {
 
 // ---- With a GPU -----------------------------------------------------------------------------
 
-double RowRelError(const float* a, const float* b, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double d = std::fabs(double(a[i]) - b[i]);
-    num = std::isnan(d) ? INFINITY : std::max(num, d);
-    den = std::max(den, std::fabs(double(b[i])));
-  }
-  return num / den;
-}
-
-struct Agreement {
-  std::vector<double> row_err;
-  int argmax_mismatch = 0;
-  double Median() const {
-    std::vector<double> v = row_err;
-    std::sort(v.begin(), v.end());
-    return v.empty() ? INFINITY : v[v.size() / 2];
-  }
-  double Max() const {
-    return row_err.empty() ? INFINITY : *std::max_element(row_err.begin(), row_err.end());
-  }
-};
 Agreement Compare(const std::vector<float>& got, const std::vector<float>& ref, int64_t n_vocab) {
   Agreement a;
   EXPECT_EQ(got.size(), ref.size());
   for (size_t r = 0; (r + 1) * n_vocab <= std::min(got.size(), ref.size()); ++r) {
-    const float* g = got.data() + r * n_vocab;
-    const float* c = ref.data() + r * n_vocab;
-    a.row_err.push_back(RowRelError(g, c, n_vocab));
-    if (std::max_element(g, g + n_vocab) - g != std::max_element(c, c + n_vocab) - c) {
-      ++a.argmax_mismatch;
-    }
+    a.AddRow(got.data() + r * n_vocab, ref.data() + r * n_vocab, n_vocab);
   }
   return a;
 }

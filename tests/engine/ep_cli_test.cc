@@ -25,9 +25,14 @@
 
 #include "gtest/gtest.h"
 #include "runtime/modelgen/model_generator.h"
+#include "tests/common/cli_run.h"
 
 namespace tritmoe {
 namespace {
+
+using testing::ReadFloats;
+using testing::ReadText;
+using testing::RunShell;
 
 std::string Tritmoe() { return TRITMOE_BINARY; }
 std::string MpiRun(int np) {
@@ -35,12 +40,7 @@ std::string MpiRun(int np) {
 }
 
 std::string Dir() {
-  static std::string dir = [] {
-    auto d = std::filesystem::path(::testing::TempDir()) /
-             ("tritmoe_ep_cli_" + std::to_string(::getpid()));
-    std::filesystem::create_directories(d);
-    return d.string();
-  }();
+  static const std::string dir = testing::ProcessTempDir("tritmoe_ep_cli");
   return dir;
 }
 
@@ -56,25 +56,6 @@ std::string Model(const std::string& recipe, uint64_t seed = 1234) {
     EXPECT_TRUE(s.ok()) << s;
   }
   return path;
-}
-
-std::string ReadText(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// Exit status of `cmd` (stdout to out, stderr to err), -1 when it did not exit normally.
-int RunShell(const std::string& cmd, const std::string& out, const std::string& err) {
-  const int rc = std::system((cmd + " >" + out + " 2>" + err).c_str());
-  return rc != -1 && WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-std::vector<float> ReadFloats(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), {});
-  std::vector<float> v(bytes.size() / sizeof(float));
-  std::memcpy(v.data(), bytes.data(), v.size() * sizeof(float));
-  return v;
 }
 
 constexpr int64_t kVocab = 1024;  // tiny

@@ -27,6 +27,7 @@
 #include "runtime/modelgen/model_generator.h"
 #include "runtime/modelgen/model_shape.h"
 #include "runtime/modelgen/quant_recipe.h"
+#include "tests/common/logits_compare.h"
 #include "tests/gpu/gpu_test_util.h"
 
 namespace tritmoe {
@@ -165,7 +166,9 @@ TEST(GpuExpertCacheTest, EveryCacheSizeMatchesResident) {
         ASSERT_GT(loads, 0);
         EXPECT_EQ(ls.bytes_read % loads, 0);
         EXPECT_GE(ls.stall_s, 0.0);
-        if (!prefetch) EXPECT_EQ(ls.prefetched, 0);
+        if (!prefetch) {
+          EXPECT_EQ(ls.prefetched, 0);
+        }
         EXPECT_LE(ls.prefetch_used, ls.prefetched);
         EXPECT_LE(ls.hits, ls.requests());
         const LayerCacheStats& f = r.first_step->layers[l];
@@ -176,7 +179,9 @@ TEST(GpuExpertCacheTest, EveryCacheSizeMatchesResident) {
             << "layer " << f.layer;
         EXPECT_LE(f.misses, 16);
       }
-      if (prefetch) EXPECT_GT(st.Total().prefetched, 0);
+      if (prefetch) {
+        EXPECT_GT(st.Total().prefetched, 0);
+      }
       EXPECT_EQ(st.Total().requests(), [&] {
         int64_t n = 0;
         for (int64_t q : requests) n += q;

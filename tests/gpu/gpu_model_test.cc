@@ -29,6 +29,7 @@
 #include "runtime/modelgen/model_generator.h"
 #include "runtime/modelgen/model_shape.h"
 #include "runtime/modelgen/quant_recipe.h"
+#include "tests/common/logits_compare.h"
 #include "tests/gpu/gpu_test_util.h"
 
 namespace tritmoe {
@@ -38,7 +39,8 @@ using gpu::GpuKvCache;
 using gpu::GpuModel;
 using gpu::GpuModelOptions;
 using gpu::GpuSequenceInput;
-using testing::RowRelError;
+using testing::Agreement;
+using testing::Argmax;
 
 // A tiny model of `recipe`, generated once per process.
 std::string TinyModel(const std::string& recipe) {
@@ -58,8 +60,6 @@ std::string TinyModel(const std::string& recipe) {
   (*paths)[recipe] = path;
   return path;
 }
-
-int64_t Argmax(const float* v, int64_t n) { return std::max_element(v, v + n) - v; }
 
 const std::vector<int32_t> kPromptA = {1, 5, 42, 79, 116, 153, 190};
 const std::vector<int32_t> kPromptB = {7, 300, 12, 999, 4};
@@ -132,19 +132,6 @@ std::unique_ptr<GpuModel> LoadGpu(const std::string& path, KvCacheType kv, bool 
   return m.ok() ? std::move(*m) : nullptr;
 }
 
-// Per-row errors and argmax mismatches of the whole scenario.
-struct Agreement {
-  std::vector<double> row_err;
-  int argmax_mismatch = 0;
-  double Median() const {
-    std::vector<double> v = row_err;
-    std::sort(v.begin(), v.end());
-    return v.empty() ? INFINITY : v[v.size() / 2];
-  }
-  double Max() const {
-    return row_err.empty() ? INFINITY : *std::max_element(row_err.begin(), row_err.end());
-  }
-};
 Agreement Compare(const std::vector<std::vector<float>>& gpu,
                   const std::vector<std::vector<float>>& cpu, int64_t n_vocab) {
   Agreement a;
@@ -153,10 +140,7 @@ Agreement Compare(const std::vector<std::vector<float>>& gpu,
     EXPECT_EQ(gpu[s].size(), cpu[s].size()) << "step " << s;
     if (gpu[s].size() != cpu[s].size()) continue;
     for (size_t r = 0; r * n_vocab < cpu[s].size(); ++r) {
-      const float* g = gpu[s].data() + r * n_vocab;
-      const float* c = cpu[s].data() + r * n_vocab;
-      a.row_err.push_back(RowRelError(g, c, n_vocab));
-      if (Argmax(g, n_vocab) != Argmax(c, n_vocab)) ++a.argmax_mismatch;
+      a.AddRow(gpu[s].data() + r * n_vocab, cpu[s].data() + r * n_vocab, n_vocab);
     }
   }
   return a;

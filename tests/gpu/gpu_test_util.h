@@ -4,9 +4,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include <algorithm>
 #include <cmath>
-#include <cstdint>
 #include <random>
 #include <string>
 #include <vector>
@@ -39,17 +37,6 @@ inline bool HaveSm90Gpu(std::string* why) {
     std::string tm_why_;                                                     \
     if (!::tritmoe::testing::HaveSm90Gpu(&tm_why_)) GTEST_SKIP() << tm_why_; \
   } while (0)
-
-// max_i |a_i - b_i| / max_i |b_i| over one row of n values (a NaN in a counts as infinite).
-inline double RowRelError(const float* a, const float* b, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double d = std::fabs(double(a[i]) - b[i]);
-    num = std::isnan(d) ? INFINITY : std::max(num, d);
-    den = std::max(den, std::fabs(double(b[i])));
-  }
-  return num / den;
-}
 
 inline std::vector<float> RandomFloats(size_t n, std::mt19937& rng, float lo = -1.0f,
                                        float hi = 1.0f) {
