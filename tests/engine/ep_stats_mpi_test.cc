@@ -12,6 +12,7 @@
 //
 //   tests/mpi/mpirun.sh -np 3 ep_stats_mpi_test DIR   (the model is generated into DIR)
 #include <unistd.h>
+#include <array>
 
 #include <chrono>
 #include <cstdio>
@@ -30,6 +31,7 @@
 #include "runtime/modelgen/model_generator.h"
 #include "tests/engine/mpi_test_main.h"
 #include "tests/engine/mpi_test_model.h"
+#include "tests/engine/mpi_test_workload.h"
 
 namespace tritmoe {
 namespace {
@@ -56,28 +58,14 @@ absl::StatusOr<Run> RunSteps(Engine& e, bool check_times) {
   using Clock = std::chrono::steady_clock;
   const int n = e.num_ranks();
   Run run;
-  run.tokens.resize(4);
-  std::vector<int32_t> next(4);
+  run.tokens.resize(kWorkloadSequences);
+  std::array<int32_t, kWorkloadSequences> next{};
+  std::vector<int> seqs;
   double wall = 0, phases = 0;
-  for (int step = 0; step < 6; ++step) {
-    EngineStep s;
+  for (int step = 0; step < kWorkloadSteps; ++step) {
+    const EngineStep s = WorkloadStep(step, next, &seqs);
     int64_t tokens = 0;
-    std::vector<int> seqs;
-    for (int q = 0; q < 4; ++q) {
-      if (q == 3 && step > 2) continue;
-      std::vector<int32_t> in;
-      if (step == 0) {
-        s.start.push_back(
-            {.id = uint64_t(q), .sampling = SamplingParams::Greedy(), .capacity = 64});
-        for (int i = 0; i < 3 + 3 * q; ++i) in.push_back((q * 131 + i * 37 + 5) % 1000);
-      } else {
-        in.push_back(next[q]);
-      }
-      tokens += static_cast<int64_t>(in.size());
-      s.items.push_back({.id = uint64_t(q), .tokens = std::move(in)});
-      if (q == 3 && step == 2) s.release.push_back(3);
-      seqs.push_back(q);
-    }
+    for (const auto& item : s.items) tokens += static_cast<int64_t>(item.tokens.size());
     const auto t0 = Clock::now();
     ASSIGN_OR_RETURN(EngineStepResult r, e.Step(s));
     const double w = std::chrono::duration<double>(Clock::now() - t0).count();

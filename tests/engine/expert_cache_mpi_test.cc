@@ -15,6 +15,7 @@
 //
 //   tests/mpi/mpirun.sh -np 2 expert_cache_mpi_test DIR   (the model is generated into DIR)
 #include <unistd.h>
+#include <array>
 
 #include <cstdio>
 #include <filesystem>
@@ -32,32 +33,17 @@
 #include "runtime/store/expert_store.h"
 #include "tests/engine/mpi_test_main.h"
 #include "tests/engine/mpi_test_model.h"
+#include "tests/engine/mpi_test_workload.h"
 
 namespace tritmoe {
 namespace {
 
-// Four sequences (prompts of 3..12 tokens, 30 in all), then 5 greedy decode steps (17 tokens);
-// sequence 3 ends early.
+// The scripted workload (mpi_test_workload.h), greedy tokens fed back.
 absl::Status RunSteps(Engine& e) {
-  std::vector<int32_t> next(4);
-  for (int step = 0; step < 6; ++step) {
-    EngineStep s;
-    std::vector<int> seqs;
-    for (int q = 0; q < 4; ++q) {
-      if (q == 3 && step > 2) continue;
-      std::vector<int32_t> in;
-      if (step == 0) {
-        s.start.push_back(
-            {.id = uint64_t(q), .sampling = SamplingParams::Greedy(), .capacity = 64});
-        for (int i = 0; i < 3 + 3 * q; ++i) in.push_back((q * 131 + i * 37 + 5) % 1000);
-      } else {
-        in.push_back(next[q]);
-      }
-      s.items.push_back({.id = uint64_t(q), .tokens = std::move(in)});
-      if (q == 3 && step == 2) s.release.push_back(3);
-      seqs.push_back(q);
-    }
-    ASSIGN_OR_RETURN(EngineStepResult r, e.Step(s));
+  std::array<int32_t, kWorkloadSequences> next{};
+  std::vector<int> seqs;
+  for (int step = 0; step < kWorkloadSteps; ++step) {
+    ASSIGN_OR_RETURN(EngineStepResult r, e.Step(WorkloadStep(step, next, &seqs)));
     for (size_t i = 0; i < seqs.size(); ++i) next[seqs[i]] = r.tokens[i];
   }
   return absl::OkStatus();
