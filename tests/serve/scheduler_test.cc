@@ -519,21 +519,30 @@ TEST(SchedulerTest, StepPhasesRankTokensAndExpertLoadImbalance) {
   EXPECT_NEAR(*imbalance("2"), 2.0, 1e-12);
 }
 
+// Serves one request on an engine without routing statistics or expert cache (the FakeEngine's
+// defaults), collecting every millisecond; returns the metrics page after the scheduler stopped.
+std::string ServeOneRequestWithoutStatistics(FakeEngine* engine) {
+  engine->set_step_delay_ms(2);
+  Harness h(engine, {.max_num_seqs = 4,
+                     .max_num_batched_tokens = 64,
+                     .routing_stats_interval = absl::Milliseconds(1)});
+  auto s = h.scheduler().Submit(Request("n", Prompt(4, 0), 10));
+  EXPECT_TRUE(s.ok());
+  if (s.ok()) {
+    EXPECT_TRUE(Drain(**s).completion);
+  }
+  h.Stop();
+  EXPECT_TRUE(h.run_status().ok()) << h.run_status();
+  return h.metrics().Render();
+}
+
 // An engine without routing statistics (FailedPrecondition: no MoE layers) is not collected
 // from again and exports no imbalance.
 TEST(SchedulerTest, NoRoutingStatisticsNoImbalance) {
   FakeEngine engine(4, 64, 256);
-  engine.set_step_delay_ms(2);
-  Harness h(&engine, {.max_num_seqs = 4,
-                      .max_num_batched_tokens = 64,
-                      .routing_stats_interval = absl::Milliseconds(1)});
-  auto s = h.scheduler().Submit(Request("n", Prompt(4, 0), 10));
-  ASSERT_TRUE(s.ok());
-  ASSERT_TRUE(Drain(**s).completion);
-  h.Stop();
-  EXPECT_TRUE(h.run_status().ok()) << h.run_status();
+  const std::string text = ServeOneRequestWithoutStatistics(&engine);
   EXPECT_EQ(engine.routing_collections(), 0);
-  EXPECT_EQ(h.metrics().Render().find("tritmoe_expert_load_imbalance{"), std::string::npos);
+  EXPECT_EQ(text.find("tritmoe_expert_load_imbalance{"), std::string::npos);
 }
 
 // The expert cache series reach /metrics through the scheduler's collections, the end of the
@@ -582,17 +591,8 @@ TEST(SchedulerTest, ExpertCacheStatisticsReachTheMetrics) {
 // An engine without an expert cache is asked once and exports no cache series.
 TEST(SchedulerTest, NoExpertCacheNoSeries) {
   FakeEngine engine(4, 64, 256);
-  engine.set_step_delay_ms(2);
-  Harness h(&engine, {.max_num_seqs = 4,
-                      .max_num_batched_tokens = 64,
-                      .routing_stats_interval = absl::Milliseconds(1)});
-  auto s = h.scheduler().Submit(Request("n", Prompt(4, 0), 10));
-  ASSERT_TRUE(s.ok());
-  ASSERT_TRUE(Drain(**s).completion);
-  h.Stop();
-  EXPECT_TRUE(h.run_status().ok()) << h.run_status();
+  const std::string text = ServeOneRequestWithoutStatistics(&engine);
   EXPECT_EQ(engine.cache_collections(), 1);
-  const std::string text = h.metrics().Render();
   EXPECT_EQ(text.find("tritmoe_expert_cache_hits_total{"), std::string::npos) << text;
   EXPECT_EQ(text.find("tritmoe_expert_cache_hit_rate{"), std::string::npos);
 }
