@@ -15,7 +15,7 @@ layers=${2:-12}
 mode=${3:-tests}
 out=${OUT:-/tmp/gpu_out}
 mkdir -p "$out"
-export LD_LIBRARY_PATH=$PWD/$carry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"
 bin=$PWD/$carry/tritmoe
 model=/tmp/v3-$layers.gguf
 nvidia-smi --query-gpu=name,memory.total,pcie.link.gen.max,pcie.link.width.max,driver_version \

@@ -14,10 +14,7 @@ carry=${1:-gpu-carry}
 layers=${2:-6}
 out=${OUT:-/tmp/gpu_out}
 mkdir -p "$out"
-nccl_lib=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)
-export LD_LIBRARY_PATH=$PWD/$carry/lib${nccl_lib:+:$nccl_lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export NCCL_NVLS_ENABLE=0
-export TRITMOE_BIN=$PWD/$carry/tritmoe
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"
 bin=$TRITMOE_BIN
 model=/tmp/v3-$layers.gguf
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,driver_version \

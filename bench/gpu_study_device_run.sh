@@ -16,9 +16,7 @@ layers=${3:-6}
 out=${OUT:-/tmp/gpu_out}
 mkdir -p "$out"
 export PATH=/usr/local/cuda/bin:$PATH
-nccl_lib=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)
-export LD_LIBRARY_PATH=$PWD/$carry/lib${nccl_lib:+:$nccl_lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export NCCL_NVLS_ENABLE=0
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"
 bin=$PWD/$carry/tritmoe
 model=/tmp/v3-$layers.gguf
 case $phase in

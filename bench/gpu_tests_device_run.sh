@@ -7,10 +7,7 @@ set -uo pipefail
 carry=${1:-gpu-carry}
 out=${OUT:-/tmp/gpu_out}
 mkdir -p "$out"
-nccl_lib=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)
-export LD_LIBRARY_PATH=$PWD/$carry/lib${nccl_lib:+:$nccl_lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export NCCL_NVLS_ENABLE=0
-export TRITMOE_BIN=$PWD/$carry/tritmoe
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 failed=0
 for t in gpu_ops_test quant_gemv_test gpu_fusion_test gpu_model_test gpu_expert_cache_test \
