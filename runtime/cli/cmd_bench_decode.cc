@@ -303,7 +303,7 @@ void RegisterBenchDecodeCommand(CLI::App& app, absl::Status* result) {
       ->capture_default_str();
   cmd->add_option(
          "--device", a->device,
-         "Where the model runs: cpu, or cuda (the GPU of the rank's local rank; one rank only)")
+         "Where the model runs: cpu, or cuda (the GPU of the rank's local rank: one GPU per rank)")
       ->capture_default_str();
   cmd->add_option("--batch", a->batches, "Decode batch sizes, comma-separated")
       ->capture_default_str();

@@ -162,7 +162,7 @@ void RegisterGenerateCommand(CLI::App& app, absl::Status* result) {
       ->capture_default_str();
   cmd->add_option(
          "--device", a->device,
-         "Where the model runs: cpu, or cuda (the GPU of the rank's local rank; one rank only)")
+         "Where the model runs: cpu, or cuda (the GPU of the rank's local rank: one GPU per rank)")
       ->capture_default_str();
   cmd->add_option("--temperature,--temp", a->sampling.temperature, "0 = greedy")
       ->capture_default_str();

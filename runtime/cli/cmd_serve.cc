@@ -229,7 +229,7 @@ void RegisterServeCommand(CLI::App& app, absl::Status* result) {
       ->capture_default_str();
   cmd->add_option(
          "--device", a->device,
-         "Where the model runs: cpu, or cuda (the GPU of the rank's local rank; one rank only)")
+         "Where the model runs: cpu, or cuda (the GPU of the rank's local rank: one GPU per rank)")
       ->capture_default_str();
   cmd->add_option("--max-num-seqs", a->max_num_seqs, "Sequences in the running batch")
       ->capture_default_str();

@@ -244,12 +244,10 @@ absl::Status EngineImpl::LoadLocal(StartInfo* info) {
   RETURN_IF_ERROR(options_.Validate());
   const int n_ranks = comm_->size(), me = comm_->rank();
   const bool gpu = options_.device == "cuda";
-  if (gpu && n_ranks > 1) {
-    // GpuModel computes every routed expert itself; it has no hook for the MoE exchange yet.
+  if (gpu && n_ranks > 1 && options_.gpu_expert_cache_bytes > 0) {
     return absl::UnimplementedError(absl::StrCat(
-        "--device cuda runs on one rank only: expert parallelism across GPUs is not implemented "
-        "yet, and this job has ",
-        n_ranks, " ranks (run one process, or --device cpu)"));
+        "the GPU expert cache (--expert-cache-mb) runs on one rank only; this job has ", n_ranks,
+        " ranks"));
   }
   ModelConfig config;
   std::vector<ExpertPlacement> placements;
@@ -272,18 +270,19 @@ absl::Status EngineImpl::LoadLocal(StartInfo* info) {
   mo.threads = threads_;
   mo.local_experts.clear();
   mo.exchange = nullptr;
+  // A model without MoE layers (all dense) needs no exchange: every rank computes everything. One
+  // GPU rank holds every expert itself (no exchange: its MoE layers keep their CUDA graphs).
+  if (!placements.empty() && (!gpu || n_ranks > 1)) {
+    mo.local_experts = LocalExpertUnion(placements, me);
+    ASSIGN_OR_RETURN(exchange_, EpExpertExchange::Create(config, std::move(placements), n_ranks));
+    mo.exchange = exchange_.get();
+  }
   if (gpu) {
-    // One rank, one GPU (its local rank), every expert on it: no exchange.
+    // One GPU per rank: the GPU of its local rank (GpuModel::Load names the visible count).
     ASSIGN_OR_RETURN(model_,
                      LoadGpuBackend(options_.model_path, mo, comm_->local_rank(),
                                     options_.gpu_expert_cache_bytes, options_.gpu_expert_prefetch));
   } else {
-    // A model without MoE layers (all dense) needs no exchange: every rank computes everything.
-    if (!placements.empty()) {
-      mo.local_experts = LocalExpertUnion(placements, me);
-      ASSIGN_OR_RETURN(exchange_, EpExpertExchange::Create(config, std::move(placements), n_ranks));
-      mo.exchange = exchange_.get();
-    }
     mo.step_times = &model_times_;
     ASSIGN_OR_RETURN(model_, LoadCpuBackend(options_.model_path, mo));
   }

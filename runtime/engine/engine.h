@@ -68,9 +68,11 @@ struct EngineOptions {
   int max_sequences = 64;          // live sequences job-wide
   int max_tokens_per_step = 2048;  // tokens of all items of one step, job-wide (sizes buffers)
   // Where each rank runs its model: "cpu" (runtime/model) or "cuda" (runtime/gpu/gpu_model.h, on
-  // the rank's local-rank GPU, every expert on it). "cuda" takes one rank only for now (a job of
-  // more fails at start on every rank, an agreed failure) and rejects what only the CPU has
-  // (precision float, attention naive, an expert cache); builds without CUDA reject it.
+  // the rank's local-rank GPU: one GPU per rank). With more than one rank the routed experts are
+  // split over the GPUs through the same exchange as the CPU ranks' (host-staged; every expert is
+  // still uploaded to every GPU, only the local ones computed; no GPU expert cache). "cuda"
+  // rejects what only the CPU has (precision float, attention naive, an expert cache); builds
+  // without CUDA reject it; a rank without its GPU fails at start (an agreed failure).
   // Greedy sequences are sampled on the GPU (only their tokens come back); other sampling, and
   // requested logits, copy n_vocab floats per row to the host.
   std::string device = "cpu";

@@ -10,8 +10,8 @@
 // Contracts:
 //   * A BackendCache belongs to the backend that made it (passing another's is a programming
 //     error) and must be destroyed before it.
-//   * Step with an empty batch is valid and does no model work on a single-rank backend; on the
-//     CPU backend it still takes part in the MoE exchange (expert parallelism).
+//   * Step with an empty batch is valid and does no model work on a single-rank backend; with an
+//     exchange (CPU or GPU) it still takes part in the MoE exchange (expert parallelism).
 //   * StepGreedy: each sequence asks for kLast or kNone; next[s] is -1 for kNone, else the argmax
 //     of its last row over the tokens other than its argmax_exclude (first maximum on ties, as
 //     Sampler's greedy draw with that token masked), computed where the model runs, so that only
@@ -79,8 +79,10 @@ absl::StatusOr<std::unique_ptr<StepBackend>> LoadCpuBackend(const std::string& p
 // The GPU model on CUDA device `device`, with the KV cache type and max context of `options`;
 // options.threads repack the weights at load. The GPU quantizes activations for quantized weights
 // and runs float kernels for F16/F32/BF16 ones, in the absorbed MLA form, with the routed experts
-// in device memory: options.precision kFloat, attention kNaive, local_experts, exchange and
-// expert_source are rejected (InvalidArgument naming the option). expert_cache_bytes > 0: the
+// in device memory: options.precision kFloat, attention kNaive and expert_source are rejected
+// (InvalidArgument naming the option). options.exchange / local_experts: expert parallelism,
+// host-staged (gpu_model.h GpuModelOptions::exchange; every expert is still uploaded, only the
+// local ones computed; not with an expert cache). expert_cache_bytes > 0: the
 // routed experts in a GPU expert cache of that budget (gpu_model.h), with the next-layer
 // prefetch when expert_prefetch. Builds without CUDA: Unimplemented ("built without CUDA").
 absl::StatusOr<std::unique_ptr<StepBackend>> LoadGpuBackend(const std::string& path,

@@ -76,6 +76,33 @@ constexpr int kKeyBucket = 256;
 // Tokens of one step (grid limits of the row kernels).
 constexpr int kMaxStepTokens = 16384;
 
+// Device buffers of the routed experts this rank computes for an ExpertExchange, sized in one
+// place for `rows` received rows (grown, never shrunk).
+struct EpBuffers {
+  int64_t rows = 0;
+  DeviceBuffer in;      // [rows][n_embd] received rows
+  DeviceBuffer gu;      // [rows][2 ff]
+  DeviceBuffer act;     // [rows][ff] SwiGLU output (unfused path)
+  DeviceBuffer out;     // [rows][n_embd] expert outputs
+  DeviceBuffer act_ws;  // quantized activations of the widest input
+  int64_t act_ws_bytes = 0;
+  DeviceBuffer offsets;  // [n_expert + 1] rows of expert e: [offsets[e], offsets[e + 1])
+  // Fixed: the combine reads the routed sum as one slot of weight 1 per token.
+  DeviceBuffer identity;  // int32 [kMaxStepTokens]: t
+  DeviceBuffer ones;      // float [kMaxStepTokens]: 1.0f
+
+  void Reserve(int64_t want, int64_t n_embd, int64_t ff) {
+    if (want <= rows) return;
+    rows = std::max<int64_t>(want, 2 * rows);
+    in = DeviceBuffer(sizeof(float) * rows * n_embd);
+    gu = DeviceBuffer(sizeof(float) * rows * 2 * ff);
+    act = DeviceBuffer(sizeof(float) * rows * ff);
+    out = DeviceBuffer(sizeof(float) * rows * n_embd);
+    act_ws_bytes = std::max(GpuActivationBytes(rows, n_embd), GpuActivationBytes(rows, ff));
+    act_ws = DeviceBuffer(act_ws_bytes);
+  }
+};
+
 }  // namespace
 
 absl::Status GpuModelOptions::Validate() const {
@@ -96,6 +123,14 @@ absl::Status GpuModelOptions::Validate() const {
   if (expert_prefetch && expert_cache_bytes == 0) {
     return absl::InvalidArgumentError(
         "expert prefetch (--expert-prefetch) needs an expert cache budget (--expert-cache-mb)");
+  }
+  if (exchange != nullptr && expert_cache_bytes > 0) {
+    return absl::UnimplementedError(
+        "the GPU expert cache (--expert-cache-mb) is not implemented with expert parallelism "
+        "(more than one rank)");
+  }
+  if (exchange == nullptr && !local_experts.empty()) {
+    return absl::InvalidArgumentError("local_experts without an expert exchange");
   }
   return absl::OkStatus();
 }
@@ -131,6 +166,13 @@ class GpuModel::Impl {
                              const std::function<absl::Status(const GpuExpertSlots*)>& routed,
                              const std::function<absl::Status()>& shared_expert);
   absl::Status DenseFfn(int il, const StepShape& s, GpuActivations* h_act);
+  // Expert parallelism (options_.exchange): the routing (ws_.sel_experts / sel_weights) and h of
+  // T tokens to the host, Dispatch, this rank's experts over the received rows, Combine; leaves
+  // the routed weighted sum in ws_.y_down rows [0, T). shared_expert (may be empty) is enqueued
+  // while the downloads run. T = 0: a rank without tokens serving the others.
+  absl::Status ExchangedExperts(int il, int T, const std::function<absl::Status()>& shared_expert);
+  // A step with no tokens of this rank: every MoE layer's exchange, in layer order.
+  absl::Status ExchangeOnlyStep();
   // out_act->data stays null unless fused.
   void FuseQuantization(int T, RmsNormParams* norm, GpuActivations* out_act);
   // SwiGLU of ws_.gu ([rows][2 ff]) for the product `down`: folded into down's activation
@@ -142,6 +184,8 @@ class GpuModel::Impl {
 
   GpuWeights weights_;
   std::unique_ptr<GpuExpertCache> cache_;  // null: every routed expert resident
+  EpBuffers ep_;                           // options_.exchange only
+  PinnedBuffer ep_host_;                   // a layer's routing and h, downloaded
   PinnedBuffer route_host_;                // expert offsets (and predictions) of a layer
   DeviceBuffer pred_buf_;                  // predicted experts and weights [T * k] each
   std::unique_ptr<CudaEvent> routed_;      // a layer's routing has reached the host
@@ -180,8 +224,10 @@ absl::Status GpuModel::Impl::Load(const std::string& path, const GpuModelOptions
     return absl::FailedPreconditionError("no CUDA GPU is visible to this process");
   }
   if (options.device >= n_dev) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("CUDA device ", options.device, " requested; ", n_dev, " visible"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CUDA device ", options.device, " requested; ", n_dev,
+        " visible (with mpirun, --device cuda gives each rank the GPU of its local rank: one GPU "
+        "per rank on each host)"));
   }
   RETURN_IF_ERROR(Cuda(cudaSetDevice(options.device), "cudaSetDevice"));
   ASSIGN_OR_RETURN(gguf_, gguf::GgufModel::Open(path));
@@ -190,6 +236,12 @@ absl::Status GpuModel::Impl::Load(const std::string& path, const GpuModelOptions
   max_context_ = options.max_context > 0 ? options.max_context : c.context_length;
   if (c.n_expert > 0 && c.n_expert_used <= 0) {
     return absl::InvalidArgumentError("MoE model without expert_used_count");
+  }
+  if (!options.local_experts.empty() &&
+      static_cast<int64_t>(options.local_experts.size()) != c.n_expert) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("local_experts has ", options.local_experts.size(), " flags; the model has ",
+                     c.n_expert, " experts"));
   }
   ASSIGN_OR_RETURN(Weights w, Weights::Bind(*gguf_, c));
   ThreadPool pool(options.threads > 0 ? options.threads : DefaultThreadCount());
@@ -262,6 +314,15 @@ absl::Status GpuModel::Impl::Load(const std::string& path, const GpuModelOptions
   const RopeHostTable rope = BuildRopeTable(c.rope, max_context_);
   rope_cos_ = UploadFloats(rope.cos);
   rope_sin_ = UploadFloats(rope.sin);
+  if (options.exchange != nullptr) {
+    std::vector<int32_t> identity(kMaxStepTokens);
+    for (int t = 0; t < kMaxStepTokens; ++t) identity[t] = t;
+    ep_.identity = DeviceBuffer(sizeof(int32_t) * kMaxStepTokens);
+    RETURN_IF_ERROR(Cuda(cudaMemcpy(ep_.identity.get(), identity.data(), ep_.identity.bytes(),
+                                    cudaMemcpyHostToDevice),
+                         "exchange identity upload"));
+    ep_.ones = UploadFloats(std::vector<float>(kMaxStepTokens, 1.0f));
+  }
   return absl::OkStatus();
 }
 
@@ -752,6 +813,26 @@ absl::Status GpuModel::Impl::Moe(int il, const StepShape& s, GpuActivations* h_a
     return absl::OkStatus();
   };
 
+  if (options_.exchange != nullptr) {
+    // The routed sum arrives already weighted (ws_.y_down rows [0, T)): the combine reads it as
+    // one slot of weight 1.0f per token, so that x += (0.0f + 1.0f * y) + shared is exactly the
+    // CPU model's y (Combine from 0.0f) + shared, + residual.
+    std::function<absl::Status()> sh;
+    if (shared) sh = shared_expert;
+    RETURN_IF_ERROR(ExchangedExperts(il, T, sh));
+    CombineParams cp;
+    cp.x = ws_.x;
+    cp.y = ws_.y_down;
+    cp.pair = ep_.identity.as<int32_t>();
+    cp.w = ep_.ones.as<float>();
+    cp.shared = shared ? ws_.shared_out : nullptr;
+    cp.n_tokens = T;
+    cp.k = 1;
+    cp.n = static_cast<int>(D);
+    RETURN_IF_ERROR(Cuda(LaunchCombine(cp, st), "combine"));
+    Mark("combine", il);
+    return absl::OkStatus();
+  }
   if (cache_ == nullptr) {
     RETURN_IF_ERROR(routed(nullptr));
     if (shared) RETURN_IF_ERROR(shared_expert());
@@ -907,6 +988,147 @@ absl::Status GpuModel::Impl::CachedExperts(
   return absl::OkStatus();
 }
 
+absl::Status GpuModel::Impl::ExchangedExperts(int il, int T,
+                                              const std::function<absl::Status()>& shared_expert) {
+  const ModelConfig& c = config_;
+  const GpuLayerWeights& lw = weights_.layer(il);
+  cudaStream_t st = stream_->get();
+  const int k = c.n_expert_used, E = c.n_expert;
+  const int64_t D = c.n_embd, P = int64_t{T} * k, ff = lw.exp_gate_up.rows() / 2;
+  // Routing (experts, weights) and h of this rank's tokens to the host.
+  const size_t host_bytes = sizeof(int32_t) * P + sizeof(float) * P + sizeof(float) * T * D;
+  if (ep_host_.bytes() < host_bytes) ep_host_ = PinnedBuffer(host_bytes * 2);
+  int32_t* host_experts = reinterpret_cast<int32_t*>(ep_host_.get());
+  float* host_weights = reinterpret_cast<float*>(host_experts + P);
+  float* host_h = host_weights + P;
+  if (T > 0) {
+    RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(host_experts, ws_.sel_experts, sizeof(int32_t) * P,
+                                         cudaMemcpyDeviceToHost, st),
+                         "routing download"));
+    RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(host_weights, ws_.sel_weights, sizeof(float) * P,
+                                         cudaMemcpyDeviceToHost, st),
+                         "routing weights download"));
+    RETURN_IF_ERROR(
+        Cuda(cudaMemcpyAsync(host_h, ws_.h, sizeof(float) * T * D, cudaMemcpyDeviceToHost, st),
+             "layer input download"));
+    RETURN_IF_ERROR(Cuda(cudaEventRecord(routed_->get(), st), "record routing"));
+    // The shared expert runs on the GPU while the host exchanges rows.
+    if (shared_expert) RETURN_IF_ERROR(shared_expert());
+    RETURN_IF_ERROR(Cuda(cudaEventSynchronize(routed_->get()), "routing wait"));
+  }
+  Routing routing;
+  routing.n_tokens = T;
+  routing.k = k;
+  routing.experts.assign(host_experts, host_experts + P);
+  routing.weights.assign(host_weights, host_weights + P);
+  ExpertBatch batch;
+  RETURN_IF_ERROR(options_.exchange->Dispatch(il, host_h, D, routing, &batch));
+  const int64_t R = batch.n_rows();
+  // The received rows as a CSR over all E experts (zero rows for the others), as the grouped
+  // GEMVs take it.
+  if (batch.offsets.size() != batch.experts.size() + 1 && !(R == 0 && batch.offsets.empty())) {
+    return absl::InternalError(absl::StrCat("MoE layer ", il, ": the exchange returned ",
+                                            batch.experts.size(), " experts and ",
+                                            batch.offsets.size(), " offsets"));
+  }
+  if (static_cast<int64_t>(batch.input.size()) != R * D ||
+      static_cast<int64_t>(batch.output.size()) != R * D) {
+    return absl::InternalError(
+        absl::StrCat("MoE layer ", il, ": the exchange's rows do not match its offsets"));
+  }
+  if (R > 0) {
+    std::vector<int32_t> offsets(E + 1, 0);
+    int64_t max_rows = 0;
+    int32_t prev = -1;
+    for (size_t i = 0; i < batch.experts.size(); ++i) {
+      const int32_t e = batch.experts[i];
+      const bool local =
+          options_.local_experts.empty() || (e >= 0 && e < E && options_.local_experts[e]);
+      if (e <= prev || e >= E || !local) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("MoE layer ", il, ": expert ", e,
+                         " was dispatched to a rank that does not hold it (or out of order)"));
+      }
+      const int64_t n = batch.offsets[i + 1] - batch.offsets[i];
+      if (n < 0) return absl::InternalError("the exchange's offsets decrease");
+      max_rows = std::max(max_rows, n);
+      offsets[e + 1] = static_cast<int32_t>(n);
+      prev = e;
+    }
+    for (int e = 0; e < E; ++e) offsets[e + 1] += offsets[e];
+    ep_.Reserve(R, D, ff);
+    if (ep_.offsets.bytes() < sizeof(int32_t) * (E + 1)) {
+      ep_.offsets = DeviceBuffer(sizeof(int32_t) * (E + 1));
+    }
+    RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(ep_.offsets.get(), offsets.data(),
+                                         sizeof(int32_t) * (E + 1), cudaMemcpyHostToDevice, st),
+                         "exchange offsets upload"));
+    RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(ep_.in.get(), batch.input.data(), sizeof(float) * R * D,
+                                         cudaMemcpyHostToDevice, st),
+                         "exchange rows upload"));
+    LinearArgs gu;
+    gu.x = ep_.in.as<float>();
+    gu.x_stride = D;
+    gu.n_x_rows = R;
+    gu.offsets = ep_.offsets.as<int32_t>();
+    gu.max_pairs = static_cast<int>(max_rows);
+    gu.act_workspace = ep_.act_ws.get();
+    gu.act_workspace_bytes = ep_.act_ws_bytes;
+    gu.y = ep_.gu.as<float>();
+    gu.y_stride = 2 * ff;
+    RETURN_IF_ERROR(lw.exp_gate_up.Apply(gu, st));
+    Mark("experts gate+up", il);
+    LinearArgs dn;
+    GpuActivations dn_act;
+    if (options_.fuse_small_ops && lw.exp_down.tiled() && ff % 256 == 0 &&
+        lw.exp_down.cols() == ff) {
+      RETURN_IF_ERROR(QuantizeSwiGluActivationsGpu(ep_.gu.as<float>(), R, ff, ep_.act_ws.get(),
+                                                   ep_.act_ws_bytes, st, &dn_act));
+      dn.quantized = &dn_act;
+    } else {
+      SwiGluParams sw;
+      sw.gu = ep_.gu.as<float>();
+      sw.out = ep_.act.as<float>();
+      sw.n_rows = static_cast<int>(R);
+      sw.n_ff = static_cast<int>(ff);
+      RETURN_IF_ERROR(Cuda(LaunchSwiGlu(sw, st), "swiglu"));
+    }
+    Mark("experts swiglu", il);
+    dn.x = ep_.act.as<float>();
+    dn.x_stride = ff;
+    dn.n_x_rows = R;
+    dn.offsets = ep_.offsets.as<int32_t>();
+    dn.max_pairs = static_cast<int>(max_rows);
+    dn.act_workspace = ep_.act_ws.get();
+    dn.act_workspace_bytes = ep_.act_ws_bytes;
+    dn.y = ep_.out.as<float>();
+    dn.y_stride = D;
+    RETURN_IF_ERROR(lw.exp_down.Apply(dn, st));
+    Mark("experts down", il);
+    RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(batch.output.data(), ep_.out.get(), sizeof(float) * R * D,
+                                         cudaMemcpyDeviceToHost, st),
+                         "expert outputs download"));
+    RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(st), "experts"));
+  }
+  std::vector<float> y(static_cast<size_t>(T) * D);
+  RETURN_IF_ERROR(options_.exchange->Combine(batch, routing, y.data()));
+  if (T > 0) {
+    // Pageable source: the copy is complete when cudaMemcpyAsync returns, so y may go.
+    RETURN_IF_ERROR(Cuda(
+        cudaMemcpyAsync(ws_.y_down, y.data(), sizeof(float) * T * D, cudaMemcpyHostToDevice, st),
+        "routed sum upload"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GpuModel::Impl::ExchangeOnlyStep() {
+  RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
+  for (int il = 0; il < config_.n_layer; ++il) {
+    if (config_.IsMoeLayer(il)) RETURN_IF_ERROR(ExchangedExperts(il, 0, nullptr));
+  }
+  return Cuda(cudaStreamSynchronize(stream_->get()), "exchange-only step");
+}
+
 absl::Status GpuModel::Impl::MeasureCpuCost() {
   const ModelConfig& c = config_;
   int il = 0;
@@ -982,6 +1204,17 @@ absl::StatusOr<cudaGraphExec_t> GpuModel::Impl::Graph(const StepShape& s) {
 
 absl::Status GpuModel::Impl::RunStep(std::span<const GpuSequenceInput> batch, StepOutput* out,
                                      std::vector<int32_t>* next, StepProfile* profile) {
+  if (batch.empty() && options_.exchange != nullptr) {
+    // No tokens here, but this rank's experts serve the other ranks' rows.
+    RETURN_IF_ERROR(ExchangeOnlyStep());
+    if (next != nullptr) next->clear();
+    if (out != nullptr) {
+      *out = StepOutput{};
+      out->n_vocab = config_.n_vocab;
+    }
+    if (profile != nullptr) *profile = StepProfile{};
+    return absl::OkStatus();
+  }
   RETURN_IF_ERROR(CheckBatch(batch));
   RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
   const bool greedy = next != nullptr;
@@ -1056,7 +1289,7 @@ absl::Status GpuModel::Impl::RunStep(std::span<const GpuSequenceInput> batch, St
     // The expert cache synchronizes inside the step: never captured (a failed capture would
     // leave its plan without the copies).
     absl::Status enq =
-        cache_ != nullptr
+        cache_ != nullptr || options_.exchange != nullptr
             ? absl::UnavailableError("eager")
             : Cuda(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed), "capture");
     if (enq.ok()) {
@@ -1084,7 +1317,9 @@ absl::Status GpuModel::Impl::RunStep(std::span<const GpuSequenceInput> batch, St
   } else {
     const auto key = std::make_tuple(shape.tokens, shape.logit_rows, shape.keys);
     // With an expert cache every MoE layer waits on the host for its routing: eager launches.
-    if (options_.cuda_graphs && decode && cache_ == nullptr && seen_shapes_.count(key) > 0) {
+    // So does the expert exchange (the host dispatches and combines).
+    if (options_.cuda_graphs && decode && cache_ == nullptr && options_.exchange == nullptr &&
+        seen_shapes_.count(key) > 0) {
       ASSIGN_OR_RETURN(cudaGraphExec_t exec, Graph(shape));
       RETURN_IF_ERROR(Cuda(cudaGraphLaunch(exec, st), "graph launch"));
     } else {

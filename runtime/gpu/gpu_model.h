@@ -28,6 +28,7 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/gguf/gguf.h"
+#include "runtime/model/expert_exchange.h"
 #include "runtime/model/kv_cache.h"
 #include "runtime/model/model.h"
 #include "runtime/model/model_config.h"
@@ -64,6 +65,18 @@ struct GpuModelOptions {
   // miss (tests).
   int expert_cpu = 0;
   static constexpr int kMaxCpuExpertTokens = 16;
+  // Expert parallelism (host-staged): the routed experts of every MoE layer go through this
+  // exchange, as in the CPU model (runtime/model/moe.cc): routing and the layer input h are copied
+  // to the host, Dispatch, the rows received for local experts uploaded and run through the
+  // grouped GEMVs, outputs copied back, Combine, the weighted sum uploaded and combined with the
+  // shared expert and the residual. Steps then run eagerly (no CUDA graphs), and a step with an
+  // empty batch still runs every MoE layer's Dispatch / experts / Combine (zero own tokens, rows
+  // from the other ranks). Not owned; must outlive the model. nullptr: every expert local (no
+  // exchange). Not combined with an expert cache (expert_cache_bytes must be 0).
+  ExpertExchange* exchange = nullptr;
+  // With an exchange: the experts this rank computes (one flag per expert; empty = all). Rows
+  // dispatched to an expert outside it are an error. Every expert is still uploaded.
+  std::vector<bool> local_experts;
 
   absl::Status Validate() const;
 };
@@ -137,7 +150,8 @@ class GpuModel {
   absl::StatusOr<std::unique_ptr<GpuKvCache>> NewKvCache(int64_t capacity = 0) const;
 
   // As Model::Step: logits of the requested rows to the host. Errors are found before any work
-  // and leave every cache unchanged.
+  // and leave every cache unchanged. An empty batch is valid only with options.exchange: it runs
+  // just the MoE layers' exchange (this rank's experts serve the other ranks' rows).
   absl::Status Step(std::span<const GpuSequenceInput> batch, StepOutput* out);
   absl::Status Step(std::initializer_list<GpuSequenceInput> batch, StepOutput* out) {
     return Step(std::span<const GpuSequenceInput>(batch.begin(), batch.size()), out);

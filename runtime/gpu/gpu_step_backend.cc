@@ -42,8 +42,9 @@ class GpuBackend final : public StepBackend {
   }
 
   absl::Status Step(std::span<const BackendInput> batch, StepOutput* out) override {
-    // A single rank with nothing to run (a step that only starts or releases sequences).
-    if (batch.empty()) {
+    // A single rank with nothing to run (a step that only starts or releases sequences). With an
+    // exchange the model still serves the other ranks' rows in every MoE layer.
+    if (batch.empty() && model_->options().exchange == nullptr) {
       *out = StepOutput{};
       out->n_vocab = model_->n_vocab();
       return absl::OkStatus();
@@ -57,7 +58,7 @@ class GpuBackend final : public StepBackend {
   }
   absl::Status StepGreedy(std::span<const BackendInput> batch,
                           std::vector<int32_t>* next) override {
-    if (batch.empty()) {
+    if (batch.empty() && model_->options().exchange == nullptr) {
       next->clear();
       return absl::OkStatus();
     }
@@ -101,9 +102,8 @@ absl::StatusOr<std::unique_ptr<StepBackend>> LoadGpuBackend(const std::string& p
         "(--expert-cache-mb) streams the experts from the model file held in pinned host "
         "memory");
   }
-  if (!options.local_experts.empty() || options.exchange != nullptr) {
-    return absl::InvalidArgumentError(
-        "the GPU model computes every routed expert itself (no expert parallelism on the GPU)");
+  if (!options.local_experts.empty() && options.exchange == nullptr) {
+    return absl::InvalidArgumentError("local_experts without an expert exchange");
   }
   gpu::GpuModelOptions go;
   go.device = device;
@@ -112,6 +112,9 @@ absl::StatusOr<std::unique_ptr<StepBackend>> LoadGpuBackend(const std::string& p
   go.threads = options.threads;
   go.expert_cache_bytes = expert_cache_bytes;
   go.expert_prefetch = expert_prefetch;
+  // Expert parallelism: every expert is uploaded (simple; only local_experts are computed).
+  go.exchange = options.exchange;
+  go.local_experts = options.local_experts;
   ASSIGN_OR_RETURN(std::unique_ptr<gpu::GpuModel> model, gpu::GpuModel::Load(path, go));
   std::string name = absl::StrCat("cuda:", device);
   cudaDeviceProp prop;
