@@ -336,6 +336,9 @@ absl::StatusOr<std::unique_ptr<GpuKvCache>> GpuModel::Impl::NewKvCache(int64_t c
   if (!LatentCacheSupports(static_cast<uint32_t>(KvCacheGgmlType(options_.kv_type)))) {
     return absl::UnimplementedError("KV cache type not supported on the GPU");
   }
+  // The current device is per host thread: a server may make caches on another thread than the
+  // one that loaded the model (and with one GPU per rank it need not be device 0).
+  RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
   KvCacheConfig kc;
   kc.n_layer = config_.n_layer;
   kc.kv_lora_rank = config_.kv_lora_rank;
