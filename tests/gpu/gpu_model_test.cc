@@ -10,7 +10,8 @@
 //    more mismatched (random 1.58-bit weights give near-tie logits that quantization noise
 //    moves by several percent); GPU vs CPU quantized: median <= 0.15;
 // plus: decode steps replayed from CUDA graphs give the same logits bit for bit as eager launches,
-// StepGreedy returns the argmax of Step's logits, and bad input fails before any work.
+// StepGreedy returns the argmax of Step's logits, bad input fails before any work, and the
+// expert-parallel hook (an ExpertExchange) matches the resident path on one GPU.
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +26,7 @@
 #include "gtest/gtest.h"
 #include "runtime/gpu/gpu_kv_cache.h"
 #include "runtime/gpu/gpu_model.h"
+#include "runtime/model/expert_exchange.h"
 #include "runtime/model/model.h"
 #include "runtime/modelgen/model_generator.h"
 #include "runtime/modelgen/model_shape.h"
@@ -304,6 +306,121 @@ TEST(GpuModelTest, BadInputFailsBeforeAnyWork) {
   const std::vector<int32_t> ok = {1, 2, 3};
   EXPECT_TRUE(g->Step({{a->get(), ok, LogitsRequest::kLast}}, &out).ok());
   EXPECT_EQ((*a)->size(), 3);
+}
+
+// The expert-parallel hook (GpuModelOptions::exchange) on one GPU: a LocalExpertExchange (every
+// expert local) behind a counter. The MoE layers then go through the host (routing and h down,
+// Dispatch, the grouped GEMVs over the dispatched rows, Combine, the weighted sum up): the same
+// logits as the resident path within float tolerance (f16: only the routed sum formed on the
+// host; ud-1.58: such differences may move an int8 activation rounding); an empty batch runs only
+// the exchange, once per MoE layer in layer order, with zero tokens; rows dispatched to an expert
+// outside local_experts fail the step.
+class CountingExchange final : public ExpertExchange {
+ public:
+  absl::Status Dispatch(int layer, const float* hidden, int64_t n_embd, const Routing& routing,
+                        ExpertBatch* batch) override {
+    layers.push_back(layer);
+    tokens.push_back(routing.n_tokens);
+    return local.Dispatch(layer, hidden, n_embd, routing, batch);
+  }
+  absl::Status Combine(const ExpertBatch& batch, const Routing& routing, float* y) override {
+    ++combines;
+    return local.Combine(batch, routing, y);
+  }
+  LocalExpertExchange local;
+  std::vector<int> layers;
+  std::vector<int64_t> tokens;
+  int combines = 0;
+};
+
+std::unique_ptr<GpuModel> LoadGpuWithExchange(const std::string& path, ExpertExchange* exchange,
+                                              std::vector<bool> local_experts = {}) {
+  GpuModelOptions o;
+  o.kv_type = KvCacheType::kF32;
+  o.max_context = 64;
+  o.threads = 2;
+  o.exchange = exchange;
+  o.local_experts = std::move(local_experts);
+  auto m = GpuModel::Load(path, o);
+  EXPECT_TRUE(m.ok()) << m.status();
+  return m.ok() ? std::move(*m) : nullptr;
+}
+
+TEST(GpuModelTest, ExchangePathMatchesResidentExperts) {
+  TM_SKIP_WITHOUT_GPU();
+  for (const std::string recipe : {"f16", "ud-1.58"}) {
+    SCOPED_TRACE(recipe);
+    const std::string path = TinyModel(recipe);
+    auto resident = LoadGpu(path, KvCacheType::kF32, true);
+    CountingExchange ex;
+    auto hooked = LoadGpuWithExchange(path, &ex);
+    ASSERT_NE(resident, nullptr);
+    ASSERT_NE(hooked, nullptr);
+    const ModelConfig& c = hooked->config();
+    std::vector<int> moe_layers;
+    for (int il = 0; il < c.n_layer; ++il) {
+      if (c.IsMoeLayer(il)) moe_layers.push_back(il);
+    }
+    ASSERT_FALSE(moe_layers.empty());
+    const auto want = RunGpu(*resident);
+    const auto got = RunGpu(*hooked);
+    // 1 prefill + 3 decode steps, each through every MoE layer once.
+    EXPECT_EQ(ex.layers.size(), 4 * moe_layers.size());
+    EXPECT_EQ(ex.combines, static_cast<int>(ex.layers.size()));
+    const Agreement a = Compare(got, want, hooked->n_vocab());
+    std::printf(
+        "%s: exchange path vs resident: %zu rows, median / max RelError %.3g / %.3g, "
+        "argmax mismatches %d\n",
+        recipe.c_str(), a.row_err.size(), a.Median(), a.Max(), a.argmax_mismatch);
+    if (recipe == "f16") {
+      EXPECT_LE(a.Max(), 1e-5);
+      EXPECT_EQ(a.argmax_mismatch, 0);
+    } else {
+      EXPECT_LE(a.Median(), 1e-3);
+    }
+
+    // An empty batch: the exchange only, zero tokens, every MoE layer in order.
+    ex.layers.clear();
+    ex.tokens.clear();
+    ex.combines = 0;
+    StepOutput out;
+    const absl::Status empty = hooked->Step(std::span<const GpuSequenceInput>(), &out);
+    EXPECT_TRUE(empty.ok()) << empty;
+    EXPECT_EQ(ex.layers, moe_layers);
+    EXPECT_EQ(ex.tokens, std::vector<int64_t>(moe_layers.size(), 0));
+    EXPECT_EQ(ex.combines, static_cast<int>(moe_layers.size()));
+    EXPECT_TRUE(out.logits.empty());
+    std::vector<int32_t> next = {7};
+    EXPECT_TRUE(hooked->StepGreedy(std::span<const GpuSequenceInput>(), &next).ok());
+    EXPECT_TRUE(next.empty());
+    // Without an exchange an empty batch is still an error.
+    EXPECT_FALSE(resident->Step(std::span<const GpuSequenceInput>(), &out).ok());
+  }
+}
+
+TEST(GpuModelTest, ExchangeRowsForANonLocalExpertFailTheStep) {
+  TM_SKIP_WITHOUT_GPU();
+  const std::string path = TinyModel("ud-1.58");
+  CountingExchange ex;
+  auto probe = LoadGpuWithExchange(path, &ex);
+  ASSERT_NE(probe, nullptr);
+  std::vector<bool> only_first(probe->config().n_expert, false);
+  only_first[0] = true;
+  probe.reset();
+  auto g = LoadGpuWithExchange(path, &ex, only_first);
+  ASSERT_NE(g, nullptr);
+  auto a = g->NewKvCache(16);
+  ASSERT_TRUE(a.ok());
+  StepOutput out;
+  const absl::Status s = g->Step({{a->get(), kPromptA, LogitsRequest::kLast}}, &out);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("does not hold it"), std::string::npos) << s;
+  // local_experts of the wrong length, or without an exchange, are rejected at load.
+  GpuModelOptions o;
+  o.local_experts = {true};
+  EXPECT_FALSE(GpuModel::Load(path, o).ok());
+  o.exchange = &ex;
+  EXPECT_FALSE(GpuModel::Load(path, o).ok());
 }
 
 TEST(GpuModelTest, LoadWithoutGpuOrFileFailsCleanly) {
