@@ -1047,10 +1047,16 @@ absl::Status GpuModel::Impl::ExchangedExperts(int il, int T,
       const int32_t e = batch.experts[i];
       const bool local =
           options_.local_experts.empty() || (e >= 0 && e < E && options_.local_experts[e]);
-      if (e <= prev || e >= E || !local) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("MoE layer ", il, ": expert ", e,
-                         " was dispatched to a rank that does not hold it (or out of order)"));
+      if (e < 0 || e >= E || !local) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "MoE layer ", il, ": expert ", e, " was dispatched to a rank that does not hold it"));
+      }
+      // The grouped GEMVs take one CSR over expert ids (ExpertBatch: experts ascending).
+      if (e <= prev) {
+        return absl::InternalError(absl::StrCat("MoE layer ", il,
+                                                ": the exchange's experts are not "
+                                                "ascending (",
+                                                prev, " then ", e, ")"));
       }
       const int64_t n = batch.offsets[i + 1] - batch.offsets[i];
       if (n < 0) return absl::InternalError("the exchange's offsets decrease");
