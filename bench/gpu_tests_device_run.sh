@@ -14,7 +14,7 @@ for t in gpu_ops_test quant_gemv_test gpu_fusion_test gpu_model_test gpu_expert_
          nccl_communicator_test engine_device_test; do
   [[ -x $carry/$t ]] || { echo "== $t: not in $carry"; continue; }
   start=$SECONDS
-  timeout 240 "$carry/$t" >"$out/$t.log" 2>&1
+  timeout 420 "$carry/$t" >"$out/$t.log" 2>&1
   rc=$?
   echo "== $t rc=$rc in $((SECONDS - start)) s: $(grep -E '^\[  PASSED|^\[  FAILED  \] [0-9]+ test' "$out/$t.log" | tr '\n' ' ')$(grep -cE '^\[  SKIPPED \]' "$out/$t.log") skipped"
   if [[ $rc != 0 ]]; then

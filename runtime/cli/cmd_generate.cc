@@ -161,8 +161,7 @@ void RegisterGenerateCommand(CLI::App& app, absl::Status* result) {
   cmd->add_option("--kv-type", a->kv_type, "KV cache type: f16, q8_0, q4_0, f32")
       ->capture_default_str();
   cmd->add_option(
-         "--device", a->device,
-         "Where the model runs: cpu, or cuda (the GPU of the rank's local rank: one GPU per rank)")
+         "--device", a->device, kDeviceHelp)
       ->capture_default_str();
   cmd->add_option("--temperature,--temp", a->sampling.temperature, "0 = greedy")
       ->capture_default_str();

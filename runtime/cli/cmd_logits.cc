@@ -164,8 +164,7 @@ void RegisterLogitsCommand(CLI::App& app, absl::Status* result) {
                   "Expert placement: contiguous, balanced:<routing stats>, or a placement file")
       ->capture_default_str();
   cmd->add_option(
-         "--device", args->device,
-         "Where the model runs: cpu, or cuda (the GPU of the rank's local rank: one GPU per rank)")
+         "--device", args->device, kDeviceHelp)
       ->capture_default_str();
   cmd->add_flag("--verbose,-v", args->verbose,
                 "Print the ranks, the bytes each maps, and the model configuration");

@@ -7,6 +7,11 @@
 
 namespace tritmoe {
 
+// --device of every command that runs the model through the Engine (EngineOptions::device).
+inline constexpr char kDeviceHelp[] =
+    "Where the model runs: cpu; cuda (each rank on the GPU of its local rank: one GPU per rank); "
+    "or cuda:N (every rank of a host on GPU N: ranks share it, for tests on fewer GPUs)";
+
 void RegisterDevicesCommand(CLI::App& app, absl::Status* result);
 void RegisterBenchA2aCommand(CLI::App& app, absl::Status* result);
 void RegisterLogitsCommand(CLI::App& app, absl::Status* result);

@@ -17,7 +17,7 @@ namespace tritmoe {
 
 inline absl::StatusOr<ExpertCacheSetup> ApplyExpertCacheFlags(const ExpertCacheFlags& flags,
                                                               EngineOptions* options) {
-  if (options->device == "cuda") {
+  if (options->on_gpu()) {
     if (!flags.store.empty()) {
       return absl::InvalidArgumentError(
           "--expert-store is for --device cpu: with --device cuda the expert cache streams the "

@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/check.h"
@@ -243,7 +244,7 @@ class EngineImpl final : public Engine {
 absl::Status EngineImpl::LoadLocal(StartInfo* info) {
   RETURN_IF_ERROR(options_.Validate());
   const int n_ranks = comm_->size(), me = comm_->rank();
-  const bool gpu = options_.device == "cuda";
+  const bool gpu = options_.on_gpu();
   if (gpu && n_ranks > 1 && options_.gpu_expert_cache_bytes > 0) {
     return absl::UnimplementedError(absl::StrCat(
         "the GPU expert cache (--expert-cache-mb) runs on one rank only; this job has ", n_ranks,
@@ -280,7 +281,7 @@ absl::Status EngineImpl::LoadLocal(StartInfo* info) {
   if (gpu) {
     // One GPU per rank: the GPU of its local rank (GpuModel::Load names the visible count).
     ASSIGN_OR_RETURN(model_,
-                     LoadGpuBackend(options_.model_path, mo, comm_->local_rank(),
+                     LoadGpuBackend(options_.model_path, mo, options_.CudaDevice(comm_->local_rank()),
                                     options_.gpu_expert_cache_bytes, options_.gpu_expert_prefetch));
   } else {
     mo.step_times = &model_times_;
@@ -790,17 +791,26 @@ StepPhaseTimes& StepPhaseTimes::operator+=(const StepPhaseTimes& o) {
   return *this;
 }
 
+int EngineOptions::CudaDevice(int local_rank) const {
+  int index = local_rank;
+  if (device.size() > 5) (void)absl::SimpleAtoi(device.substr(5), &index);
+  return index;
+}
+
 absl::Status EngineOptions::Validate() const {
   if (model_path.empty()) return absl::InvalidArgumentError("no model path");
-  if (device != "cpu" && device != "cuda") {
+  int cuda_index = 0;
+  if (device != "cpu" && device != "cuda" &&
+      !(device.rfind("cuda:", 0) == 0 && absl::SimpleAtoi(device.substr(5), &cuda_index) &&
+        cuda_index >= 0 && device.find_first_not_of("0123456789", 5) == std::string::npos)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--device must be cpu or cuda, got \"", device, "\""));
+        absl::StrCat("--device must be cpu, cuda or cuda:N (N a GPU index), got \"", device, "\""));
   }
   RETURN_IF_ERROR(model.Validate());
   if (gpu_expert_cache_bytes < 0) {
     return absl::InvalidArgumentError("--expert-cache-mb must be >= 0");
   }
-  if ((gpu_expert_cache_bytes > 0 || gpu_expert_prefetch) && device != "cuda") {
+  if ((gpu_expert_cache_bytes > 0 || gpu_expert_prefetch) && !on_gpu()) {
     return absl::InvalidArgumentError("the GPU expert cache needs --device cuda");
   }
   if (gpu_expert_prefetch && gpu_expert_cache_bytes == 0) {

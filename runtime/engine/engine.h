@@ -67,8 +67,9 @@ struct EngineOptions {
   std::string placement = "contiguous";
   int max_sequences = 64;          // live sequences job-wide
   int max_tokens_per_step = 2048;  // tokens of all items of one step, job-wide (sizes buffers)
-  // Where each rank runs its model: "cpu" (runtime/model) or "cuda" (runtime/gpu/gpu_model.h, on
-  // the rank's local-rank GPU: one GPU per rank). With more than one rank the routed experts are
+  // Where each rank runs its model: "cpu" (runtime/model), "cuda" (runtime/gpu/gpu_model.h, on
+  // the rank's local-rank GPU: one GPU per rank) or "cuda:N" (every rank of a host on GPU N; ranks
+  // sharing a GPU each hold their own copy of the model there). With more than one rank the routed experts are
   // split over the GPUs through the same exchange as the CPU ranks' (host-staged; every expert is
   // still uploaded to every GPU, only the local ones computed; no GPU expert cache). "cuda"
   // rejects what only the CPU has (precision float, attention naive, an expert cache); builds
@@ -87,6 +88,10 @@ struct EngineOptions {
   std::function<ExpertCacheStats()> expert_cache_stats;
 
   absl::Status Validate() const;
+  bool on_gpu() const { return device.rfind("cuda", 0) == 0; }
+  // The CUDA device of a rank with this local rank: N of "cuda:N", else the local rank.
+  // Requires on_gpu() and a validated device.
+  int CudaDevice(int local_rank) const;
 };
 
 // Starts a sequence: allocates its KV cache on its owner rank and its sampler.

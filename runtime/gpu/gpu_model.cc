@@ -227,7 +227,7 @@ absl::Status GpuModel::Impl::Load(const std::string& path, const GpuModelOptions
     return absl::InvalidArgumentError(absl::StrCat(
         "CUDA device ", options.device, " requested; ", n_dev,
         " visible (with mpirun, --device cuda gives each rank the GPU of its local rank: one GPU "
-        "per rank on each host)"));
+        "per rank on each host; --device cuda:N puts every rank on GPU N)"));
   }
   RETURN_IF_ERROR(Cuda(cudaSetDevice(options.device), "cudaSetDevice"));
   ASSIGN_OR_RETURN(gguf_, gguf::GgufModel::Open(path));

@@ -25,7 +25,9 @@
 //  * a prompt longer than one step (a prefill chunk without sampling in a greedy step): the CPU's
 //    text (f16);
 //  * serve --device cuda answers greedy /v1/completions with generate --device cpu's text (f16);
-//  * with 2 GPUs: mpirun -np 2 --device cuda (expert parallelism) against np=1 on the GPU.
+//  * mpirun -np 2 (expert parallelism; --device cuda with 2 GPUs, else both ranks on cuda:0)
+//    against np=1 on the GPU;
+//  * a bad cuda:N (not a number, a GPU that is not there) fails at start naming it.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -140,10 +142,25 @@ TEST(EngineDeviceTest, UnknownDeviceIsRejected) {
   const CmdRun l = RunTritmoe("bad-logits", "logits -m " + model + " --tokens-file " + tokens +
                                                 " -o " + Dir() + "/bad.bin --device tpu");
   EXPECT_EQ(l.rc, 1);
-  EXPECT_NE(l.err.find("--device must be cpu or cuda, got \"tpu\""), std::string::npos) << l.err;
-  const CmdRun g = RunTritmoe("bad-generate", "generate -m " + model + " -p hi -n 2 --device gpu");
-  EXPECT_EQ(g.rc, 1);
-  EXPECT_NE(g.err.find("--device must be cpu or cuda, got \"gpu\""), std::string::npos) << g.err;
+  EXPECT_NE(l.err.find("--device must be cpu, cuda or cuda:N (N a GPU index), got \"tpu\""),
+            std::string::npos)
+      << l.err;
+  for (const std::string bad : {"gpu", "cuda:", "cuda:x", "cuda:-1", "cuda:1x"}) {
+    const CmdRun g =
+        RunTritmoe("bad-generate", "generate -m " + model + " -p hi -n 2 --device " + bad);
+    EXPECT_EQ(g.rc, 1) << bad;
+    EXPECT_NE(g.err.find("--device must be cpu, cuda or cuda:N (N a GPU index), got \"" + bad),
+              std::string::npos)
+        << g.err;
+  }
+  // A well-formed index of a GPU that is not there.
+  const CmdRun far = RunTritmoe("far-gpu", "generate -m " + model + " -p hi -n 2 --device cuda:99");
+  EXPECT_EQ(far.rc, 1);
+  const std::string needle = !GetDevices().cuda_built ? "built without CUDA"
+                             : GetDevices().text.find("no GPU visible") != std::string::npos
+                                 ? "no CUDA GPU is visible"
+                                 : "CUDA device 99 requested";
+  EXPECT_NE(far.err.find(needle), std::string::npos) << far.err;
 }
 
 TEST(EngineDeviceTest, CudaRejectsCpuOnlyOptionsOrSaysItIsMissing) {
@@ -372,15 +389,15 @@ TEST_P(EngineDeviceGpuTest, TwoRanksMatchOneRank) {
   if (std::system("command -v mpirun >/dev/null 2>&1") != 0) {
     GTEST_SKIP() << "no mpirun on this machine";
   }
-  if (SmGpuCount() < 2) {
-    GTEST_SKIP() << "expert parallelism over GPUs needs one GPU per rank: 2 sm_90 GPUs, "
-                 << SmGpuCount() << " visible";
-  }
+  // One GPU per rank where there are two; else both ranks share GPU 0 (cuda:0): the same
+  // exchange and the same kernels, only slower.
+  const std::string device = SmGpuCount() >= 2 ? "cuda" : "cuda:0";
+  std::printf("np=2 on --device %s (%d sm_90 GPUs visible)\n", device.c_str(), SmGpuCount());
   const auto& [shape, recipe] = GetParam();
   const std::string model = Model(shape, recipe);
   const std::string tag = "ep-" + shape + "-" + recipe;
   const std::string base = "logits -v -m " + model + " --tokens-file " + TokenFile() +
-                           " --kv-type f32 --device cuda -o " + Dir() + "/" + tag;
+                           " --kv-type f32 --device " + device + " -o " + Dir() + "/" + tag;
   const CmdRun one = RunTritmoe(tag + "-np1", base + "-np1.bin");
   ASSERT_EQ(one.rc, 0) << one.err;
   const CmdRun two = RunTritmoe(tag + "-np2", base + "-np2.bin", MpiRun(2));
@@ -401,7 +418,8 @@ TEST_P(EngineDeviceGpuTest, TwoRanksMatchOneRank) {
     EXPECT_EQ(ab.argmax_mismatch, 0);
     const std::string gen = "generate -m " + model +
                             " -p 'The quick brown fox' -n 24 --kv-type f32 --temperature 0 "
-                            "--device cuda";
+                            "--device " +
+                            device;
     const CmdRun g1 = RunTritmoe(tag + "-gen-np1", gen);
     ASSERT_EQ(g1.rc, 0) << g1.err;
     const CmdRun g2 = RunTritmoe(tag + "-gen-np2", gen, MpiRun(2));
