@@ -245,11 +245,6 @@ absl::Status EngineImpl::LoadLocal(StartInfo* info) {
   RETURN_IF_ERROR(options_.Validate());
   const int n_ranks = comm_->size(), me = comm_->rank();
   const bool gpu = options_.on_gpu();
-  if (gpu && n_ranks > 1 && options_.gpu_expert_cache_bytes > 0) {
-    return absl::UnimplementedError(absl::StrCat(
-        "the GPU expert cache (--expert-cache-mb) runs on one rank only; this job has ", n_ranks,
-        " ranks"));
-  }
   ModelConfig config;
   std::vector<ExpertPlacement> placements;
   {

@@ -71,7 +71,8 @@ struct EngineOptions {
   // the rank's local-rank GPU: one GPU per rank) or "cuda:N" (every rank of a host on GPU N; ranks
   // sharing a GPU each hold their own copy of the model there). With more than one rank the routed experts are
   // split over the GPUs through the same exchange as the CPU ranks' (host-staged; every expert is
-  // still uploaded to every GPU, only the local ones computed; no GPU expert cache). "cuda"
+  // still uploaded to every GPU, only the local ones computed; with --expert-cache-mb each rank's
+  // GPU cache holds the local experts it is sent rows for). "cuda"
   // rejects what only the CPU has (precision float, attention naive, an expert cache); builds
   // without CUDA reject it; a rank without its GPU fails at start (an agreed failure).
   // Greedy sequences are sampled on the GPU (only their tokens come back); other sampling, and

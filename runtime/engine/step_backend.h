@@ -82,7 +82,8 @@ absl::StatusOr<std::unique_ptr<StepBackend>> LoadCpuBackend(const std::string& p
 // in device memory: options.precision kFloat, attention kNaive and expert_source are rejected
 // (InvalidArgument naming the option). options.exchange / local_experts: expert parallelism,
 // host-staged (gpu_model.h GpuModelOptions::exchange; every expert is still uploaded, only the
-// local ones computed; not with an expert cache). expert_cache_bytes > 0: the
+// local ones computed; with a cache, without prefetch and host-computed misses).
+// expert_cache_bytes > 0: the
 // routed experts in a GPU expert cache of that budget (gpu_model.h), with the next-layer
 // prefetch when expert_prefetch. Builds without CUDA: Unimplemented ("built without CUDA").
 absl::StatusOr<std::unique_ptr<StepBackend>> LoadGpuBackend(const std::string& path,

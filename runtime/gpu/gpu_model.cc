@@ -124,10 +124,10 @@ absl::Status GpuModelOptions::Validate() const {
     return absl::InvalidArgumentError(
         "expert prefetch (--expert-prefetch) needs an expert cache budget (--expert-cache-mb)");
   }
-  if (exchange != nullptr && expert_cache_bytes > 0) {
+  if (exchange != nullptr && (expert_prefetch || expert_cpu != 0)) {
     return absl::UnimplementedError(
-        "the GPU expert cache (--expert-cache-mb) is not implemented with expert parallelism "
-        "(more than one rank)");
+        "with expert parallelism (more than one rank) the GPU expert cache runs without "
+        "--expert-prefetch and --expert-cpu");
   }
   if (exchange == nullptr && !local_experts.empty()) {
     return absl::InvalidArgumentError("local_experts without an expert exchange");
@@ -173,6 +173,10 @@ class GpuModel::Impl {
   absl::Status ExchangedExperts(int il, int T, const std::function<absl::Status()>& shared_expert);
   // A step with no tokens of this rank: every MoE layer's exchange, in layer order.
   absl::Status ExchangeOnlyStep();
+  // The grouped gate ‖ up, SwiGLU and down GEMVs over the exchange's R received rows (ep_.in ->
+  // ep_.out, CSR ep_.offsets); with slots, one cache round's experts only.
+  absl::Status ExchangedExpertGemvs(int il, int64_t R, int64_t max_rows,
+                                    const GpuExpertSlots* slots);
   // out_act->data stays null unless fused.
   void FuseQuantization(int T, RmsNormParams* norm, GpuActivations* out_act);
   // SwiGLU of ws_.gu ([rows][2 ff]) for the product `down`: folded into down's activation
@@ -1075,6 +1079,44 @@ absl::Status GpuModel::Impl::ExchangedExperts(int il, int T,
     RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(ep_.in.get(), batch.input.data(), sizeof(float) * R * D,
                                          cudaMemcpyHostToDevice, st),
                          "exchange rows upload"));
+    // With a cache: the received rows' experts (all local) in rounds of resident slots, as
+    // CachedExperts; each round's GEMVs skip the experts outside it.
+    int rounds = 1, li = -1;
+    if (cache_ != nullptr) {
+      li = cache_->IndexOf(il);
+      if (li < 0) return absl::InternalError(absl::StrCat("layer ", il, " has no expert cache"));
+      ASSIGN_OR_RETURN(rounds, cache_->Begin(li, batch.experts, T));
+    }
+    for (int r = 0; r < rounds; ++r) {
+      GpuExpertSlots slots;
+      if (cache_ != nullptr) {
+        ASSIGN_OR_RETURN(slots, cache_->EnqueueRound(r, st));
+      }
+      RETURN_IF_ERROR(ExchangedExpertGemvs(il, R, max_rows, cache_ ? &slots : nullptr));
+      if (cache_ != nullptr) RETURN_IF_ERROR(cache_->EndRound(r, st));
+    }
+    RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(batch.output.data(), ep_.out.get(), sizeof(float) * R * D,
+                                         cudaMemcpyDeviceToHost, st),
+                         "expert outputs download"));
+    RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(st), "experts"));
+  }
+  std::vector<float> y(static_cast<size_t>(T) * D);
+  RETURN_IF_ERROR(options_.exchange->Combine(batch, routing, y.data()));
+  if (T > 0) {
+    // Pageable source: the copy is complete when cudaMemcpyAsync returns, so y may go.
+    RETURN_IF_ERROR(Cuda(
+        cudaMemcpyAsync(ws_.y_down, y.data(), sizeof(float) * T * D, cudaMemcpyHostToDevice, st),
+        "routed sum upload"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GpuModel::Impl::ExchangedExpertGemvs(int il, int64_t R, int64_t max_rows,
+                                                  const GpuExpertSlots* slots) {
+  const GpuLayerWeights& lw = weights_.layer(il);
+  cudaStream_t st = stream_->get();
+  const int64_t D = config_.n_embd, ff = lw.exp_gate_up.rows() / 2;
+  {
     LinearArgs gu;
     gu.x = ep_.in.as<float>();
     gu.x_stride = D;
@@ -1085,9 +1127,15 @@ absl::Status GpuModel::Impl::ExchangedExperts(int il, int T,
     gu.act_workspace_bytes = ep_.act_ws_bytes;
     gu.y = ep_.gu.as<float>();
     gu.y_stride = 2 * ff;
+    LinearArgs dn;
+    if (slots != nullptr) {
+      gu.slots = slots->gate_up;
+      gu.expert_slot = slots->expert_slot;
+      dn.slots = slots->down;
+      dn.expert_slot = slots->expert_slot;
+    }
     RETURN_IF_ERROR(lw.exp_gate_up.Apply(gu, st));
     Mark("experts gate+up", il);
-    LinearArgs dn;
     GpuActivations dn_act;
     if (options_.fuse_small_ops && lw.exp_down.tiled() && ff % 256 == 0 &&
         lw.exp_down.cols() == ff) {
@@ -1114,18 +1162,6 @@ absl::Status GpuModel::Impl::ExchangedExperts(int il, int T,
     dn.y_stride = D;
     RETURN_IF_ERROR(lw.exp_down.Apply(dn, st));
     Mark("experts down", il);
-    RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(batch.output.data(), ep_.out.get(), sizeof(float) * R * D,
-                                         cudaMemcpyDeviceToHost, st),
-                         "expert outputs download"));
-    RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(st), "experts"));
-  }
-  std::vector<float> y(static_cast<size_t>(T) * D);
-  RETURN_IF_ERROR(options_.exchange->Combine(batch, routing, y.data()));
-  if (T > 0) {
-    // Pageable source: the copy is complete when cudaMemcpyAsync returns, so y may go.
-    RETURN_IF_ERROR(Cuda(
-        cudaMemcpyAsync(ws_.y_down, y.data(), sizeof(float) * T * D, cudaMemcpyHostToDevice, st),
-        "routed sum upload"));
   }
   return absl::OkStatus();
 }
@@ -1133,9 +1169,18 @@ absl::Status GpuModel::Impl::ExchangedExperts(int il, int T,
 absl::Status GpuModel::Impl::ExchangeOnlyStep() {
   RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
   for (int il = 0; il < config_.n_layer; ++il) {
-    if (config_.IsMoeLayer(il)) RETURN_IF_ERROR(ExchangedExperts(il, 0, nullptr));
+    if (config_.IsMoeLayer(il)) {
+      absl::Status s = ExchangedExperts(il, 0, nullptr);
+      if (!s.ok() && cache_ != nullptr) {
+        cudaStreamSynchronize(stream_->get());
+        cache_->Clear();  // planned copies may not have been issued
+      }
+      RETURN_IF_ERROR(s);
+    }
   }
-  return Cuda(cudaStreamSynchronize(stream_->get()), "exchange-only step");
+  RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_->get()), "exchange-only step"));
+  if (cache_ != nullptr) cache_->FinishStep();
+  return absl::OkStatus();
 }
 
 absl::Status GpuModel::Impl::MeasureCpuCost() {

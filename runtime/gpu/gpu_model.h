@@ -72,7 +72,8 @@ struct GpuModelOptions {
   // shared expert and the residual. Steps then run eagerly (no CUDA graphs), and a step with an
   // empty batch still runs every MoE layer's Dispatch / experts / Combine (zero own tokens, rows
   // from the other ranks). Not owned; must outlive the model. nullptr: every expert local (no
-  // exchange). Not combined with an expert cache (expert_cache_bytes must be 0).
+  // exchange). With an expert cache, the received rows' experts go through it in rounds (as
+  // without an exchange); expert_prefetch and expert_cpu are not implemented with an exchange.
   ExpertExchange* exchange = nullptr;
   // With an exchange: the experts this rank computes (one flag per expert; empty = all). Rows
   // dispatched to an expert outside it are an error. Every expert is still uploaded.

@@ -334,8 +334,10 @@ class CountingExchange final : public ExpertExchange {
 };
 
 std::unique_ptr<GpuModel> LoadGpuWithExchange(const std::string& path, ExpertExchange* exchange,
-                                              std::vector<bool> local_experts = {}) {
+                                              std::vector<bool> local_experts = {},
+                                              int64_t expert_cache_bytes = 0) {
   GpuModelOptions o;
+  o.expert_cache_bytes = expert_cache_bytes;
   o.kv_type = KvCacheType::kF32;
   o.max_context = 64;
   o.threads = 2;
@@ -396,6 +398,38 @@ TEST(GpuModelTest, ExchangePathMatchesResidentExperts) {
     // Without an exchange an empty batch is still an error.
     EXPECT_FALSE(resident->Step(std::span<const GpuSequenceInput>(), &out).ok());
   }
+}
+
+// The exchange path through a GPU expert cache of one slot per MoE layer (every layer in rounds
+// of one expert, experts copied in and evicted each step): bit-identical to the exchange path
+// with every expert resident, and the cache saw misses. Prefetch is refused with an exchange.
+TEST(GpuModelTest, ExchangePathThroughAnExpertCacheIsBitIdentical) {
+  TM_SKIP_WITHOUT_GPU();
+  for (const std::string recipe : {"f16", "ud-1.58"}) {
+    SCOPED_TRACE(recipe);
+    const std::string path = TinyModel(recipe);
+    CountingExchange ex_resident, ex_cached;
+    auto resident = LoadGpuWithExchange(path, &ex_resident);
+    auto cached = LoadGpuWithExchange(path, &ex_cached, {}, /*expert_cache_bytes=*/1);
+    ASSERT_NE(resident, nullptr);
+    ASSERT_NE(cached, nullptr);
+    const auto want = RunGpu(*resident);
+    const auto got = RunGpu(*cached);
+    EXPECT_EQ(got, want);
+    const std::optional<ExpertCacheStats> stats = cached->expert_cache_stats();
+    ASSERT_TRUE(stats.has_value());
+    EXPECT_EQ(stats->slots_per_layer, 1);
+    EXPECT_GT(stats->Total().misses, 0);
+    // An empty batch (exchange only) through the cache.
+    StepOutput out;
+    EXPECT_TRUE(cached->Step(std::span<const GpuSequenceInput>(), &out).ok());
+  }
+  GpuModelOptions o;
+  LocalExpertExchange ex;
+  o.exchange = &ex;
+  o.expert_cache_bytes = 1;
+  o.expert_prefetch = true;
+  EXPECT_EQ(o.Validate().code(), absl::StatusCode::kUnimplemented);
 }
 
 TEST(GpuModelTest, ExchangeRowsForANonLocalExpertFailTheStep) {
