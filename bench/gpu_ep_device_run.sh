@@ -1,0 +1,90 @@
+#!/bin/bash
+# gpu_ep_device_run.sh PHASE [CARRY_DIR] [LAYERS]: expert parallelism over the GPUs of one host
+# (issues 6, 7 and 8) on a machine with 2 GPUs, one call per phase (each under the 10-minute limit
+# of a call). CARRY_DIR (default gpu-carry) holds what bench/gpu_bundle.sh made.
+#   tests  every GPU test binary (bench/gpu_tests_device_run.sh; engine_device_test's np=2 cases
+#          then run with one GPU per rank), and `tritmoe devices`;
+#   perf   on a DeepSeek-V3-shaped ud-1.58 model of LAYERS layers generated under /tmp:
+#          bench-decode --device cuda at np=1 and np=2 (every --gpu-exchange the binary has),
+#          batch 1, 16, 64, 256; the same with each rank's GPU expert cache capped to what a
+#          24 GiB card leaves (the budget bench-gpu-decode --card-gb 24 derives), np=1 and np=2;
+#          the device dispatch + combine bench where carried;
+#   study  launch/study/study.py --device cuda --ranks 1,2 on that model; the study folder comes
+#          back as $OUT/study.tar.gz (plots and report afterwards: study.py --remodel,
+#          scaling_report.py --gpu-study).
+# Each step bounded by `timeout`; logs in $OUT; the compact results last on stdout.
+set -uo pipefail
+phase=${1:?usage: gpu_ep_device_run.sh tests|perf|study [CARRY_DIR] [LAYERS]}
+carry=${2:-gpu-carry}
+layers=${3:-6}
+out=${OUT:-/tmp/gpu_out}
+mkdir -p "$out"
+here=$(dirname "${BASH_SOURCE[0]}")
+source "$here/gpu_env.sh"
+bin=$TRITMOE_BIN
+model=/tmp/v3-$layers.gguf
+mpi=(tests/mpi/mpirun.sh -np 2)
+gen_model() {
+  [[ -f $model ]] && return 0
+  (time "$bin" gen-model --config v3 --recipe ud-1.58 --layers "$layers" -t 16 -o "$model") \
+    >"$out/gen.log" 2>&1
+  tail -2 "$out/gen.log"
+}
+# Rank 0's table of a bench-decode log: the lines from the batch table on.
+table() { grep -E "^\||tok/s|ranks:|phase|budget|cache" "$1" | head -${2:-40}; }
+nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
+nvidia-smi topo -m | head -4
+case $phase in
+  tests)
+    "$bin" devices
+    bash "$here/gpu_tests_device_run.sh" "$carry"
+    grep -E "np=2|np=1 on|RelError" "$out/engine_device_test.log" | head -20
+    ;;
+  perf)
+    gen_model
+    exchanges=(default)
+    "$bin" bench-decode --help 2>&1 | grep -q -- "--gpu-exchange" && exchanges=(nccl host)
+    args=(-m "$model" --device cuda --batch 1,16,64,256 --prompt 512 --context 64 --tokens 16
+          --reps 3)
+    timeout 90 "$bin" bench-decode "${args[@]}" >"$out/np1.log" 2>&1
+    echo "== np=1 rc=$?"; table "$out/np1.log"
+    for x in "${exchanges[@]}"; do
+      flag=(); [[ $x != default ]] && flag=(--gpu-exchange "$x")
+      timeout 150 "${mpi[@]}" "$bin" bench-decode "${args[@]}" "${flag[@]}" \
+        >"$out/np2-$x.log" 2>&1
+      echo "== np=2 exchange $x rc=$?"; table "$out/np2-$x.log"
+    done
+    # The 24 GiB card's expert budget for this model (printed by bench-gpu-decode --card-gb).
+    timeout 120 "$bin" bench-gpu-decode -m "$model" --card-gb 24 --batch 1 --prompt 64 \
+      --context 64 --tokens 8 --reps 1 >"$out/card.log" 2>&1
+    mb=$(grep -oP 'budget \K[0-9.]+(?= MiB)' "$out/card.log" | tail -1)
+    echo "== 24 GiB card budget: ${mb:-?} MiB per rank"
+    if [[ -n $mb ]]; then
+      cargs=(-m "$model" --device cuda --batch 1,16 --prompt 4096 --context 64 --tokens 16
+             --reps 3 --expert-cache-mb "$mb")
+      timeout 150 "$bin" bench-decode "${cargs[@]}" >"$out/cache-np1.log" 2>&1
+      echo "== capped np=1 rc=$?"; table "$out/cache-np1.log"
+      for x in "${exchanges[@]}"; do
+        flag=(); [[ $x != default ]] && flag=(--gpu-exchange "$x")
+        timeout 180 "${mpi[@]}" "$bin" bench-decode "${cargs[@]}" "${flag[@]}" \
+          >"$out/cache-np2-$x.log" 2>&1
+        echo "== capped np=2 exchange $x rc=$?"; table "$out/cache-np2-$x.log"
+      done
+    fi
+    if [[ -x $carry/ep_exchange_bench ]]; then
+      timeout 120 "${mpi[@]}" "$carry/ep_exchange_bench" >"$out/exchange_bench.log" 2>&1
+      echo "== dispatch+combine bench rc=$?"; tail -25 "$out/exchange_bench.log"
+    fi
+    ;;
+  study)
+    gen_model
+    export PYTHONUNBUFFERED=1
+    timeout 540 python3 launch/study/study.py --tritmoe "$bin" --model "$model" --device cuda \
+      --ranks 1,2 --concurrency 1,4,16,64 --input-len 128 --output-len 128 \
+      --prompts-per-stream 4 --decode-reps 3 --no-plots --out /tmp/study-gpu2 2>&1 |
+      tee "$out/study.log" | grep -v "^\s*$" | tail -40
+    echo "study rc=${PIPESTATUS[0]}"
+    tar -czf "$out/study.tar.gz" -C /tmp study-gpu2
+    ;;
+  *) echo "unknown phase $phase"; exit 2 ;;
+esac
