@@ -298,35 +298,55 @@ struct Iq1sLean {
       return __byte_perm(v, 0, 0x4440 | k);
     }
   }
-  __device__ static void Compute(const W& w, const ActFrag& a, const uint8_t* smem, const Lane& l,
-                                 float (&acc)[4]) {
-    // mg[h] byte j = 2s + 1 of row g, sub-block 4h + j (even nibbles); m8[h]: row g + 8 (odd).
-    uint32_t mg[2], m8[2];
-    mg[0] = ((w.sc.x << 1) & 0x0E0E0E0E) | 0x01010101;
-    m8[0] = ((w.sc.x >> 3) & 0x0E0E0E0E) | 0x01010101;
-    mg[1] = ((w.sc.y << 1) & 0x0E0E0E0E) | 0x01010101;
-    m8[1] = ((w.sc.y >> 3) & 0x0E0E0E0E) | 0x01010101;
-    int c[4] = {0, 0, 0, 0};
+  // kN tiles (row groups) times one activation fragment, interleaved sub-block by sub-block so
+  // that the warp has kN independent lookup -> MMA chains to issue from.
+  template <int kN>
+  __device__ static void ComputeN(const W (&w)[kN], const ActFrag& a, const uint8_t* smem,
+                                  const Lane& l, float (*acc)[4]) {
+    // mg[n][h] byte j = 2s + 1 of row g, sub-block 4h + j (even nibbles); m8: row g + 8 (odd).
+    uint32_t mg[kN][2], m8[kN][2];
+    int c[kN][4];
+#pragma unroll
+    for (int n = 0; n < kN; ++n) {
+      mg[n][0] = ((w[n].sc.x << 1) & 0x0E0E0E0E) | 0x01010101;
+      m8[n][0] = ((w[n].sc.x >> 3) & 0x0E0E0E0E) | 0x01010101;
+      mg[n][1] = ((w[n].sc.y << 1) & 0x0E0E0E0E) | 0x01010101;
+      m8[n][1] = ((w[n].sc.y >> 3) & 0x0E0E0E0E) | 0x01010101;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) c[n][i] = 0;
+    }
     StaticFor<8>([&](auto ib_c) {
       constexpr int ib = decltype(ib_c)::value;
-      const uint32_t e0 = *reinterpret_cast<const uint32_t*>(smem + Iq1s::Offset<2 * ib>(w));
-      const uint32_t e1 = *reinterpret_cast<const uint32_t*>(smem + Iq1s::Offset<2 * ib + 1>(w));
-      const uint32_t m0 = Byte<ib % 4>(mg[ib / 4]), m1 = Byte<ib % 4>(m8[ib / 4]);
-      MmaU8S8(c, (e0 & 0x0F0F0F0F) * m0, (e1 & 0x0F0F0F0F) * m1, ((e0 >> 4) & 0x0F0F0F0F) * m0,
-              ((e1 >> 4) & 0x0F0F0F0F) * m1, a.q[2 * ib], a.q[2 * ib + 1]);
-    });
-    // Scale bytes of sub-blocks 2t and 2t + 1 (low nibble row g, high nibble row g + 8).
-    const uint32_t v = (l.t < 2 ? w.sc.x : w.sc.y) >> (16 * (l.t & 1));
-    const uint32_t* corr = reinterpret_cast<const uint32_t*>(smem + kGridBytes);
-    const uint32_t k0 = corr[v & 0xFF], k1 = corr[(v >> 8) & 0xFF];
-    int k[4];
-    CorrectionMma(k, __byte_perm(k0, k1, 0x5410), __byte_perm(k0, k1, 0x7632), a.corr_lo,
-                  a.corr_hi);
-    const float d0 = HalfLo(w.d) * 0.125f, d1 = HalfHi(w.d) * 0.125f;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      acc[i] += static_cast<float>(8 * c[i] + k[i]) * ((i < 2 ? d0 : d1) * a.d[i & 1]);
+      for (int n = 0; n < kN; ++n) {
+        const uint32_t e0 = *reinterpret_cast<const uint32_t*>(smem + Iq1s::Offset<2 * ib>(w[n]));
+        const uint32_t e1 =
+            *reinterpret_cast<const uint32_t*>(smem + Iq1s::Offset<2 * ib + 1>(w[n]));
+        const uint32_t m0 = Byte<ib % 4>(mg[n][ib / 4]), m1 = Byte<ib % 4>(m8[n][ib / 4]);
+        MmaU8S8(c[n], (e0 & 0x0F0F0F0F) * m0, (e1 & 0x0F0F0F0F) * m1, ((e0 >> 4) & 0x0F0F0F0F) * m0,
+                ((e1 >> 4) & 0x0F0F0F0F) * m1, a.q[2 * ib], a.q[2 * ib + 1]);
+      }
+    });
+    const uint32_t* corr = reinterpret_cast<const uint32_t*>(smem + kGridBytes);
+#pragma unroll
+    for (int n = 0; n < kN; ++n) {
+      // Scale bytes of sub-blocks 2t and 2t + 1 (low nibble row g, high nibble row g + 8).
+      const uint32_t v = (l.t < 2 ? w[n].sc.x : w[n].sc.y) >> (16 * (l.t & 1));
+      const uint32_t k0 = corr[v & 0xFF], k1 = corr[(v >> 8) & 0xFF];
+      int k[4];
+      CorrectionMma(k, __byte_perm(k0, k1, 0x5410), __byte_perm(k0, k1, 0x7632), a.corr_lo,
+                    a.corr_hi);
+      const float d0 = HalfLo(w[n].d) * 0.125f, d1 = HalfHi(w[n].d) * 0.125f;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        acc[n][i] += static_cast<float>(8 * c[n][i] + k[i]) * ((i < 2 ? d0 : d1) * a.d[i & 1]);
+      }
     }
+  }
+  __device__ static void Compute(const W& w, const ActFrag& a, const uint8_t* smem, const Lane& l,
+                                 float (&acc)[4]) {
+    const W ws[1] = {w};
+    ComputeN<1>(ws, a, smem, l, &acc);
   }
 };
 
@@ -977,6 +997,12 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
   }
 }
 
+// Whether T::ComputeN<2> decodes two row groups interleaved (pipelined kernel, kRg == 2).
+template <class T>
+struct PairedCompute {
+  static constexpr bool value = false;
+};
+
 // The pipelined kernel, for launches with many (expert, row block) items: a CTA of kWarps warps
 // owns kWarps consecutive 16-row groups (one per warp) and walks all column blocks, streaming the
 // weight tiles of its row groups and the activation records of its tokens into a ring of
@@ -1130,12 +1156,26 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
         const uint8_t* st = stages + read_off;
         ActFrag a;
         LoadActShared<T::kNeedCorr>(a, st + P::kTiles * T::kTileBytes, nv, l);
-#pragma unroll
-        for (int j = 0; j < kRg; ++j) {
-          if (j == 0 || warp + j * kWarps < n_w) {
+        if constexpr (kRg == 2 && PairedCompute<T>::value) {
+          // Both row groups through one interleaved decode (IQ1_S); a lone last one alone.
+          if (warp + kWarps < n_w) {
+            typename T::W w[2];
+            T::template Load<SharedLd>(w[0], st + warp * T::kTileBytes, l);
+            T::template Load<SharedLd>(w[1], st + (warp + kWarps) * T::kTileBytes, l);
+            T::template ComputeN<2>(w, a, table, l, acc);
+          } else {
             typename T::W w;
-            T::template Load<SharedLd>(w, st + (warp + j * kWarps) * T::kTileBytes, l);
-            T::Compute(w, a, table, l, acc[j]);
+            T::template Load<SharedLd>(w, st + warp * T::kTileBytes, l);
+            T::Compute(w, a, table, l, acc[0]);
+          }
+        } else {
+#pragma unroll
+          for (int j = 0; j < kRg; ++j) {
+            if (j == 0 || warp + j * kWarps < n_w) {
+              typename T::W w;
+              T::template Load<SharedLd>(w, st + (warp + j * kWarps) * T::kTileBytes, l);
+              T::Compute(w, a, table, l, acc[j]);
+            }
           }
         }
       }
@@ -1310,16 +1350,30 @@ template <class T>
 struct PipeRowGroups {
   static constexpr int value = 1;
 };
-// IQ1_S's lean decoder with two row groups per warp in the pipelined kernel (the default).
+// IQ1_S's lean decoder with two row groups per warp in the pipelined kernel, decoded one after
+// the other (Iq1sLean2) or interleaved (Iq1sLeanX, the default). (A variant that multiplied the
+// scales into the two live MMA results of one-token items instead of the A operands executed 3%
+// fewer instructions but ran no faster, 3% slower with 8 tokens: ncu has the L1/shared pipe,
+// i.e. the lookups' bank conflicts, at 72% and issue at 60%.)
 struct Iq1sLean2 : Iq1sLean {};
 template <>
 struct PipeRowGroups<Iq1sLean2> {
   static constexpr int value = 2;
 };
+struct Iq1sLeanX : Iq1sLean {};
+template <>
+struct PipeRowGroups<Iq1sLeanX> {
+  static constexpr int value = 2;
+};
+template <>
+struct PairedCompute<Iq1sLeanX> {
+  static constexpr bool value = true;
+};
 
-// IQ1_S decoder: 0 lean, two row groups per warp when pipelined (Iq1sLean2); 1 nibble (Iq1s,
-// the first one; kept for comparisons); 2 lean, one row group per warp (Iq1sLean).
-// TRITMOE_IQ1S_DECODER=lean|nibble|lean1 picks one (benchmarks); tests call
+// IQ1_S decoder: 0 lean, two row groups per warp decoded interleaved when pipelined
+// (Iq1sLeanX); 1 nibble (Iq1s, the first one; kept for comparisons); 2 lean, one row group per
+// warp (Iq1sLean); 3 lean, two row groups per warp one after the other (Iq1sLean2).
+// TRITMOE_IQ1S_DECODER=lean|nibble|lean1|lean2 picks one (benchmarks); tests call
 // SetIq1sDecoderForTesting.
 std::atomic<int> g_iq1s_decoder{-1};
 
@@ -1330,6 +1384,7 @@ int Iq1sDecoder() {
     if (const char* v = std::getenv("TRITMOE_IQ1S_DECODER")) {
       if (std::strcmp(v, "nibble") == 0) c = 1;
       if (std::strcmp(v, "lean1") == 0) c = 2;
+      if (std::strcmp(v, "lean2") == 0) c = 3;
     }
     g_iq1s_decoder.store(c, std::memory_order_relaxed);
   }
@@ -1352,6 +1407,14 @@ cudaError_t LaunchForType(const KernelParams& kp, cudaStream_t stream) {
     if (choice == 3) return LaunchPipelined<T, 8, kRg>(kp, items8, stream);
     if (choice == 2 || (choice == 0 && items4 >= sms)) {
       return LaunchPipelined<T, 4, kRg>(kp, items4, stream);
+    }
+    // Too few items for a CTA per SM with kRg row groups per warp (e.g. gate/up of the 8 experts
+    // of a batch-1 decode step): one row group per warp still streams better than split-K.
+    if constexpr (kRg > 1) {
+      const int items4_one = per_item * ((kp.n_rg + 3) / 4);
+      if (choice == 0 && items4_one >= sms) {
+        return LaunchPipelined<T, 4, 1>(kp, items4_one, stream);
+      }
     }
   }
   const int target_warps = 24 * sms;
@@ -1424,8 +1487,10 @@ cudaError_t LaunchGemv(const GemvLaunch& g, cudaStream_t stream) {
           return LaunchForType<Iq1s>(kp, stream);
         case 2:
           return LaunchForType<Iq1sLean>(kp, stream);
-        default:
+        case 3:
           return LaunchForType<Iq1sLean2>(kp, stream);
+        default:
+          return LaunchForType<Iq1sLeanX>(kp, stream);
       }
     case kTypeTQ1_0:
       return LaunchForType<Tq1>(kp, stream);

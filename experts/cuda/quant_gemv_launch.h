@@ -111,9 +111,10 @@ cudaError_t LaunchGemv(const GemvLaunch& launch, cudaStream_t stream);
 // other launches fall back to split-K). For tests and benchmarks.
 void SetGemvKernelForTesting(int choice);
 
-// Forces the IQ1_S tile decoder of later launches: 0 lean with two row groups per warp in the
-// pipelined kernel (default), 1 nibble (the first decoder, for comparisons), 2 lean with one row
-// group per warp. All read the same tile layout and give identical results.
+// Forces the IQ1_S tile decoder of later launches: 0 lean with two row groups per warp of the
+// pipelined kernel decoded interleaved (default), 1 nibble (the first decoder, for comparisons),
+// 2 lean with one row group per warp, 3 lean with two row groups per warp decoded one after the
+// other. All read the same tile layout and give bit-identical results.
 void SetIq1sDecoderForTesting(int choice);
 
 }  // namespace tritmoe::gpu_internal

@@ -411,15 +411,15 @@ TEST_P(QuantGemvGpuTest, DeepSeekExpertShapes) {
   }
 }
 
-// The IQ1_S decoders (lean with 2 or 1 row groups per warp, the first nibble decoder) compute the
-// same integers in the same order: outputs must be bit-identical, and match the exact twin. Rows
-// are not a multiple of the pipelined kernel's tiles per CTA (4 or 8 warps x 2 row groups), so
-// CTAs with a partial set of row groups and a missing second row group per warp are covered.
-TEST_P(QuantGemvGpuTest, Iq1sDecodersAgree) {
-  TM_SKIP_WITHOUT_GPU();
+// The IQ1_S decoders (nibble, the first one; lean with 1 or 2 row groups per warp, interleaved
+// or not) compute the same integers in the same order: outputs must be bit-identical, and match the
+// exact twin. Rows are not a multiple of the pipelined kernel's tiles per CTA (4 or 8 warps x 2 row
+// groups), so CTAs with a partial set of row groups and a missing second row group per warp are
+// covered.
+void CheckIq1sDecodersAgree(const std::vector<int32_t>& offsets, int max_pairs) {
   std::mt19937 rng(5);
   const GgmlType type = GgmlType::kIQ1_S;
-  const int n_experts = 3;
+  const int n_experts = static_cast<int>(offsets.size()) - 1;
   const int64_t rows = 16 * 13 + 5, cols = 1536;
   std::vector<std::vector<uint8_t>> wq;
   std::vector<std::vector<float>> w;
@@ -428,8 +428,6 @@ TEST_P(QuantGemvGpuTest, Iq1sDecodersAgree) {
     w.push_back(Dequantize(type, wq.back(), rows, cols));
   }
   DeviceMatrix dm = Upload(type, wq, rows, cols);
-  // Expert 0: 1 pair, expert 1: 11 pairs (two 8-token chunks), expert 2: 4 pairs.
-  const std::vector<int32_t> offsets = {0, 1, 12, 16};
   const int64_t n_pairs = offsets.back();
   const std::vector<float> x = RandomX(n_pairs, cols, rng);
   const QuantizedX xq = QuantizeX(x, n_pairs, cols);
@@ -443,9 +441,10 @@ TEST_P(QuantGemvGpuTest, Iq1sDecodersAgree) {
           .ok());
   GpuExpertRouting routing;
   routing.expert_offsets = doff.as<int32_t>();
-  routing.max_pairs_per_expert = 11;
+  routing.max_pairs_per_expert = max_pairs;
   std::vector<std::vector<float>> ys;
-  for (int decoder : {0, 1, 2}) {
+  const int decoders[] = {1, 0, 2, 3};
+  for (int decoder : decoders) {
     SCOPED_TRACE("decoder " + std::to_string(decoder));
     gpu_internal::SetIq1sDecoderForTesting(decoder);
     dy.Fill(0xFF);
@@ -462,15 +461,34 @@ TEST_P(QuantGemvGpuTest, Iq1sDecodersAgree) {
           CheckOutput(y[p * rows + r], Twin(&w[e][r * cols], x, xq, p, cols), &stats,
                       "expert " + std::to_string(e) + " pair " + std::to_string(p) +
                           " r=" + std::to_string(r));
-          if (HasFatalFailure()) return;
+          if (::testing::Test::HasFatalFailure()) return;
         }
       }
     }
     EXPECT_EQ(stats.checked, n_pairs * rows);
     ys.push_back(std::move(y));
   }
-  EXPECT_EQ(0, std::memcmp(ys[0].data(), ys[1].data(), ys[0].size() * 4));
-  EXPECT_EQ(0, std::memcmp(ys[2].data(), ys[1].data(), ys[0].size() * 4));
+  for (size_t i = 1; i < ys.size(); ++i) {
+    EXPECT_EQ(0, std::memcmp(ys[i].data(), ys[0].data(), ys[0].size() * 4))
+        << "decoder " << decoders[i];
+  }
+}
+
+TEST_P(QuantGemvGpuTest, Iq1sDecodersAgree) {
+  TM_SKIP_WITHOUT_GPU();
+  // Expert 0: 1 pair (one-token items), expert 1: 11 pairs (two 8-token chunks), expert 2: 4.
+  CheckIq1sDecodersAgree({0, 1, 12, 16}, 11);
+}
+
+// The automatic kernel choice with 40 one-pair experts: on an H200 (132 SMs) too few items for
+// two row groups per warp (80) but enough for one (160), so the two-row-group decoders fall back
+// to the pipelined kernel with one row group per warp.
+TEST(QuantGemvGpuAutoTest, Iq1sDecodersAgreeWithFewItems) {
+  TM_SKIP_WITHOUT_GPU();
+  gpu_internal::SetGemvKernelForTesting(0);
+  std::vector<int32_t> offsets(41);
+  for (int e = 0; e <= 40; ++e) offsets[e] = e;
+  CheckIq1sDecodersAgree(offsets, 1);
 }
 
 std::string KernelName(const ::testing::TestParamInfo<int>& info) {
