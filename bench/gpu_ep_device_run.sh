@@ -32,6 +32,18 @@ gen_model() {
 }
 # Rank 0's table of a bench-decode log: the lines from the batch table on.
 table() { grep -E "^\||tok/s|ranks:|phase|budget|cache" "$1" | head -${2:-40}; }
+# bench_np2 TAG LIMIT ARGS...: bench-decode on 2 ranks once per exchange, each logged and shown.
+bench_np2() {
+  local tag=$1 limit=$2 x flag
+  shift 2
+  for x in "${exchanges[@]}"; do
+    flag=()
+    [[ $x != default ]] && flag=(--gpu-exchange "$x")
+    timeout "$limit" "${mpi[@]}" "$bin" bench-decode "$@" "${flag[@]}" >"$out/$tag-$x.log" 2>&1
+    echo "== $tag, exchange $x: rc=$?"
+    table "$out/$tag-$x.log"
+  done
+}
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
 nvidia-smi topo -m | head -4
 case $phase in
@@ -48,12 +60,7 @@ case $phase in
           --reps 3)
     timeout 90 "$bin" bench-decode "${args[@]}" >"$out/np1.log" 2>&1
     echo "== np=1 rc=$?"; table "$out/np1.log"
-    for x in "${exchanges[@]}"; do
-      flag=(); [[ $x != default ]] && flag=(--gpu-exchange "$x")
-      timeout 150 "${mpi[@]}" "$bin" bench-decode "${args[@]}" "${flag[@]}" \
-        >"$out/np2-$x.log" 2>&1
-      echo "== np=2 exchange $x rc=$?"; table "$out/np2-$x.log"
-    done
+    bench_np2 np2 150 "${args[@]}"
     # The 24 GiB card's expert budget for this model (printed by bench-gpu-decode --card-gb).
     timeout 120 "$bin" bench-gpu-decode -m "$model" --card-gb 24 --batch 1 --prompt 64 \
       --context 64 --tokens 8 --reps 1 >"$out/card.log" 2>&1
@@ -64,12 +71,7 @@ case $phase in
              --reps 3 --expert-cache-mb "$mb")
       timeout 150 "$bin" bench-decode "${cargs[@]}" >"$out/cache-np1.log" 2>&1
       echo "== capped np=1 rc=$?"; table "$out/cache-np1.log"
-      for x in "${exchanges[@]}"; do
-        flag=(); [[ $x != default ]] && flag=(--gpu-exchange "$x")
-        timeout 180 "${mpi[@]}" "$bin" bench-decode "${cargs[@]}" "${flag[@]}" \
-          >"$out/cache-np2-$x.log" 2>&1
-        echo "== capped np=2 exchange $x rc=$?"; table "$out/cache-np2-$x.log"
-      done
+      bench_np2 capped-np2 180 "${cargs[@]}"
     fi
     if [[ -x $carry/ep_exchange_bench ]]; then
       timeout 120 "${mpi[@]}" "$carry/ep_exchange_bench" >"$out/exchange_bench.log" 2>&1
