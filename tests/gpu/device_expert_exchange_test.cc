@@ -11,12 +11,14 @@
 // Skips without an sm_90 GPU.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -56,7 +58,7 @@ std::string Model(const std::string& shape_name, const std::string& recipe) {
   auto rec = QuantRecipe::Parse(recipe);
   EXPECT_TRUE(shape.ok() && rec.ok());
   GenerateOptions o;
-  o.threads = 4;
+  o.threads = static_cast<int>(std::max(4u, std::thread::hardware_concurrency()));
   const absl::Status s = GenerateModel(*shape, *rec, o, path);
   EXPECT_TRUE(s.ok()) << s;
   (*paths)[key] = path;
