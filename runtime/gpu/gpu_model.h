@@ -151,8 +151,10 @@ class GpuModel {
   // MoE layer's routed experts go through `exchange` (dispatch / combine as collectives on the
   // model's stream; decode steps stay CUDA graphs, keyed also on every rank's token count), and a
   // step with an empty batch takes part in every MoE layer's exchange. Every rank of the exchange
-  // must step in lockstep. Not owned; must outlive the model. Rejected with options.exchange (the
-  // host-staged exchange) or an expert cache, or a table for another layer / expert count.
+  // must step in lockstep. Not owned; must outlive the model, and so must its communicator: the
+  // model's graphs hold NCCL work, and ncclCommDestroy waits for them to be destroyed. Rejected
+  // with options.exchange (the host-staged exchange) or an expert cache, or a table for another
+  // layer / expert count.
   absl::Status AttachDeviceExchange(DeviceExpertExchange* exchange);
 
   // A device KV cache of options.kv_type for up to `capacity` tokens (0: max_context()).
