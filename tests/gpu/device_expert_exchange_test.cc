@@ -7,11 +7,18 @@
 //    every MoE layer's exchange with zero tokens) leaves the next steps bit-identical;
 //  * the exchange's kernels against host twins on a two-rank placement with replicas: which
 //    choices a rank serves, its partial sums, the origin's rank-order sum;
+//  * two ranks in one process on one GPU (one thread and one GpuModel each; the collectives
+//    replaced by device copies between the threads, the same DeviceExpertExchange code): every
+//    routed choice served by exactly one rank (a replicated expert included), partial sums back to
+//    their origins: logits within the float-reordering bounds of the engine's np=2 test against
+//    one model running both sequences, with a step where rank 1 has no tokens;
 //  * attaching is refused where it cannot apply (host-staged exchange, other shapes).
 // Skips without an sm_90 GPU.
 #include <unistd.h>
 
 #include <algorithm>
+#include <barrier>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -34,6 +41,7 @@
 #include "runtime/modelgen/model_generator.h"
 #include "runtime/modelgen/model_shape.h"
 #include "runtime/modelgen/quant_recipe.h"
+#include "tests/common/logits_compare.h"
 #include "tests/gpu/gpu_test_util.h"
 
 namespace tritmoe {
@@ -234,6 +242,261 @@ TEST(DeviceExchangeTest, AttachIsRefusedWhereItCannotApply) {
   bad.layers[0].replica_ranks[0] = 1;
   EXPECT_EQ(DeviceExpertExchange::Create(bad, &host, nccl->get()).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// ---- Two ranks in one process ----------------------------------------------------------------
+
+// n ranks as n threads of one process on one GPU: each collective is a rendezvous (a barrier) at
+// which every rank publishes its buffers; each then copies what it receives on its own stream
+// after the sender's stream reached the call (an event), and the senders' streams wait until
+// every receiver has copied. Not capturable (the models run without CUDA graphs).
+class ThreadGroup {
+ public:
+  explicit ThreadGroup(int n) : n_(n), barrier_(n), slots_(n) {
+    for (Slot& s : slots_) {
+      cudaEventCreateWithFlags(&s.ready, cudaEventDisableTiming);
+      cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming);
+    }
+  }
+  ~ThreadGroup() {
+    for (Slot& s : slots_) {
+      cudaEventDestroy(s.ready);
+      cudaEventDestroy(s.done);
+    }
+  }
+  int size() const { return n_; }
+
+  // What rank r published at the current collective.
+  struct Slot {
+    const void* host_send = nullptr;
+    std::vector<gpu::GatherPart> parts;
+    const void* send = nullptr;
+    std::vector<int64_t> send_displs;
+    cudaEvent_t ready = nullptr, done = nullptr;
+  };
+
+  void HostAllGather(int r, const void* send, int64_t bytes, void* recv) {
+    slots_[r].host_send = send;
+    barrier_.arrive_and_wait();
+    for (int p = 0; p < n_; ++p) {
+      std::memcpy(static_cast<uint8_t*>(recv) + p * bytes, slots_[p].host_send, bytes);
+    }
+    barrier_.arrive_and_wait();
+  }
+
+  // copies(p): the receiver's copies from rank p, enqueued on `stream`.
+  template <typename Publish, typename Copies>
+  absl::Status Device(int r, cudaStream_t stream, Publish&& publish, Copies&& copies) {
+    Slot& me = slots_[r];
+    publish(me);
+    cudaEventRecord(me.ready, stream);
+    barrier_.arrive_and_wait();
+    absl::Status st;
+    for (int p = 0; p < n_; ++p) {
+      cudaStreamWaitEvent(stream, slots_[p].ready, 0);
+      const cudaError_t e = copies(p, slots_[p]);
+      if (e != cudaSuccess && st.ok()) st = absl::InternalError(cudaGetErrorString(e));
+    }
+    cudaEventRecord(me.done, stream);
+    barrier_.arrive_and_wait();
+    for (int p = 0; p < n_; ++p) cudaStreamWaitEvent(stream, slots_[p].done, 0);
+    barrier_.arrive_and_wait();  // slots and events are reused by the next collective
+    return st;
+  }
+
+ private:
+  const int n_;
+  std::barrier<> barrier_;
+  std::vector<Slot> slots_;
+};
+
+class ThreadHost final : public Communicator {
+ public:
+  ThreadHost(ThreadGroup* g, int rank) : g_(g), rank_(rank) {}
+  int rank() const override { return rank_; }
+  int size() const override { return g_->size(); }
+  int local_rank() const override { return rank_; }
+  int local_size() const override { return g_->size(); }
+  std::string backend_name() const override { return "threads"; }
+
+ protected:
+  absl::Status DoAllToAllV(const void*, std::span<const int64_t>, std::span<const int64_t>, void*,
+                           std::span<const int64_t>, std::span<const int64_t>) override {
+    return absl::UnimplementedError("ThreadHost: AllToAllV");
+  }
+  absl::Status DoAllReduce(void*, int64_t, DataType, ReduceOp) override {
+    return absl::UnimplementedError("ThreadHost: AllReduce");
+  }
+  absl::Status DoAllGather(const void* send, int64_t bytes, void* recv) override {
+    g_->HostAllGather(rank_, send, bytes, recv);
+    return absl::OkStatus();
+  }
+  absl::Status DoBroadcast(void*, int64_t, int) override {
+    return absl::UnimplementedError("ThreadHost: Broadcast");
+  }
+  absl::Status DoBarrier() override { return absl::UnimplementedError("ThreadHost: Barrier"); }
+
+ private:
+  ThreadGroup* g_;
+  int rank_;
+};
+
+class ThreadDevice final : public gpu::DeviceCollectives {
+ public:
+  ThreadDevice(ThreadGroup* g, int rank) : g_(g), rank_(rank) {}
+  int rank() const override { return rank_; }
+  int size() const override { return g_->size(); }
+  absl::Status EnqueueGatherV(std::span<const gpu::GatherPart> parts,
+                              std::span<const int32_t> tokens, cudaStream_t stream) override {
+    return g_->Device(
+        rank_, stream, [&](ThreadGroup::Slot& me) { me.parts.assign(parts.begin(), parts.end()); },
+        [&](int p, const ThreadGroup::Slot& from) {
+          for (size_t i = 0; i < parts.size(); ++i) {
+            int64_t offset = 0;
+            for (int q = 0; q < p; ++q) offset += int64_t{tokens[q]} * parts[i].row_bytes;
+            const int64_t bytes = int64_t{tokens[p]} * parts[i].row_bytes;
+            if (bytes == 0) continue;
+            const cudaError_t e =
+                cudaMemcpyAsync(static_cast<uint8_t*>(parts[i].recv) + offset, from.parts[i].send,
+                                bytes, cudaMemcpyDeviceToDevice, stream);
+            if (e != cudaSuccess) return e;
+          }
+          return cudaSuccess;
+        });
+  }
+  absl::Status EnqueueAllToAllV(const void* send, std::span<const int64_t> send_bytes,
+                                std::span<const int64_t> send_displs, void* recv,
+                                std::span<const int64_t> recv_bytes,
+                                std::span<const int64_t> recv_displs,
+                                cudaStream_t stream) override {
+    (void)send_bytes;
+    return g_->Device(
+        rank_, stream,
+        [&](ThreadGroup::Slot& me) {
+          me.send = send;
+          me.send_displs.assign(send_displs.begin(), send_displs.end());
+        },
+        [&](int p, const ThreadGroup::Slot& from) {
+          if (recv_bytes[p] == 0) return cudaSuccess;
+          return cudaMemcpyAsync(static_cast<uint8_t*>(recv) + recv_displs[p],
+                                 static_cast<const uint8_t*>(from.send) + from.send_displs[rank_],
+                                 recv_bytes[p], cudaMemcpyDeviceToDevice, stream);
+        });
+  }
+
+ private:
+  ThreadGroup* g_;
+  int rank_;
+};
+
+// Two ranks, sequence A on rank 0 and B on rank 1 (each rank its own model without graphs),
+// against one resident model running both: a prefill (A with logits at every row), decode steps,
+// and one step in which only A runs (rank 1 exchange-only). Experts split in halves, expert 0 on
+// both ranks (its choices split by token). Bounds of engine_device_test TwoRanksMatchOneRank.
+TEST_P(DeviceExchangeModelTest, TwoRanksInOneProcessMatchOneModel) {
+  TM_SKIP_WITHOUT_GPU();
+  const auto& [shape, recipe] = GetParam();
+  const std::string path = Model(shape, recipe);
+  auto resident = Load(path);
+  ASSERT_NE(resident, nullptr);
+  const ModelConfig& c = resident->config();
+  DeviceExchangeConfig cfg = OneRankConfig(c);
+  for (DeviceExchangeLayer& l : cfg.layers) {
+    l.replica_offsets = {0};
+    l.replica_ranks.clear();
+    for (int e = 0; e < c.n_expert; ++e) {
+      if (e == 0) l.replica_ranks.push_back(1);  // expert 0: copies on ranks 1 and 0
+      l.replica_ranks.push_back(e < c.n_expert / 2 ? 0 : 1);
+      l.replica_offsets.push_back(static_cast<int32_t>(l.replica_ranks.size()));
+    }
+  }
+  // The steps: per step, rank 0's tokens of A and rank 1's of B (empty: none).
+  struct Step {
+    std::vector<int32_t> a, b;
+  };
+  std::vector<Step> steps = {{kPromptA, kPromptB}};
+  for (const auto& d : kDecode) steps.push_back({{d[0]}, {d[1]}});
+  steps.insert(steps.begin() + 3, Step{{77}, {}});
+  // Reference: one model, both sequences in one batch.
+  std::vector<std::vector<float>> want_a, want_b;
+  {
+    auto a = resident->NewKvCache(), b = resident->NewKvCache();
+    ASSERT_TRUE(a.ok() && b.ok());
+    for (size_t i = 0; i < steps.size(); ++i) {
+      std::vector<GpuSequenceInput> batch;
+      const LogitsRequest la = i == 0 ? LogitsRequest::kAll : LogitsRequest::kLast;
+      batch.push_back({a->get(), steps[i].a, la});
+      if (!steps[i].b.empty()) batch.push_back({b->get(), steps[i].b, LogitsRequest::kLast});
+      StepOutput out;
+      const absl::Status s = resident->Step(batch, &out);
+      ASSERT_TRUE(s.ok()) << s;
+      const size_t split = out.n_rows[0] * c.n_vocab;
+      want_a.emplace_back(out.logits.begin(), out.logits.begin() + split);
+      want_b.emplace_back(out.logits.begin() + split, out.logits.end());
+    }
+  }
+  ThreadGroup group(2);
+  std::vector<std::vector<std::vector<float>>> got(2);
+  std::vector<absl::Status> status(2);
+  auto rank = [&](int r) {
+    cudaSetDevice(0);
+    GpuModelOptions o;
+    o.kv_type = KvCacheType::kF32;
+    o.max_context = 64;
+    o.threads = 4;
+    o.cuda_graphs = false;  // the thread collectives cannot be captured
+    auto m = GpuModel::Load(path, o);
+    ThreadHost host(&group, r);
+    ThreadDevice device(&group, r);
+    // Every rank reaches every collective even after a failure here (else the other waits).
+    absl::StatusOr<std::unique_ptr<DeviceExpertExchange>> dex =
+        DeviceExpertExchange::Create(cfg, &host, &device);
+    absl::Status s = m.ok() ? dex.status() : m.status();
+    if (s.ok()) s = (*m)->AttachDeviceExchange(dex->get());
+    auto cache = s.ok() ? (*m)->NewKvCache() : absl::StatusOr<std::unique_ptr<gpu::GpuKvCache>>(s);
+    if (!cache.ok()) s = cache.status();
+    for (size_t i = 0; i < steps.size(); ++i) {
+      const std::vector<int32_t>& tokens = r == 0 ? steps[i].a : steps[i].b;
+      std::vector<GpuSequenceInput> batch;
+      if (!tokens.empty() && s.ok()) {
+        const LogitsRequest l = i == 0 && r == 0 ? LogitsRequest::kAll : LogitsRequest::kLast;
+        batch.push_back({cache->get(), tokens, l});
+      }
+      StepOutput out;
+      if (s.ok()) s = (*m)->Step(batch, &out);
+      if (!s.ok()) {
+        // A failed rank still has to meet the other at every collective: give up on both.
+        ADD_FAILURE() << "rank " << r << ": " << s;
+        std::abort();
+      }
+      got[r].push_back(out.logits);
+    }
+    status[r] = s;
+  };
+  std::thread t1(rank, 1);
+  rank(0);
+  t1.join();
+  ASSERT_TRUE(status[0].ok() && status[1].ok());
+  testing::Agreement ag;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    ASSERT_EQ(got[0][i].size(), want_a[i].size()) << "step " << i;
+    ASSERT_EQ(got[1][i].size(), want_b[i].size()) << "step " << i;
+    for (size_t row = 0; row * c.n_vocab < want_a[i].size(); ++row) {
+      ag.AddRow(got[0][i].data() + row * c.n_vocab, want_a[i].data() + row * c.n_vocab, c.n_vocab);
+    }
+    if (!want_b[i].empty()) ag.AddRow(got[1][i].data(), want_b[i].data(), c.n_vocab);
+  }
+  std::printf(
+      "%s-%s: 2 ranks in one process vs one model: %zu rows, median / max RelError "
+      "%.3g / %.3g, argmax mismatches %d\n",
+      shape.c_str(), recipe.c_str(), ag.row_err.size(), ag.Median(), ag.Max(), ag.argmax_mismatch);
+  if (recipe == "f16") {
+    EXPECT_LE(ag.Max(), 1e-4);
+    EXPECT_EQ(ag.argmax_mismatch, 0);
+  } else {
+    EXPECT_LE(ag.Median(), 0.05);
+    EXPECT_LE(ag.argmax_mismatch, static_cast<int>(ag.row_err.size()) / 4);
+  }
 }
 
 // The kernels as rank 1 of 2: 7 tokens of k = 3 over 6 experts; expert e on rank e % 2, expert 5
