@@ -15,3 +15,11 @@ if(TARGET tritmoe_gpu_nccl)
   target_link_libraries(nccl_a2a_bench PRIVATE tritmoe_gpu_nccl tritmoe_comm tritmoe_base
     absl::strings absl::status CUDA::cudart)
 endif()
+
+# Dispatch + combine of one MoE layer through the device expert exchange (mpirun, one rank per
+# GPU; one rank: the exchange with itself), beside the bare all-to-all. See ep_exchange_bench.cc.
+if(TARGET tritmoe_gpu_nccl)
+  add_executable(ep_exchange_bench ${CMAKE_CURRENT_LIST_DIR}/ep_exchange_bench.cc)
+  target_link_libraries(ep_exchange_bench PRIVATE tritmoe_gpu_model tritmoe_gpu_nccl tritmoe_comm
+    tritmoe_base absl::strings absl::status CUDA::cudart)
+endif()

@@ -17,6 +17,8 @@ bins=("$build/tritmoe" "$build/tests/gpu/gpu_ops_test" "$build/tests/gpu/gpu_mod
 [[ -f $build/tests/engine/engine_device_test ]] && bins+=("$build/tests/engine/engine_device_test")
 [[ -f $build/tests/gpu/gpu_expert_cache_test ]] && bins+=("$build/tests/gpu/gpu_expert_cache_test")
 [[ -f $build/bench/nccl_a2a_bench ]] && bins+=("$build/bench/nccl_a2a_bench")
+[[ -f $build/bench/ep_exchange_bench ]] && bins+=("$build/bench/ep_exchange_bench")
+[[ -f $build/tests/gpu/device_expert_exchange_test ]] && bins+=("$build/tests/gpu/device_expert_exchange_test")
 skip='^(libc|libm|libpthread|libdl|librt|ld-linux|libgcc_s|libstdc\+\+|libcuda|libnccl|linux-vdso)\.'
 for b in "${bins[@]}"; do
   cp -L "$b" "$out/"

@@ -54,6 +54,7 @@ struct BenchDecodeArgs {
   std::string comm = "auto";
   std::string placement = "contiguous";
   std::string device = "cpu";
+  std::string gpu_exchange;  // "" = the default (EngineOptions::gpu_exchange)
   std::string routing_stats_out;
   ExpertCacheFlags expert_cache;
 };
@@ -176,6 +177,7 @@ absl::Status RunBenchDecode(const BenchDecodeArgs& a) {
   options.model_path = a.model;
   options.placement = a.placement;
   options.device = a.device;
+  options.gpu_exchange = a.gpu_exchange;
   options.model.threads = a.threads;
   options.model.repack_experts = a.repack_experts;
   ASSIGN_OR_RETURN(options.model.kv_type, ParseKvCacheType(a.kv_type));
@@ -301,9 +303,8 @@ void RegisterBenchDecodeCommand(CLI::App& app, absl::Status* result) {
       ->capture_default_str();
   cmd->add_option("--kv-type", a->kv_type, "KV cache type: f16, q8_0, q4_0, f32")
       ->capture_default_str();
-  cmd->add_option(
-         "--device", a->device, kDeviceHelp)
-      ->capture_default_str();
+  cmd->add_option("--device", a->device, kDeviceHelp)->capture_default_str();
+  cmd->add_option("--gpu-exchange", a->gpu_exchange, kGpuExchangeHelp);
   cmd->add_option("--batch", a->batches, "Decode batch sizes, comma-separated")
       ->capture_default_str();
   cmd->add_option("--prompt", a->prompt, "Prefill length (tokens)")->capture_default_str();

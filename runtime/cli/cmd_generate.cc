@@ -34,6 +34,7 @@ struct GenerateArgs {
   std::string comm = "auto";
   std::string placement = "contiguous";
   std::string device = "cpu";
+  std::string gpu_exchange;       // "" = the default (EngineOptions::gpu_exchange)
   std::string routing_stats_out;  // tokens per (MoE layer, expert), summed over ranks
   SamplingParams sampling;
   int n_predict = 128;
@@ -121,6 +122,7 @@ absl::Status RunGenerate(const GenerateArgs& a) {
   options.model_path = a.model;
   options.placement = a.placement;
   options.device = a.device;
+  options.gpu_exchange = a.gpu_exchange;
   options.model.threads = a.threads;
   ASSIGN_OR_RETURN(options.model.kv_type, ParseKvCacheType(a.kv_type));
   ASSIGN_OR_RETURN(ExpertCacheSetup cache, ApplyExpertCacheFlags(a.expert_cache, &options));
@@ -160,9 +162,8 @@ void RegisterGenerateCommand(CLI::App& app, absl::Status* result) {
                   "(.json, else TSV), for a later --placement balanced:FILE");
   cmd->add_option("--kv-type", a->kv_type, "KV cache type: f16, q8_0, q4_0, f32")
       ->capture_default_str();
-  cmd->add_option(
-         "--device", a->device, kDeviceHelp)
-      ->capture_default_str();
+  cmd->add_option("--device", a->device, kDeviceHelp)->capture_default_str();
+  cmd->add_option("--gpu-exchange", a->gpu_exchange, kGpuExchangeHelp);
   cmd->add_option("--temperature,--temp", a->sampling.temperature, "0 = greedy")
       ->capture_default_str();
   cmd->add_option("--top-k", a->sampling.top_k, "0 = off")->capture_default_str();

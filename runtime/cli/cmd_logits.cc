@@ -53,6 +53,7 @@ struct LogitsArgs {
   std::string comm = "auto";
   std::string placement = "contiguous";
   std::string device = "cpu";
+  std::string gpu_exchange;  // "" = the default (EngineOptions::gpu_exchange)
   int threads = 0;
   bool verbose = false;
   ExpertCacheFlags expert_cache;
@@ -64,6 +65,7 @@ absl::Status RunLogits(const LogitsArgs& a) {
   eo.model_path = a.model;
   eo.placement = a.placement;
   eo.device = a.device;
+  eo.gpu_exchange = a.gpu_exchange;
   ModelOptions& opts = eo.model;
   if (a.precision == "float") {
     opts.precision = ActPrecision::kFloat;
@@ -163,9 +165,8 @@ void RegisterLogitsCommand(CLI::App& app, absl::Status* result) {
   cmd->add_option("--placement", args->placement,
                   "Expert placement: contiguous, balanced:<routing stats>, or a placement file")
       ->capture_default_str();
-  cmd->add_option(
-         "--device", args->device, kDeviceHelp)
-      ->capture_default_str();
+  cmd->add_option("--device", args->device, kDeviceHelp)->capture_default_str();
+  cmd->add_option("--gpu-exchange", args->gpu_exchange, kGpuExchangeHelp);
   cmd->add_flag("--verbose,-v", args->verbose,
                 "Print the ranks, the bytes each maps, and the model configuration");
   AddExpertCacheFlags(cmd, &args->expert_cache);

@@ -48,6 +48,7 @@ struct ServeArgs {
   std::string comm = "auto";
   std::string placement = "contiguous";
   std::string device = "cpu";
+  std::string gpu_exchange;  // "" = the default (EngineOptions::gpu_exchange)
   ExpertCacheFlags expert_cache;
   int max_num_seqs = 64;
   int max_num_batched_tokens = 2048;
@@ -191,6 +192,7 @@ absl::Status RunServe(const ServeArgs& a) {
   options.model_path = a.model;
   options.placement = a.placement;
   options.device = a.device;
+  options.gpu_exchange = a.gpu_exchange;
   options.model.threads = a.threads;
   options.model.max_context = a.max_model_len;
   ASSIGN_OR_RETURN(options.model.kv_type, ParseKvCacheType(a.kv_type));
@@ -227,9 +229,8 @@ void RegisterServeCommand(CLI::App& app, absl::Status* result) {
       ->capture_default_str();
   cmd->add_option("--kv-type", a->kv_type, "KV cache type: f16, q8_0, q4_0, f32")
       ->capture_default_str();
-  cmd->add_option(
-         "--device", a->device, kDeviceHelp)
-      ->capture_default_str();
+  cmd->add_option("--device", a->device, kDeviceHelp)->capture_default_str();
+  cmd->add_option("--gpu-exchange", a->gpu_exchange, kGpuExchangeHelp);
   cmd->add_option("--max-num-seqs", a->max_num_seqs, "Sequences in the running batch")
       ->capture_default_str();
   cmd->add_option("--max-num-batched-tokens", a->max_num_batched_tokens,

@@ -12,6 +12,12 @@ inline constexpr char kDeviceHelp[] =
     "Where the model runs: cpu; cuda (each rank on the GPU of its local rank: one GPU per rank); "
     "or cuda:N (every rank of a host on GPU N: ranks share it, for tests on fewer GPUs)";
 
+// --gpu-exchange (EngineOptions::gpu_exchange).
+inline constexpr char kGpuExchangeHelp[] =
+    "With --device cuda and several ranks: how the routed experts' rows move between GPUs: nccl "
+    "(device buffers over NCCL, CUDA graphs kept; one GPU per rank) or host (staged through host "
+    "memory and MPI). Default: nccl with --device cuda where NCCL is built, else host";
+
 void RegisterDevicesCommand(CLI::App& app, absl::Status* result);
 void RegisterBenchA2aCommand(CLI::App& app, absl::Status* result);
 void RegisterLogitsCommand(CLI::App& app, absl::Status* result);

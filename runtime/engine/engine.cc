@@ -132,9 +132,9 @@ void CopyString(char (&dst)[N], const std::string& s) {
 // The options every rank must share (not threads: ranks may differ in cores).
 std::string OptionsDescription(const EngineOptions& o) {
   return absl::StrFormat(
-      "device=%s precision=%s kv_type=%s max_context=%d attention=%d placement=%s "
+      "device=%s gpu_exchange=%s precision=%s kv_type=%s max_context=%d attention=%d placement=%s "
       "max_sequences=%d max_tokens_per_step=%d",
-      o.device, o.model.precision == ActPrecision::kFloat ? "float" : "quantized",
+      o.device, o.gpu_exchange, o.model.precision == ActPrecision::kFloat ? "float" : "quantized",
       std::string(KvCacheTypeName(o.model.kv_type)), o.model.max_context,
       static_cast<int>(o.model.attention), o.placement, o.max_sequences, o.max_tokens_per_step);
 }
@@ -186,7 +186,7 @@ class EngineImpl final : public Engine {
   absl::StatusOr<RoutingStats> CollectRoutingStats() override;
   absl::StatusOr<std::optional<ExpertCacheStats>> CollectExpertCacheStats() override;
   std::vector<ExpertPlacement> expert_placements() const override {
-    return exchange_ != nullptr ? exchange_->placements() : std::vector<ExpertPlacement>{};
+    return exchange_ != nullptr ? exchange_->placements() : device_placements_;
   }
   absl::Status Shutdown() override;
   absl::Status RunWorker() override;
@@ -225,8 +225,10 @@ class EngineImpl final : public Engine {
   Communicator* const comm_;
   int threads_ = 1;
   std::unique_ptr<EpExpertExchange> exchange_;  // outlives model_ (declared first)
-  ModelStepTimes model_times_;                  // the CPU model writes each step's split here
-  std::unique_ptr<StepBackend> model_;          // the CPU Model or the GPU model (options_.device)
+  // --gpu-exchange nccl: the placements the GPU backend's device exchange joins with in Init.
+  std::vector<ExpertPlacement> device_placements_;
+  ModelStepTimes model_times_;          // the CPU model writes each step's split here
+  std::unique_ptr<StepBackend> model_;  // the CPU Model or the GPU model (options_.device)
   std::optional<Tokenizer> tokenizer_;
   std::vector<EngineRankInfo> ranks_;
 
@@ -268,16 +270,23 @@ absl::Status EngineImpl::LoadLocal(StartInfo* info) {
   mo.exchange = nullptr;
   // A model without MoE layers (all dense) needs no exchange: every rank computes everything. One
   // GPU rank holds every expert itself (no exchange: its MoE layers keep their CUDA graphs).
-  if (!placements.empty() && (!gpu || n_ranks > 1)) {
+  std::string gpu_exchange = "none";
+  if (gpu) {
+    ASSIGN_OR_RETURN(gpu_exchange, options_.GpuExchangeFor(n_ranks, comm_->local_size()));
+  }
+  if (!placements.empty() && gpu_exchange == "nccl") {
+    // Joined after the agreed start (Init): NCCL's start is a collective of its own.
+    device_placements_ = placements;
+  } else if (!placements.empty() && (!gpu || n_ranks > 1)) {
     mo.local_experts = LocalExpertUnion(placements, me);
     ASSIGN_OR_RETURN(exchange_, EpExpertExchange::Create(config, std::move(placements), n_ranks));
     mo.exchange = exchange_.get();
   }
   if (gpu) {
     // One GPU per rank: the GPU of its local rank (GpuModel::Load names the visible count).
-    ASSIGN_OR_RETURN(model_,
-                     LoadGpuBackend(options_.model_path, mo, options_.CudaDevice(comm_->local_rank()),
-                                    options_.gpu_expert_cache_bytes, options_.gpu_expert_prefetch));
+    ASSIGN_OR_RETURN(
+        model_, LoadGpuBackend(options_.model_path, mo, options_.CudaDevice(comm_->local_rank()),
+                               options_.gpu_expert_cache_bytes, options_.gpu_expert_prefetch));
   } else {
     mo.step_times = &model_times_;
     ASSIGN_OR_RETURN(model_, LoadCpuBackend(options_.model_path, mo));
@@ -292,7 +301,10 @@ absl::Status EngineImpl::LoadLocal(StartInfo* info) {
   tokenizer_.emplace(std::move(tok));
   const RankWeightBytes bytes =
       CountRankWeightBytes(model_->gguf(), model_->config(),
-                           exchange_ != nullptr ? exchange_->placements() : placements, me);
+                           exchange_ != nullptr          ? exchange_->placements()
+                           : !device_placements_.empty() ? device_placements_
+                                                         : placements,
+                           me);
   info->replicated_bytes = bytes.replicated;
   info->expert_bytes = bytes.experts;
   info->file_tensor_bytes = bytes.file;
@@ -372,6 +384,28 @@ absl::Status EngineImpl::Init() {
     ranks_.push_back(std::move(r));
   }
   live_per_rank_.assign(comm_->size(), 0);
+  if (!device_placements_.empty()) {
+    // Every rank joins (NCCL's start agrees on failures itself); then the outcome is agreed.
+    const absl::Status joined = model_->ConnectDeviceExchange(*comm_, device_placements_);
+    std::vector<int32_t> ok(comm_->size());
+    const int32_t mine = joined.ok() ? 1 : 0;
+    RETURN_IF_ERROR(comm_->AllGather(&mine, sizeof(int32_t), ok.data()));
+    if (!joined.ok()) {
+      return MarkAgreed(absl::Status(
+          joined.code(), absl::StrCat("rank ", comm_->rank(),
+                                      ": the GPU expert exchange over NCCL (--gpu-exchange nccl) "
+                                      "did not start: ",
+                                      joined.message())));
+    }
+    for (int r = 0; r < comm_->size(); ++r) {
+      if (ok[r] == 0) {
+        return MarkAgreed(absl::FailedPreconditionError(
+            absl::StrCat("the GPU expert exchange over NCCL (--gpu-exchange nccl) did not start "
+                         "on rank ",
+                         r, " (its log says why)")));
+      }
+    }
+  }
   // A rank may own every token of a step.
   return exchange_ != nullptr ? exchange_->Connect(options_.max_tokens_per_step, comm_)
                               : absl::OkStatus();
@@ -792,6 +826,29 @@ int EngineOptions::CudaDevice(int local_rank) const {
   return index;
 }
 
+absl::StatusOr<std::string> EngineOptions::GpuExchangeFor(int n_ranks, int local_size) const {
+  if (!on_gpu()) return std::string("none");
+  const bool shared_gpu = device != "cuda" && local_size > 1;
+  if (gpu_exchange.empty()) {
+    if (n_ranks == 1) return std::string("none");
+    return std::string(!shared_gpu && GpuNcclExchangeBuilt() ? "nccl" : "host");
+  }
+  if (gpu_exchange == "host") return std::string(n_ranks == 1 ? "none" : "host");
+  if (shared_gpu) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--gpu-exchange nccl needs one GPU per rank (--device cuda); with --device ",
+                     device, ", ", local_size,
+                     " ranks of this host share one GPU, which NCCL cannot do (use --gpu-exchange "
+                     "host)"));
+  }
+  if (!GpuNcclExchangeBuilt()) {
+    return absl::UnimplementedError(
+        "--gpu-exchange nccl: this tritmoe was built without NCCL (nccl.h / libnccl not found at "
+        "configure time)");
+  }
+  return std::string("nccl");
+}
+
 absl::Status EngineOptions::Validate() const {
   if (model_path.empty()) return absl::InvalidArgumentError("no model path");
   int cuda_index = 0;
@@ -810,6 +867,17 @@ absl::Status EngineOptions::Validate() const {
   }
   if (gpu_expert_prefetch && gpu_expert_cache_bytes == 0) {
     return absl::InvalidArgumentError("--expert-prefetch needs --expert-cache-mb > 0");
+  }
+  if (!gpu_exchange.empty() && gpu_exchange != "nccl" && gpu_exchange != "host") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--gpu-exchange must be nccl or host, got \"", gpu_exchange, "\""));
+  }
+  if (!gpu_exchange.empty() && !on_gpu()) {
+    return absl::InvalidArgumentError("--gpu-exchange needs --device cuda");
+  }
+  if (gpu_exchange == "nccl" && gpu_expert_cache_bytes > 0) {
+    return absl::InvalidArgumentError(
+        "--gpu-exchange nccl does not combine with the GPU expert cache (--expert-cache-mb)");
   }
   if (placement.empty()) return absl::InvalidArgumentError("empty expert placement");
   if (max_sequences < 1) {

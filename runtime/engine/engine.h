@@ -69,15 +69,22 @@ struct EngineOptions {
   int max_tokens_per_step = 2048;  // tokens of all items of one step, job-wide (sizes buffers)
   // Where each rank runs its model: "cpu" (runtime/model), "cuda" (runtime/gpu/gpu_model.h, on
   // the rank's local-rank GPU: one GPU per rank) or "cuda:N" (every rank of a host on GPU N; ranks
-  // sharing a GPU each hold their own copy of the model there). With more than one rank the routed experts are
-  // split over the GPUs through the same exchange as the CPU ranks' (host-staged; every expert is
-  // still uploaded to every GPU, only the local ones computed; with --expert-cache-mb each rank's
-  // GPU cache holds the local experts it is sent rows for). "cuda"
-  // rejects what only the CPU has (precision float, attention naive, an expert cache); builds
-  // without CUDA reject it; a rank without its GPU fails at start (an agreed failure).
+  // sharing a GPU each hold their own copy of the model there). With more than one rank the routed
+  // experts are split over the GPUs through the exchange gpu_exchange names (every expert is
+  // still uploaded to every GPU, only the local ones computed; with --expert-cache-mb and the
+  // host exchange each rank's GPU cache holds the local experts it is sent rows for).
+  // "cuda" rejects what only the CPU has (precision float, attention naive, an expert cache);
+  // builds without CUDA reject it; a rank without its GPU fails at start (an agreed failure).
   // Greedy sequences are sampled on the GPU (only their tokens come back); other sampling, and
   // requested logits, copy n_vocab floats per row to the host.
   std::string device = "cpu";
+  // --gpu-exchange: how GPU ranks exchange the routed experts' rows. "nccl": on device buffers
+  // over NCCL (runtime/gpu/device_expert_exchange.h; CUDA graphs kept; one GPU per rank, so not
+  // with cuda:N shared by several ranks of a host; with one rank: the exchange with itself, for
+  // tests). "host": host-staged through the CPU exchange (MPI). Empty (default): nccl where the
+  // job has several ranks, each on its own GPU (--device cuda) and NCCL is built, else host; one
+  // rank alone needs no exchange. Only with --device cuda[:N].
+  std::string gpu_exchange;
   // --device cuda: routed experts in a GPU expert cache of this many bytes, streamed from pinned
   // host memory (runtime/gpu/gpu_expert_cache.h; 0: all resident), and its next-layer prefetch.
   int64_t gpu_expert_cache_bytes = 0;
@@ -93,6 +100,10 @@ struct EngineOptions {
   // The CUDA device of a rank with this local rank: N of "cuda:N", else the local rank.
   // Requires on_gpu() and a validated device.
   int CudaDevice(int local_rank) const;
+  // The exchange GPU ranks use in a job of n_ranks ranks, local_size of them on this host: "none"
+  // (one rank, or not on the GPU), "host" or "nccl" (see gpu_exchange). Errors: nccl asked for
+  // where it cannot run (ranks sharing a GPU, a build without NCCL).
+  absl::StatusOr<std::string> GpuExchangeFor(int n_ranks, int local_size) const;
 };
 
 // Starts a sequence: allocates its KV cache on its owner rank and its sampler.

@@ -10,4 +10,6 @@ absl::StatusOr<std::unique_ptr<StepBackend>> LoadGpuBackend(const std::string&, 
       "toolkit, TRITMOE_CUDA=ON)");
 }
 
+bool GpuNcclExchangeBuilt() { return false; }
+
 }  // namespace tritmoe

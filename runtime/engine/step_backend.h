@@ -28,6 +28,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "comm/communicator.h"
+#include "comm/expert_placement.h"
 #include "runtime/gguf/gguf.h"
 #include "runtime/model/model.h"
 #include "runtime/model/model_config.h"
@@ -70,6 +72,14 @@ class StepBackend {
   }
   // The GPU expert cache's statistics, nullopt where there is none.
   virtual std::optional<ExpertCacheStats> expert_cache_stats() const { return std::nullopt; }
+  // --gpu-exchange nccl: joins the expert exchange on device buffers over NCCL with the ranks of
+  // `host` (collective: every rank calls it once, after an agreed start, before any step; a
+  // failure on any rank fails it on every rank). placements: one per MoE layer. Afterwards the
+  // routed experts of rank r are those placements give r. `host` must outlive the backend.
+  virtual absl::Status ConnectDeviceExchange(Communicator& /*host*/,
+                                             std::span<const ExpertPlacement> /*placements*/) {
+    return absl::UnimplementedError("this backend has no device expert exchange");
+  }
 };
 
 // The CPU Model of runtime/model (options as Model::Load).
@@ -90,5 +100,8 @@ absl::StatusOr<std::unique_ptr<StepBackend>> LoadGpuBackend(const std::string& p
                                                             const ModelOptions& options, int device,
                                                             int64_t expert_cache_bytes = 0,
                                                             bool expert_prefetch = false);
+
+// Whether this build has the device expert exchange (CUDA and NCCL): --gpu-exchange nccl.
+bool GpuNcclExchangeBuilt();
 
 }  // namespace tritmoe

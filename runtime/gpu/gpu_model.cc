@@ -17,6 +17,7 @@
 #include "base/status_macros.h"
 #include "base/thread_pool.h"
 #include "experts/cuda/device_buffer.h"
+#include "runtime/gpu/device_expert_exchange.h"
 #include "runtime/gpu/elementwise.h"
 #include "runtime/gpu/embedding.h"
 #include "runtime/gpu/gpu_expert_cache.h"
@@ -177,6 +178,19 @@ class GpuModel::Impl {
   // ep_.out, CSR ep_.offsets); with slots, one cache round's experts only.
   absl::Status ExchangedExpertGemvs(int il, int64_t R, int64_t max_rows,
                                     const GpuExpertSlots* slots);
+
+ public:
+  absl::Status AttachDeviceExchange(DeviceExpertExchange* exchange);
+
+ private:
+  // Expert parallelism on device buffers (dex_): h's rows (int8 records where the routed gate ‖
+  // up is tiled, else floats) and the routing of T tokens dispatched, shared_expert (may be
+  // empty) enqueued, this rank's experts over every rank's received tokens, then the combine
+  // into ws_.x (+ shared, + residual). T = 0: a rank without tokens serving the others.
+  absl::Status DeviceExchangedExperts(int il, int T, GpuActivations* h_act,
+                                      const std::function<absl::Status()>& shared_expert);
+  DeviceExpertExchange* dex_ = nullptr;  // not owned
+  std::vector<int> moe_index_;           // per layer: its index among the MoE layers, or -1
   // out_act->data stays null unless fused.
   void FuseQuantization(int T, RmsNormParams* norm, GpuActivations* out_act);
   // SwiGLU of ws_.gu ([rows][2 ff]) for the product `down`: folded into down's activation
@@ -207,8 +221,11 @@ class GpuModel::Impl {
   std::unique_ptr<CudaStream> stream_;  // created once the device is known
   StepWorkspace ws_;
   PinnedBuffer staging_;  // step inputs, then sampled tokens
-  std::map<std::tuple<int, int, int>, std::unique_ptr<GraphExec>> graphs_;
-  std::set<std::tuple<int, int, int>> seen_shapes_;  // run once eagerly before capture
+  // Keyed on (tokens, logits rows, keys) and, with a device exchange, every rank's tokens.
+  using GraphKey = std::tuple<int, int, int, std::vector<int32_t>>;
+  GraphKey KeyOf(const StepShape& s) const;
+  std::map<GraphKey, std::unique_ptr<GraphExec>> graphs_;
+  std::set<GraphKey> seen_shapes_;  // run once eagerly before capture
   // ProfileStep: an event after every op.
   std::vector<CudaEvent>* op_events_ = nullptr;
   std::vector<std::pair<const char*, int>>* op_names_ = nullptr;
@@ -820,6 +837,11 @@ absl::Status GpuModel::Impl::Moe(int il, const StepShape& s, GpuActivations* h_a
     return absl::OkStatus();
   };
 
+  if (dex_ != nullptr) {
+    std::function<absl::Status()> sh;
+    if (shared) sh = shared_expert;
+    return DeviceExchangedExperts(il, T, h_act, sh);
+  }
   if (options_.exchange != nullptr) {
     // The routed sum arrives already weighted (ws_.y_down rows [0, T)): the combine reads it as
     // one slot of weight 1.0f per token, so that x += (0.0f + 1.0f * y) + shared is exactly the
@@ -1168,8 +1190,19 @@ absl::Status GpuModel::Impl::ExchangedExpertGemvs(int il, int64_t R, int64_t max
 
 absl::Status GpuModel::Impl::ExchangeOnlyStep() {
   RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
+  if (dex_ != nullptr) {
+    ASSIGN_OR_RETURN(const bool moved, dex_->BeginStep(0));
+    if (moved) {
+      graphs_.clear();
+      seen_shapes_.clear();
+    }
+  }
   for (int il = 0; il < config_.n_layer; ++il) {
-    if (config_.IsMoeLayer(il)) {
+    if (!config_.IsMoeLayer(il)) continue;
+    if (dex_ != nullptr) {
+      GpuActivations none;
+      RETURN_IF_ERROR(DeviceExchangedExperts(il, 0, &none, nullptr));
+    } else {
       absl::Status s = ExchangedExperts(il, 0, nullptr);
       if (!s.ok() && cache_ != nullptr) {
         cudaStreamSynchronize(stream_->get());
@@ -1180,6 +1213,109 @@ absl::Status GpuModel::Impl::ExchangeOnlyStep() {
   }
   RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_->get()), "exchange-only step"));
   if (cache_ != nullptr) cache_->FinishStep();
+  return absl::OkStatus();
+}
+
+absl::Status GpuModel::Impl::DeviceExchangedExperts(
+    int il, int T, GpuActivations* h_act, const std::function<absl::Status()>& shared_expert) {
+  const ModelConfig& c = config_;
+  const GpuLayerWeights& lw = weights_.layer(il);
+  cudaStream_t st = stream_->get();
+  const int64_t D = c.n_embd, ff = lw.exp_gate_up.rows() / 2;
+  // What the routed gate ‖ up reads goes out: int8 records (exact, 3.4x smaller than floats)
+  // where it is tiled, else float rows.
+  const bool tiled = lw.exp_gate_up.tiled();
+  const void* rows = ws_.h;
+  int64_t row_bytes = int64_t{sizeof(float)} * D;
+  if (tiled) {
+    if (T > 0 && h_act->data == nullptr) {
+      RETURN_IF_ERROR(QuantizeActivationsGpu(ws_.h, T, D, ws_.act_in, ws_.act_in_bytes, st, h_act));
+    }
+    rows = h_act->data;
+    row_bytes = GpuActivationBytes(1, D);
+  }
+  ASSIGN_OR_RETURN(const ExchangeReceived r, dex_->Dispatch(moe_index_[il], rows, row_bytes,
+                                                            ws_.sel_experts, ws_.sel_weights, st));
+  Mark("dispatch", il);
+  if (shared_expert) RETURN_IF_ERROR(shared_expert());
+  const int64_t N = r.n_tokens, P = N * c.n_expert_used;
+  if (N > 0) {
+    // The grouped GEMVs of the resident path over every rank's tokens (max_pairs = all of them).
+    const GpuActivations received{r.rows, N, D};
+    LinearArgs gu;
+    gu.x = static_cast<const float*>(r.rows);
+    gu.x_stride = D;
+    gu.n_x_rows = N;
+    gu.offsets = r.offsets;
+    gu.x_rows = r.pair_token;
+    gu.max_pairs = static_cast<int>(N);
+    if (tiled) gu.quantized = &received;
+    gu.y = r.gu;
+    gu.y_stride = 2 * ff;
+    RETURN_IF_ERROR(lw.exp_gate_up.Apply(gu, st));
+    Mark("experts gate+up", il);
+    LinearArgs dn;
+    GpuActivations dn_act;
+    if (options_.fuse_small_ops && lw.exp_down.tiled() && ff % 256 == 0 &&
+        lw.exp_down.cols() == ff) {
+      RETURN_IF_ERROR(
+          QuantizeSwiGluActivationsGpu(r.gu, P, ff, r.act_ws, r.act_ws_bytes, st, &dn_act));
+      dn.quantized = &dn_act;
+    } else {
+      SwiGluParams sw;
+      sw.gu = r.gu;
+      sw.out = r.act;
+      sw.n_rows = static_cast<int>(P);
+      sw.n_ff = static_cast<int>(ff);
+      RETURN_IF_ERROR(Cuda(LaunchSwiGlu(sw, st), "swiglu"));
+    }
+    Mark("experts swiglu", il);
+    dn.x = r.act;
+    dn.x_stride = ff;
+    dn.n_x_rows = P;
+    dn.offsets = r.offsets;
+    dn.max_pairs = static_cast<int>(N);
+    dn.act_workspace = r.act_ws;
+    dn.act_workspace_bytes = r.act_ws_bytes;
+    dn.y = r.y;
+    dn.y_stride = D;
+    RETURN_IF_ERROR(lw.exp_down.Apply(dn, st));
+    Mark("experts down", il);
+  }
+  RETURN_IF_ERROR(dex_->Combine(ws_.x, shared_expert ? ws_.shared_out : nullptr, st));
+  Mark("combine", il);
+  return absl::OkStatus();
+}
+
+absl::Status GpuModel::Impl::AttachDeviceExchange(DeviceExpertExchange* exchange) {
+  const ModelConfig& c = config_;
+  if (exchange == nullptr) return absl::InvalidArgumentError("no device exchange");
+  if (options_.exchange != nullptr || cache_ != nullptr) {
+    return absl::FailedPreconditionError(
+        "the device expert exchange does not combine with the host-staged exchange or the GPU "
+        "expert cache");
+  }
+  const DeviceExchangeConfig& x = exchange->config();
+  std::vector<int> index(c.n_layer, -1);
+  int n_moe = 0;
+  int64_t ff = 0;
+  for (int il = 0; il < c.n_layer; ++il) {
+    if (!c.IsMoeLayer(il)) continue;
+    index[il] = n_moe++;
+    ff = std::max(ff, weights_.layer(il).exp_gate_up.rows() / 2);
+  }
+  if (n_moe != exchange->n_moe_layers() || x.n_expert != c.n_expert || x.k != c.n_expert_used ||
+      x.n_embd != c.n_embd || x.max_ff < ff) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the device expert exchange was made for ", exchange->n_moe_layers(),
+                     " MoE layers of ", x.n_expert, " experts (top-", x.k, ", width ", x.n_embd,
+                     ", ff ", x.max_ff, "); the model has ", n_moe, " of ", c.n_expert, " (top-",
+                     c.n_expert_used, ", width ", c.n_embd, ", ff ", ff, ")"));
+  }
+  moe_index_ = std::move(index);
+  dex_ = exchange;
+  graphs_.clear();
+  seen_shapes_.clear();
   return absl::OkStatus();
 }
 
@@ -1235,8 +1371,14 @@ absl::Status GpuModel::Impl::Head(const StepShape& s) {
               "argmax");
 }
 
+GpuModel::Impl::GraphKey GpuModel::Impl::KeyOf(const StepShape& s) const {
+  std::vector<int32_t> ranks;
+  if (dex_ != nullptr) ranks.assign(dex_->step_tokens().begin(), dex_->step_tokens().end());
+  return {s.tokens, s.logit_rows, s.keys, std::move(ranks)};
+}
+
 absl::StatusOr<cudaGraphExec_t> GpuModel::Impl::Graph(const StepShape& s) {
-  const auto key = std::make_tuple(s.tokens, s.logit_rows, s.keys);
+  const GraphKey key = KeyOf(s);
   if (auto it = graphs_.find(key); it != graphs_.end()) return it->second->get();
   cudaStream_t st = stream_->get();
   RETURN_IF_ERROR(Cuda(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed), "begin capture"));
@@ -1258,7 +1400,7 @@ absl::StatusOr<cudaGraphExec_t> GpuModel::Impl::Graph(const StepShape& s) {
 
 absl::Status GpuModel::Impl::RunStep(std::span<const GpuSequenceInput> batch, StepOutput* out,
                                      std::vector<int32_t>* next, StepProfile* profile) {
-  if (batch.empty() && options_.exchange != nullptr) {
+  if (batch.empty() && (options_.exchange != nullptr || dex_ != nullptr)) {
     // No tokens here, but this rank's experts serve the other ranks' rows.
     RETURN_IF_ERROR(ExchangeOnlyStep());
     if (next != nullptr) next->clear();
@@ -1309,7 +1451,14 @@ absl::Status GpuModel::Impl::RunStep(std::span<const GpuSequenceInput> batch, St
   shape.tokens = static_cast<int>(tokens.size());
   shape.logit_rows = static_cast<int>(logit_rows.size());
   shape.keys = static_cast<int>((max_keys + kKeyBucket - 1) / kKeyBucket * kKeyBucket);
-  if (ws_.Reserve(dims_, shape)) {
+  bool moved = ws_.Reserve(dims_, shape);
+  if (dex_ != nullptr) {
+    // Every rank's token count (host collective): sizes and graph keys follow from it. A step
+    // that fails after this point leaves the peers in the layer collectives.
+    ASSIGN_OR_RETURN(const bool dex_moved, dex_->BeginStep(shape.tokens));
+    moved = moved || dex_moved;
+  }
+  if (moved) {
     graphs_.clear();
     seen_shapes_.clear();
     const size_t need =
@@ -1369,7 +1518,7 @@ absl::Status GpuModel::Impl::RunStep(std::span<const GpuSequenceInput> batch, St
     }
     RETURN_IF_ERROR(enq);
   } else {
-    const auto key = std::make_tuple(shape.tokens, shape.logit_rows, shape.keys);
+    const GraphKey key = KeyOf(shape);
     // With an expert cache every MoE layer waits on the host for its routing: eager launches.
     // So does the expert exchange (the host dispatches and combines).
     if (options_.cuda_graphs && decode && cache_ == nullptr && options_.exchange == nullptr &&
@@ -1467,6 +1616,10 @@ void GpuModel::ResetExpertCacheStats() {
 
 absl::StatusOr<std::unique_ptr<GpuKvCache>> GpuModel::NewKvCache(int64_t capacity) const {
   return impl_->NewKvCache(capacity);
+}
+
+absl::Status GpuModel::AttachDeviceExchange(DeviceExpertExchange* exchange) {
+  return impl_->AttachDeviceExchange(exchange);
 }
 
 absl::Status GpuModel::Step(std::span<const GpuSequenceInput> batch, StepOutput* out) {

@@ -37,6 +37,7 @@
 namespace tritmoe::gpu {
 
 class GpuKvCache;
+class DeviceExpertExchange;
 
 struct GpuModelOptions {
   int device = 0;  // CUDA device index
@@ -146,6 +147,16 @@ class GpuModel {
   // requests), and the cost model: one expert on the host for 1 and 8 tokens, one copy (us).
   int64_t expert_cpu_count() const;
   std::array<double, 3> expert_cpu_cost_us() const;
+
+  // Expert parallelism on device buffers (device_expert_exchange.h): from the next step on, every
+  // MoE layer's routed experts go through `exchange` (dispatch / combine as collectives on the
+  // model's stream; decode steps stay CUDA graphs, keyed also on every rank's token count), and a
+  // step with an empty batch takes part in every MoE layer's exchange. Every rank of the exchange
+  // must step in lockstep. Not owned; must outlive the model, and so must its communicator: the
+  // model's graphs hold NCCL work, and ncclCommDestroy waits for them to be destroyed. Rejected
+  // with options.exchange (the host-staged exchange) or an expert cache, or a table for another
+  // layer / expert count.
+  absl::Status AttachDeviceExchange(DeviceExpertExchange* exchange);
 
   // A device KV cache of options.kv_type for up to `capacity` tokens (0: max_context()).
   absl::StatusOr<std::unique_ptr<GpuKvCache>> NewKvCache(int64_t capacity = 0) const;

@@ -9,8 +9,12 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "runtime/engine/step_backend.h"
+#include "runtime/gpu/device_expert_exchange.h"
 #include "runtime/gpu/gpu_kv_cache.h"
 #include "runtime/gpu/gpu_model.h"
+#ifdef TRITMOE_HAVE_NCCL
+#include "runtime/gpu/nccl_communicator.h"
+#endif
 
 namespace tritmoe {
 namespace {
@@ -27,8 +31,8 @@ class GpuCache final : public BackendCache {
 
 class GpuBackend final : public StepBackend {
  public:
-  GpuBackend(std::unique_ptr<gpu::GpuModel> model, std::string name)
-      : model_(std::move(model)), name_(std::move(name)) {}
+  GpuBackend(std::unique_ptr<gpu::GpuModel> model, std::string name, int device)
+      : model_(std::move(model)), name_(std::move(name)), device_(device) {}
 
   const ModelConfig& config() const override { return model_->config(); }
   const gguf::GgufModel& gguf() const override { return model_->gguf(); }
@@ -44,7 +48,7 @@ class GpuBackend final : public StepBackend {
   absl::Status Step(std::span<const BackendInput> batch, StepOutput* out) override {
     // A single rank with nothing to run (a step that only starts or releases sequences). With an
     // exchange the model still serves the other ranks' rows in every MoE layer.
-    if (batch.empty() && model_->options().exchange == nullptr) {
+    if (batch.empty() && !exchanges()) {
       *out = StepOutput{};
       out->n_vocab = model_->n_vocab();
       return absl::OkStatus();
@@ -58,14 +62,47 @@ class GpuBackend final : public StepBackend {
   }
   absl::Status StepGreedy(std::span<const BackendInput> batch,
                           std::vector<int32_t>* next) override {
-    if (batch.empty() && model_->options().exchange == nullptr) {
+    if (batch.empty() && !exchanges()) {
       next->clear();
       return absl::OkStatus();
     }
     return model_->StepGreedy(Inputs(batch), next);
   }
 
+  absl::Status ConnectDeviceExchange(Communicator& host,
+                                     std::span<const ExpertPlacement> placements) override {
+#ifdef TRITMOE_HAVE_NCCL
+    if (dex_ != nullptr) return absl::FailedPreconditionError("device exchange already joined");
+    const ModelConfig& c = model_->config();
+    gpu::DeviceExchangeConfig xc;
+    xc.n_expert = static_cast<int>(c.n_expert);
+    xc.k = c.n_expert_used;
+    xc.n_embd = c.n_embd;
+    xc.max_ff = c.n_ff_exp;
+    for (const ExpertPlacement& p : placements) {
+      gpu::DeviceExchangeLayer l;
+      l.replica_offsets.push_back(0);
+      for (int e = 0; e < p.num_experts(); ++e) {
+        for (int r : p.ranks_of(e)) l.replica_ranks.push_back(r);
+        l.replica_offsets.push_back(static_cast<int32_t>(l.replica_ranks.size()));
+      }
+      xc.layers.push_back(std::move(l));
+    }
+    // Every step below is agreed over `host` (NcclCommunicator::Create), except the local checks
+    // after it, which cannot differ between ranks (the same model and placements everywhere).
+    ASSIGN_OR_RETURN(nccl_, gpu::NcclCommunicator::Create(host, device_));
+    ASSIGN_OR_RETURN(dex_, gpu::DeviceExpertExchange::Create(xc, &host, nccl_.get()));
+    return model_->AttachDeviceExchange(dex_.get());
+#else
+    (void)host;
+    (void)placements;
+    return absl::UnimplementedError(
+        "--gpu-exchange nccl: this tritmoe was built without NCCL (nccl.h / libnccl not found)");
+#endif
+  }
+
  private:
+  bool exchanges() const { return model_->options().exchange != nullptr || dex_ != nullptr; }
   std::span<const gpu::GpuSequenceInput> Inputs(std::span<const BackendInput> batch) {
     inputs_.clear();
     for (const BackendInput& in : batch) {
@@ -75,8 +112,13 @@ class GpuBackend final : public StepBackend {
     return inputs_;
   }
 
-  std::unique_ptr<gpu::GpuModel> model_;
+#ifdef TRITMOE_HAVE_NCCL
+  std::unique_ptr<gpu::NcclCommunicator> nccl_;
+#endif
+  std::unique_ptr<gpu::DeviceExpertExchange> dex_;  // over nccl_
+  std::unique_ptr<gpu::GpuModel> model_;            // destroyed first: it points to dex_
   std::string name_;
+  int device_ = 0;
   std::vector<gpu::GpuSequenceInput> inputs_;
 };
 
@@ -123,7 +165,15 @@ absl::StatusOr<std::unique_ptr<StepBackend>> LoadGpuBackend(const std::string& p
   } else {
     cudaGetLastError();
   }
-  return std::make_unique<GpuBackend>(std::move(model), std::move(name));
+  return std::make_unique<GpuBackend>(std::move(model), std::move(name), device);
+}
+
+bool GpuNcclExchangeBuilt() {
+#ifdef TRITMOE_HAVE_NCCL
+  return true;
+#else
+  return false;
+#endif
 }
 
 }  // namespace tritmoe

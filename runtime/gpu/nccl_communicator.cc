@@ -2,6 +2,8 @@
 
 #include <nccl.h>
 
+#include <cstdio>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -65,12 +67,42 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(Commu
                                                       n_dev, " visible"));
   }
   RETURN_IF_ERROR(FromCuda(cudaSetDevice(c->device_), "cudaSetDevice", c->rank_));
-  ncclUniqueId id;
-  if (c->rank_ == 0) RETURN_IF_ERROR(FromNccl(ncclGetUniqueId(&id), "GetUniqueId", c->rank_));
-  RETURN_IF_ERROR(host.Broadcast(&id, sizeof(id), 0));
+  // Rank 0's id goes out with a flag, and every rank's init result comes back to all, so that a
+  // failure anywhere fails every rank with the same message.
+  struct IdMessage {
+    int32_t ok = 0;
+    char error[200] = {};
+    ncclUniqueId id;
+  } msg;
+  if (c->rank_ == 0) {
+    const absl::Status s = FromNccl(ncclGetUniqueId(&msg.id), "GetUniqueId", c->rank_);
+    msg.ok = s.ok() ? 1 : 0;
+    if (!s.ok())
+      std::snprintf(msg.error, sizeof(msg.error), "%s", std::string(s.message()).c_str());
+  }
+  RETURN_IF_ERROR(host.Broadcast(&msg, sizeof(msg), 0));
+  if (msg.ok == 0) {
+    return absl::FailedPreconditionError(absl::StrCat("NCCL start failed on rank 0: ", msg.error));
+  }
   c->comm_ = std::make_unique<Handle>();
-  RETURN_IF_ERROR(FromNccl(ncclCommInitRank(&c->comm_->comm, c->size_, id, c->rank_),
-                           "CommInitRank", c->rank_));
+  const absl::Status init = FromNccl(ncclCommInitRank(&c->comm_->comm, c->size_, msg.id, c->rank_),
+                                     "CommInitRank", c->rank_);
+  struct InitResult {
+    int32_t ok = 0;
+    char error[200] = {};
+  } mine;
+  mine.ok = init.ok() ? 1 : 0;
+  if (!init.ok())
+    std::snprintf(mine.error, sizeof(mine.error), "%s", std::string(init.message()).c_str());
+  std::vector<InitResult> all(c->size_);
+  RETURN_IF_ERROR(host.AllGather(&mine, sizeof(InitResult), all.data()));
+  std::string failed;
+  for (int r = 0; r < c->size_; ++r) {
+    if (all[r].ok == 0) absl::StrAppend(&failed, "\n  rank ", r, ": ", all[r].error);
+  }
+  if (!failed.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("NCCL start failed on some ranks:", failed));
+  }
   RETURN_IF_ERROR(FromCuda(cudaStreamCreateWithFlags(&c->stream_, cudaStreamNonBlocking),
                            "stream create", c->rank_));
   RETURN_IF_ERROR(FromCuda(cudaMalloc(&c->barrier_word_, sizeof(float)), "cudaMalloc", c->rank_));
@@ -139,6 +171,67 @@ absl::Status NcclCommunicator::DoBarrier() {
       ncclAllReduce(barrier_word_, barrier_word_, 1, ncclFloat32, ncclSum, comm_->comm, stream_),
       "Barrier", rank_));
   return Finish("barrier");
+}
+
+absl::Status NcclCommunicator::EnqueueGatherV(std::span<const GatherPart> parts,
+                                              std::span<const int32_t> tokens,
+                                              cudaStream_t stream) {
+  if (static_cast<int>(tokens.size()) != size_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("EnqueueGatherV: ", tokens.size(), " token counts for ", size_, " ranks"));
+  }
+  RETURN_IF_ERROR(FromNccl(ncclGroupStart(), "GroupStart", rank_));
+  absl::Status st;
+  for (const GatherPart& part : parts) {
+    const int64_t mine = int64_t{tokens[rank_]} * part.row_bytes;
+    int64_t offset = 0;
+    for (int p = 0; p < size_ && st.ok(); ++p) {
+      const int64_t theirs = int64_t{tokens[p]} * part.row_bytes;
+      if (mine > 0) {
+        st = FromNccl(ncclSend(part.send, mine, ncclUint8, p, comm_->comm, stream), "Send", rank_);
+      }
+      if (st.ok() && theirs > 0) {
+        st = FromNccl(ncclRecv(static_cast<uint8_t*>(part.recv) + offset, theirs, ncclUint8, p,
+                               comm_->comm, stream),
+                      "Recv", rank_);
+      }
+      offset += theirs;
+    }
+  }
+  const absl::Status end = FromNccl(ncclGroupEnd(), "GroupEnd (gather)", rank_);
+  RETURN_IF_ERROR(st);
+  return end;
+}
+
+absl::Status NcclCommunicator::EnqueueAllToAllV(const void* send,
+                                                std::span<const int64_t> send_bytes,
+                                                std::span<const int64_t> send_displs, void* recv,
+                                                std::span<const int64_t> recv_bytes,
+                                                std::span<const int64_t> recv_displs,
+                                                cudaStream_t stream) {
+  const size_t n = static_cast<size_t>(size_);
+  if (send_bytes.size() != n || send_displs.size() != n || recv_bytes.size() != n ||
+      recv_displs.size() != n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("EnqueueAllToAllV: spans must have ", size_, " entries"));
+  }
+  const auto* s = static_cast<const uint8_t*>(send);
+  auto* r = static_cast<uint8_t*>(recv);
+  RETURN_IF_ERROR(FromNccl(ncclGroupStart(), "GroupStart", rank_));
+  absl::Status st;
+  for (int p = 0; p < size_ && st.ok(); ++p) {
+    if (send_bytes[p] > 0) {
+      st = FromNccl(ncclSend(s + send_displs[p], send_bytes[p], ncclUint8, p, comm_->comm, stream),
+                    "Send", rank_);
+    }
+    if (st.ok() && recv_bytes[p] > 0) {
+      st = FromNccl(ncclRecv(r + recv_displs[p], recv_bytes[p], ncclUint8, p, comm_->comm, stream),
+                    "Recv", rank_);
+    }
+  }
+  const absl::Status end = FromNccl(ncclGroupEnd(), "GroupEnd (all-to-all)", rank_);
+  RETURN_IF_ERROR(st);
+  return end;
 }
 
 }  // namespace tritmoe::gpu

@@ -10,6 +10,13 @@
 // interface's: every buffer is a device pointer on this rank's GPU; collectives run on this
 // communicator's stream and return once they are complete there (cudaStreamSynchronize), so
 // callers may reuse buffers at once. Do not set NCCL_NVLS_ENABLE=1 on shared machines.
+// As DeviceCollectives (device_collectives.h) it also enqueues grouped sends / receives on a
+// caller's stream without waiting (capturable in CUDA graphs).
+//
+// Start-up failures are agreed: Create reports a failure on every rank (rank 0's id, or any
+// rank's ncclCommInitRank, through a flag gathered over `host`) instead of leaving peers waiting,
+// provided every rank of `host` calls it. A peer that dies inside ncclCommInitRank can still
+// leave the others waiting there (NCCL's own bootstrap).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -19,10 +26,11 @@
 
 #include "absl/status/statusor.h"
 #include "comm/communicator.h"
+#include "runtime/gpu/device_collectives.h"
 
 namespace tritmoe::gpu {
 
-class NcclCommunicator final : public Communicator {
+class NcclCommunicator final : public Communicator, public DeviceCollectives {
  public:
   // Collective over `host` (every rank of it calls). device < 0: host.local_rank().
   static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Create(Communicator& host,
@@ -36,6 +44,13 @@ class NcclCommunicator final : public Communicator {
   std::string backend_name() const override { return "nccl"; }
   int device() const { return device_; }
   cudaStream_t stream() const { return stream_; }
+
+  absl::Status EnqueueGatherV(std::span<const GatherPart> parts, std::span<const int32_t> tokens,
+                              cudaStream_t stream) override;
+  absl::Status EnqueueAllToAllV(const void* send, std::span<const int64_t> send_bytes,
+                                std::span<const int64_t> send_displs, void* recv,
+                                std::span<const int64_t> recv_bytes,
+                                std::span<const int64_t> recv_displs, cudaStream_t stream) override;
 
  protected:
   absl::Status DoAllToAllV(const void* send, std::span<const int64_t> send_counts,

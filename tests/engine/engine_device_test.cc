@@ -248,6 +248,39 @@ TEST(EngineDeviceTest, CudaOnTwoRanksWithoutTwoGpusFailsAtStartOnEveryRank) {
   }
 }
 
+// --gpu-exchange: a bad value, or the flag without --device cuda, fails at start naming it (any
+// build, no GPU needed); nccl with ranks sharing one GPU (cuda:0 under mpirun -np 2) fails on
+// every rank saying why.
+TEST(EngineDeviceTest, GpuExchangeFlagIsValidated) {
+  const std::string model = Model("tiny", "f16");
+  const std::string gen = "generate -m " + model + " -p hi -n 2";
+  const CmdRun bad = RunTritmoe("gx-bad", gen + " --device cuda --gpu-exchange mpi");
+  EXPECT_EQ(bad.rc, 1);
+  EXPECT_NE(bad.err.find("--gpu-exchange must be nccl or host, got \"mpi\""), std::string::npos)
+      << bad.err;
+  const CmdRun cpu = RunTritmoe("gx-cpu", gen + " --gpu-exchange nccl");
+  EXPECT_EQ(cpu.rc, 1);
+  EXPECT_NE(cpu.err.find("--gpu-exchange needs --device cuda"), std::string::npos) << cpu.err;
+  const CmdRun cache =
+      RunTritmoe("gx-cache", gen + " --device cuda --gpu-exchange nccl --expert-cache-mb 4");
+  EXPECT_EQ(cache.rc, 1);
+  EXPECT_NE(cache.err.find("does not combine with the GPU expert cache"), std::string::npos)
+      << cache.err;
+  if (std::system("command -v mpirun >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "no mpirun on this machine (the shared-GPU case needs 2 ranks)";
+  }
+  const CmdRun shared =
+      RunTritmoe("gx-shared", gen + " --device cuda:0 --gpu-exchange nccl", MpiRun(2));
+  EXPECT_NE(shared.rc, 0);
+  EXPECT_NE(shared.rc, 124) << "the job hung";
+  for (int rank = 0; rank < 2; ++rank) {
+    EXPECT_NE(shared.err.find("tritmoe: rank " + std::to_string(rank) + ": "), std::string::npos)
+        << shared.err;
+  }
+  EXPECT_NE(shared.err.find("--gpu-exchange nccl needs one GPU per rank"), std::string::npos)
+      << shared.err;
+}
+
 // ---- With a GPU -----------------------------------------------------------------------------
 
 Agreement Compare(const std::vector<float>& got, const std::vector<float>& ref, int64_t n_vocab) {
@@ -396,8 +429,10 @@ TEST_P(EngineDeviceGpuTest, TwoRanksMatchOneRank) {
   const auto& [shape, recipe] = GetParam();
   const std::string model = Model(shape, recipe);
   const std::string tag = "ep-" + shape + "-" + recipe;
+  // --gpu-exchange host: with 2 GPUs the default is the NCCL exchange (TwoRanksOverNccl... below).
   const std::string base = "logits -v -m " + model + " --tokens-file " + TokenFile() +
-                           " --kv-type f32 --device " + device + " -o " + Dir() + "/" + tag;
+                           " --kv-type f32 --gpu-exchange host --device " + device + " -o " +
+                           Dir() + "/" + tag;
   const CmdRun one = RunTritmoe(tag + "-np1", base + "-np1.bin");
   ASSERT_EQ(one.rc, 0) << one.err;
   const CmdRun two = RunTritmoe(tag + "-np2", base + "-np2.bin", MpiRun(2));
@@ -418,7 +453,7 @@ TEST_P(EngineDeviceGpuTest, TwoRanksMatchOneRank) {
     EXPECT_EQ(ab.argmax_mismatch, 0);
     const std::string gen = "generate -m " + model +
                             " -p 'The quick brown fox' -n 24 --kv-type f32 --temperature 0 "
-                            "--device " +
+                            "--gpu-exchange host --device " +
                             device;
     const CmdRun g1 = RunTritmoe(tag + "-gen-np1", gen);
     ASSERT_EQ(g1.rc, 0) << g1.err;
@@ -460,6 +495,88 @@ TEST_P(EngineDeviceGpuTest, TwoRanksMatchOneRank) {
     EXPECT_NE(prefetch.rc, 0);
     EXPECT_NE(prefetch.err.find("runs without --expert-prefetch"), std::string::npos)
         << prefetch.err;
+  }
+}
+
+// --gpu-exchange nccl with one rank: the device expert exchange with itself (NCCL with one rank)
+// against the default one-rank run (no exchange): the logits file byte for byte, and greedy
+// generate's text (decode steps replayed from CUDA graphs with the NCCL calls inside).
+TEST_P(EngineDeviceGpuTest, NcclSelfExchangeIsBitIdentical) {
+  SKIP_WITHOUT_GPU();
+  const auto& [shape, recipe] = GetParam();
+  const std::string model = Model(shape, recipe);
+  const std::string tag = "nccl1-" + shape + "-" + recipe;
+  const std::string base = "logits -v -m " + model + " --tokens-file " + TokenFile() +
+                           " --kv-type f32 --device cuda -o " + Dir() + "/" + tag;
+  const CmdRun plain = RunTritmoe(tag + "-plain", base + "-plain.bin");
+  ASSERT_EQ(plain.rc, 0) << plain.err;
+  const CmdRun self = RunTritmoe(tag + "-nccl", base + "-nccl.bin --gpu-exchange nccl");
+  if (self.err.find("built without NCCL") != std::string::npos) {
+    GTEST_SKIP() << "tritmoe was built without NCCL";
+  }
+  ASSERT_EQ(self.rc, 0) << self.err;
+  const std::string a = ReadText(Dir() + "/" + tag + "-plain.bin");
+  const std::string b = ReadText(Dir() + "/" + tag + "-nccl.bin");
+  EXPECT_FALSE(a.empty());
+  EXPECT_TRUE(a == b) << "np=1 --gpu-exchange nccl logits differ from the default's (" << a.size()
+                      << " / " << b.size() << " bytes)";
+  const std::string gen = "generate -m " + model +
+                          " -p 'The quick brown fox' -n 24 --kv-type f32 --temperature 0 "
+                          "--ignore-eos --device cuda";
+  const CmdRun g1 = RunTritmoe(tag + "-gen-plain", gen);
+  ASSERT_EQ(g1.rc, 0) << g1.err;
+  const CmdRun g2 = RunTritmoe(tag + "-gen-nccl", gen + " --gpu-exchange nccl");
+  ASSERT_EQ(g2.rc, 0) << g2.err;
+  EXPECT_FALSE(g1.out.empty());
+  EXPECT_EQ(g2.out, g1.out);
+}
+
+// mpirun -np 2 --device cuda --gpu-exchange nccl (the device expert exchange, one GPU per rank)
+// against one rank on one GPU: the bounds of TwoRanksMatchOneRank (the partial sums per rank are
+// a float reordering of the one-rank sum), and greedy generate prints the same text (f16; rank 1
+// holds no sequence: its steps are exchange-only). Needs 2 GPUs (NCCL cannot put two ranks on
+// one GPU).
+TEST_P(EngineDeviceGpuTest, TwoRanksOverNcclMatchOneRank) {
+  SKIP_WITHOUT_GPU();
+  if (std::system("command -v mpirun >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "no mpirun on this machine";
+  }
+  if (SmGpuCount() < 2) GTEST_SKIP() << "needs 2 GPUs (one per rank): " << SmGpuCount();
+  const auto& [shape, recipe] = GetParam();
+  const std::string model = Model(shape, recipe);
+  const std::string tag = "nccl2-" + shape + "-" + recipe;
+  const std::string base = "logits -v -m " + model + " --tokens-file " + TokenFile() +
+                           " --kv-type f32 --device cuda -o " + Dir() + "/" + tag;
+  const CmdRun one = RunTritmoe(tag + "-np1", base + "-np1.bin");
+  ASSERT_EQ(one.rc, 0) << one.err;
+  const CmdRun two = RunTritmoe(tag + "-np2", base + "-np2.bin --gpu-exchange nccl", MpiRun(2));
+  ASSERT_EQ(two.rc, 0) << two.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(one.err, m, std::regex(R"(vocab (\d+))"))) << one.err;
+  const int64_t n_vocab = std::stoll(m[1]);
+  const std::vector<float> a = ReadFloats(Dir() + "/" + tag + "-np1.bin");
+  const std::vector<float> b = ReadFloats(Dir() + "/" + tag + "-np2.bin");
+  ASSERT_EQ(a.size(), 23u * n_vocab);
+  const Agreement ab = Compare(b, a, n_vocab);
+  std::printf(
+      "%s: np=2 (nccl) vs np=1 on the GPU: %zu rows, median / max RelError %.3g / %.3g, argmax "
+      "mismatches %d\n",
+      tag.c_str(), ab.row_err.size(), ab.Median(), ab.Max(), ab.argmax_mismatch);
+  if (recipe == "f16") {
+    EXPECT_LE(ab.Max(), 1e-4);
+    EXPECT_EQ(ab.argmax_mismatch, 0);
+    const std::string gen = "generate -m " + model +
+                            " -p 'The quick brown fox' -n 24 --kv-type f32 --temperature 0 "
+                            "--device cuda";
+    const CmdRun g1 = RunTritmoe(tag + "-gen-np1", gen);
+    ASSERT_EQ(g1.rc, 0) << g1.err;
+    const CmdRun g2 = RunTritmoe(tag + "-gen-np2", gen + " --gpu-exchange nccl", MpiRun(2));
+    ASSERT_EQ(g2.rc, 0) << g2.err;
+    EXPECT_FALSE(g1.out.empty());
+    EXPECT_EQ(g2.out, g1.out);
+  } else {
+    EXPECT_LE(ab.Median(), 0.05);
+    EXPECT_LE(ab.argmax_mismatch, static_cast<int>(ab.row_err.size()) / 4);
   }
 }
 
