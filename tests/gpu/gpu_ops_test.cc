@@ -91,7 +91,13 @@ TEST(FloatGemvTest, DenseAndGroupedMatchDoubleReference) {
   TM_SKIP_WITHOUT_GPU();
   std::mt19937 rng(11);
   for (GgmlType type : {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ8_0}) {
-    for (auto [rows, cols] : {std::pair<int, int>{5, 32}, {512, 128}, {37, 1024}, {70, 2048}}) {
+    // 256 x 7168 (the router) and 70 x 4096 take the row-per-CTA kernel (few long rows).
+    for (auto [rows, cols] : {std::pair<int, int>{5, 32},
+                              {512, 128},
+                              {37, 1024},
+                              {70, 2048},
+                              {70, 4096},
+                              {256, 7168}}) {
       SCOPED_TRACE(std::string(GetTypeTraits(type).name) + " " + std::to_string(rows) + "x" +
                    std::to_string(cols));
       const int n_mat = 3, n_x = 11;
