@@ -298,6 +298,144 @@ __global__ void __launch_bounds__(kSumThreads) WeightedSumKernel(const MlaParams
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Fused: scores, softmax and weighted sum in one pass over the keys (LaunchMlaFused).
+
+constexpr int kFusedThreads = 256;
+constexpr int kFusedWarps = kFusedThreads / 32;
+constexpr int kFusedChunk = 32;   // keys per chunk: one per lane in the softmax update
+constexpr int kFusedMaxCols = 4;  // latent columns per thread: R <= 1024
+constexpr int kFusedHeads = 4;    // heads per CTA: more CTAs in flight for a decode step
+
+template <uint32_t kType, int HG>
+__global__ void __launch_bounds__(kFusedThreads) FusedKernel(const MlaParams p) {
+  extern __shared__ float fsm[];
+  float* q_s = fsm;                     // [HG][L]
+  float* p_s = q_s + HG * p.L;          // [HG][kFusedChunk]: scores, then weights
+  float* m_s = p_s + HG * kFusedChunk;  // [HG] running maximum
+  float* l_s = m_s + HG;                // [HG] running sum
+  float* a_s = l_s + HG;                // [HG] this chunk's rescale of the older terms
+  const int t = blockIdx.y, h0 = blockIdx.x * HG;
+  const AttnRow row = p.rows[t];
+  const int n = row.pos + 1;
+  const float* q = p.qa + (static_cast<int64_t>(t) * p.n_heads + h0) * p.L;
+  for (int i = threadIdx.x; i < HG * p.L; i += kFusedThreads) q_s[i] = q[i];
+  if (threadIdx.x < HG) {
+    m_s[threadIdx.x] = -INFINITY;
+    l_s[threadIdx.x] = 0.0f;
+  }
+  __syncthreads();
+  const uint8_t* layer = row.cache + p.layer * row.layer_stride;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float acc[HG][kFusedMaxCols];
+#pragma unroll
+  for (int h = 0; h < HG; ++h) {
+#pragma unroll
+    for (int u = 0; u < kFusedMaxCols; ++u) acc[h][u] = 0.0f;
+  }
+  for (int j0 = 0; j0 < n; j0 += kFusedChunk) {
+    // Scores: each warp takes keys j0 + warp + 8 b; a row's loads are issued before the math.
+#pragma unroll
+    for (int b = 0; b < kFusedChunk / kFusedWarps; ++b) {
+      const int jj = warp + kFusedWarps * b, j = j0 + jj;
+      float part[HG];
+#pragma unroll
+      for (int h = 0; h < HG; ++h) part[h] = 0.0f;
+      if (j < n) {
+        float k[kMaxPerLane];
+        LoadRow<kType>(layer + static_cast<int64_t>(j) * p.row_bytes, p.L, lane, k);
+#pragma unroll
+        for (int u = 0; u < kMaxPerLane; ++u) {
+          const int i = lane + 32 * u;
+          if (i < p.L) {
+#pragma unroll
+            for (int h = 0; h < HG; ++h) part[h] = fmaf(q_s[h * p.L + i], k[u], part[h]);
+          }
+        }
+#pragma unroll
+        for (int h = 0; h < HG; ++h) {
+#pragma unroll
+          for (int o = 16; o > 0; o >>= 1) part[h] += __shfl_xor_sync(0xFFFFFFFFu, part[h], o);
+        }
+      }
+      if (lane == 0) {
+#pragma unroll
+        for (int h = 0; h < HG; ++h) {
+          p_s[h * kFusedChunk + jj] = j < n ? __fmul_rn(part[h], p.kq_scale) : -INFINITY;
+        }
+      }
+    }
+    __syncthreads();
+    // Softmax update: a warp per head, a lane per key of the chunk.
+    for (int h = warp; h < HG; h += kFusedWarps) {
+      const float v = p_s[h * kFusedChunk + lane];
+      float mx = v;
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, o));
+      const float m_old = m_s[h], m_new = fmaxf(m_old, mx);
+      const float e = expf(__fsub_rn(v, m_new));  // 0 for the keys past the row (-inf)
+      p_s[h * kFusedChunk + lane] = e;
+      float sum = e;
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
+      if (lane == 0) {
+        const float alpha = expf(__fsub_rn(m_old, m_new));  // 0 on the first chunk
+        a_s[h] = alpha;
+        l_s[h] = __fadd_rn(__fmul_rn(l_s[h], alpha), sum);
+        m_s[h] = m_new;
+      }
+    }
+    __syncthreads();
+    // The weighted sum: thread c of the latent columns c, c + 256, ...
+    const int n_chunk = min(kFusedChunk, n - j0);
+#pragma unroll
+    for (int u = 0; u < kFusedMaxCols; ++u) {
+      const int c = threadIdx.x + kFusedThreads * u;
+      if (c < p.R) {
+        float kv[kFusedChunk];
+#pragma unroll
+        for (int jj = 0; jj < kFusedChunk; ++jj) {
+          kv[jj] = jj < n_chunk
+                       ? CacheElem<kType>(layer + static_cast<int64_t>(j0 + jj) * p.row_bytes, c)
+                       : 0.0f;
+        }
+#pragma unroll
+        for (int h = 0; h < HG; ++h) {
+          float a = __fmul_rn(acc[h][u], a_s[h]);
+#pragma unroll
+          for (int jj = 0; jj < kFusedChunk; ++jj) a = fmaf(p_s[h * kFusedChunk + jj], kv[jj], a);
+          acc[h][u] = a;
+        }
+      }
+    }
+    __syncthreads();  // p_s and a_s are rewritten by the next chunk
+  }
+#pragma unroll
+  for (int u = 0; u < kFusedMaxCols; ++u) {
+    const int c = threadIdx.x + kFusedThreads * u;
+    if (c < p.R) {
+#pragma unroll
+      for (int h = 0; h < HG; ++h) {
+        p.o_lat[(static_cast<int64_t>(t) * p.n_heads + h0 + h) * p.R + c] =
+            __fdiv_rn(acc[h][u], l_s[h]);
+      }
+    }
+  }
+}
+
+size_t FusedSmemBytes(int HG, int L) {
+  return sizeof(float) * (static_cast<size_t>(HG) * L + HG * kFusedChunk + 3 * HG);
+}
+
+template <uint32_t kType, int HG>
+struct FusedOp {
+  static cudaError_t Run(const MlaParams& p, cudaStream_t s) {
+    const dim3 grid(p.n_heads / HG, p.n_tokens);
+    FusedKernel<kType, HG><<<grid, kFusedThreads, FusedSmemBytes(HG, p.L), s>>>(p);
+    return cudaGetLastError();
+  }
+};
+
 __global__ void HeadPairsKernel(int n_tokens, int n_heads, int32_t* offsets, int32_t* rows) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i <= n_heads) offsets[i] = i * n_tokens;
@@ -410,6 +548,40 @@ cudaError_t LaunchMlaWeightedSum(const MlaParams& p, cudaStream_t stream) {
   if (p.n_tokens <= 0) return cudaSuccess;
   if (BadShape(p)) return cudaErrorInvalidValue;
   return ByType<SumOp>(p, stream);
+}
+
+cudaError_t LaunchMlaFused(const MlaParams& p, cudaStream_t stream) {
+  if (p.n_tokens <= 0) return cudaSuccess;
+  if (BadShape(p) || p.R > kFusedThreads * kFusedMaxCols) return cudaErrorInvalidValue;
+  // Heads per CTA: kFusedHeads where they divide H (the queries then take 4 x L floats of shared
+  // memory), else one.
+  if (p.n_heads % kFusedHeads == 0) {
+    if (FusedSmemBytes(kFusedHeads, p.L) > 48 * 1024) return cudaErrorInvalidValue;
+    switch (p.type_id) {
+      case kF32:
+        return FusedOp<kF32, kFusedHeads>::Run(p, stream);
+      case kF16:
+        return FusedOp<kF16, kFusedHeads>::Run(p, stream);
+      case kQ8_0:
+        return FusedOp<kQ8_0, kFusedHeads>::Run(p, stream);
+      case kQ4_0:
+        return FusedOp<kQ4_0, kFusedHeads>::Run(p, stream);
+      default:
+        return cudaErrorInvalidValue;
+    }
+  }
+  switch (p.type_id) {
+    case kF32:
+      return FusedOp<kF32, 1>::Run(p, stream);
+    case kF16:
+      return FusedOp<kF16, 1>::Run(p, stream);
+    case kQ8_0:
+      return FusedOp<kQ8_0, 1>::Run(p, stream);
+    case kQ4_0:
+      return FusedOp<kQ4_0, 1>::Run(p, stream);
+    default:
+      return cudaErrorInvalidValue;
+  }
 }
 
 cudaError_t LaunchHeadPairs(int n_tokens, int n_heads, int32_t* offsets, int32_t* rows,
