@@ -601,13 +601,9 @@ absl::Status GpuModel::Impl::Attention(int il, const StepShape& s, GpuActivation
     mp.max_keys = s.keys;
     mp.kq_scale = c.kq_scale;
     mp.o_lat = ws_.o_lat + t0 * H * R;
-    if (s.keys <= kMlaFusedMaxKeys) {
-      RETURN_IF_ERROR(Cuda(LaunchMlaFused(mp, st), "attention"));
-    } else {
-      RETURN_IF_ERROR(Cuda(LaunchMlaScores(mp, st), "attention scores"));
-      RETURN_IF_ERROR(Cuda(LaunchMlaSoftmax(mp, st), "attention softmax"));
-      RETURN_IF_ERROR(Cuda(LaunchMlaWeightedSum(mp, st), "attention weighted sum"));
-    }
+    RETURN_IF_ERROR(Cuda(LaunchMlaScores(mp, st), "attention scores"));
+    RETURN_IF_ERROR(Cuda(LaunchMlaSoftmax(mp, st), "attention softmax"));
+    RETURN_IF_ERROR(Cuda(LaunchMlaWeightedSum(mp, st), "attention weighted sum"));
     Mark("attention", il);
   }
 

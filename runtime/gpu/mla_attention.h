@@ -63,15 +63,6 @@ cudaError_t LaunchMlaScores(const MlaParams& p, cudaStream_t stream);
 cudaError_t LaunchMlaSoftmax(const MlaParams& p, cudaStream_t stream);
 cudaError_t LaunchMlaWeightedSum(const MlaParams& p, cudaStream_t stream);
 
-// Steps 3-5 in one launch (p.scores unused): a CTA per (query row, group of heads) walks the
-// row's keys in chunks of 32, with a running maximum and sum (the softmax rescaled per chunk) and
-// the weighted latent sum divided by the total at the end. The same result as the three launches
-// up to float rounding (another summation order); faster for short rows: a decode step's
-// attention was three launches of ~9 us each at 65 keys. The model takes it up to
-// kMlaFusedMaxKeys keys (one CTA walks them all; beyond that the three launches spread the keys).
-inline constexpr int kMlaFusedMaxKeys = 512;  // a guess: measured at 65 keys only
-cudaError_t LaunchMlaFused(const MlaParams& p, cudaStream_t stream);
-
 // Pairs for running a per-head weight stack as "experts" (quant_gemv.h / float_gemv.h): pair
 // p = h * T + t of head h reads and writes row t * H + h. offsets [H + 1], rows [H * T].
 cudaError_t LaunchHeadPairs(int n_tokens, int n_heads, int32_t* offsets, int32_t* rows,
