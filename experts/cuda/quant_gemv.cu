@@ -248,6 +248,108 @@ struct Iq1s {
   }
 };
 
+// IQ1_S, lean decoder (the default; same tile as Iq1s). The nibble decoder above spends most of
+// its ~430 warp instructions per tile on ALU work (ncu: ALU pipe 65%, HBM 22%). Here:
+// * the scale 2s + 1 of all 16 (row, sub-block) pairs is formed once per tile with byte SIMD (8
+//   ops for 16 values), then one byte extract per lookup instead of a shift and a mask;
+// * the correction operand {-8m, +-m} of both rows comes from a 256-entry shared table indexed by
+//   a scale byte (two lookups and two byte permutes per tile instead of ~48 scalar ops);
+// * the grid lookup stays a 4-byte nibble entry: an 8-byte u8 entry would save two ALU ops per
+//   lookup but double the shared-memory wavefronts of the random lookups, which already take
+//   ~56 of the ~80 wavefronts a warp spends per tile.
+// Exactly the same integers as Iq1s: A = (2s+1)(grid+1) per byte, K = correction, 8C + K.
+struct Iq1sLean {
+  static constexpr int kTileBytes = Iq1s::kTileBytes;
+  static constexpr int kGridBytes = 2048 * 4;
+  // Correction table: entry b (a scale byte: low nibble = s | sigma << 3 of row g, high nibble =
+  // the same of row g+8, one sub-block) = bytes {-8m_g, +-m_g, -8m_g8, +-m_g8}.
+  static constexpr int kTableBytes = kGridBytes + 256 * 4;
+  static constexpr bool kPrefetch = true;
+  static constexpr bool kNeedCorr = true;
+  using W = Iq1s::W;
+  __device__ static void LoadTable(uint8_t* smem) {
+    Iq1s::LoadTable(smem);
+    auto* corr = reinterpret_cast<uint32_t*>(smem + kGridBytes);
+    for (int b = threadIdx.x; b < 256; b += blockDim.x) {
+      uint32_t v = 0;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int nib = (b >> (4 * h)) & 0xF;
+        const int m = 2 * (nib & 7) + 1;
+        const int c1 = (nib & 8) ? -m : m;
+        v |= ((static_cast<uint32_t>(-8 * m) & 0xFF) | ((static_cast<uint32_t>(c1) & 0xFF) << 8))
+             << (16 * h);
+      }
+      corr[b] = v;
+    }
+  }
+  template <class Ld>
+  __device__ static void Load(W& w, const uint8_t* tile, const Lane& l) {
+    Iq1s::Load<Ld>(w, tile, l);
+  }
+  // Byte k of v, zero-extended.
+  template <int k>
+  __device__ static uint32_t Byte(uint32_t v) {
+    if constexpr (k == 0) {
+      return v & 0xFF;
+    } else if constexpr (k == 3) {
+      return v >> 24;
+    } else {
+      return __byte_perm(v, 0, 0x4440 | k);
+    }
+  }
+  // kN tiles (row groups) times one activation fragment, interleaved sub-block by sub-block so
+  // that the warp has kN independent lookup -> MMA chains to issue from.
+  template <int kN>
+  __device__ static void ComputeN(const W (&w)[kN], const ActFrag& a, const uint8_t* smem,
+                                  const Lane& l, float (*acc)[4]) {
+    // mg[n][h] byte j = 2s + 1 of row g, sub-block 4h + j (even nibbles); m8: row g + 8 (odd).
+    uint32_t mg[kN][2], m8[kN][2];
+    int c[kN][4];
+#pragma unroll
+    for (int n = 0; n < kN; ++n) {
+      mg[n][0] = ((w[n].sc.x << 1) & 0x0E0E0E0E) | 0x01010101;
+      m8[n][0] = ((w[n].sc.x >> 3) & 0x0E0E0E0E) | 0x01010101;
+      mg[n][1] = ((w[n].sc.y << 1) & 0x0E0E0E0E) | 0x01010101;
+      m8[n][1] = ((w[n].sc.y >> 3) & 0x0E0E0E0E) | 0x01010101;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) c[n][i] = 0;
+    }
+    StaticFor<8>([&](auto ib_c) {
+      constexpr int ib = decltype(ib_c)::value;
+#pragma unroll
+      for (int n = 0; n < kN; ++n) {
+        const uint32_t e0 = *reinterpret_cast<const uint32_t*>(smem + Iq1s::Offset<2 * ib>(w[n]));
+        const uint32_t e1 =
+            *reinterpret_cast<const uint32_t*>(smem + Iq1s::Offset<2 * ib + 1>(w[n]));
+        const uint32_t m0 = Byte<ib % 4>(mg[n][ib / 4]), m1 = Byte<ib % 4>(m8[n][ib / 4]);
+        MmaU8S8(c[n], (e0 & 0x0F0F0F0F) * m0, (e1 & 0x0F0F0F0F) * m1, ((e0 >> 4) & 0x0F0F0F0F) * m0,
+                ((e1 >> 4) & 0x0F0F0F0F) * m1, a.q[2 * ib], a.q[2 * ib + 1]);
+      }
+    });
+    const uint32_t* corr = reinterpret_cast<const uint32_t*>(smem + kGridBytes);
+#pragma unroll
+    for (int n = 0; n < kN; ++n) {
+      // Scale bytes of sub-blocks 2t and 2t + 1 (low nibble row g, high nibble row g + 8).
+      const uint32_t v = (l.t < 2 ? w[n].sc.x : w[n].sc.y) >> (16 * (l.t & 1));
+      const uint32_t k0 = corr[v & 0xFF], k1 = corr[(v >> 8) & 0xFF];
+      int k[4];
+      CorrectionMma(k, __byte_perm(k0, k1, 0x5410), __byte_perm(k0, k1, 0x7632), a.corr_lo,
+                    a.corr_hi);
+      const float d0 = HalfLo(w[n].d) * 0.125f, d1 = HalfHi(w[n].d) * 0.125f;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        acc[n][i] += static_cast<float>(8 * c[n][i] + k[i]) * ((i < 2 ? d0 : d1) * a.d[i & 1]);
+      }
+    }
+  }
+  __device__ static void Compute(const W& w, const ActFrag& a, const uint8_t* smem, const Lane& l,
+                                 float (&acc)[4]) {
+    const W ws[1] = {w};
+    ComputeN<1>(ws, a, smem, l, &acc);
+  }
+};
+
 // TQ2_0 tile (1056 B): [0,1024) lane*32: for rows g, g+8 (rsel) and halves h: the 8 qs bytes
 // 32h + 8t .. 32h + 8t + 7 at rsel*16 + h*8; [1024,1056) group*4: fp16 d of rows g, g+8.
 // Element 128h + 32l + m = ((qs[32h + m] >> 2l) & 3) - 1, so sub-block ib = 4h + l.
@@ -895,17 +997,26 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
   }
 }
 
+// Whether T::ComputeN<2> decodes two row groups interleaved (pipelined kernel, kRg == 2).
+template <class T>
+struct PairedCompute {
+  static constexpr bool value = false;
+};
+
 // The pipelined kernel, for launches with many (expert, row block) items: a CTA of kWarps warps
 // owns kWarps consecutive 16-row groups (one per warp) and walks all column blocks, streaming the
 // weight tiles of its row groups and the activation records of its tokens into a ring of
 // shared-memory stages with cp.async (many stages in flight: low-bit tiles are small, and HBM
 // needs ~64 KB in flight per SM). The activations of a column block are loaded once per CTA and
-// shared by its warps. No split-K, so no reduction.
-template <class T, int kWarps>
+// shared by its warps. No split-K, so no reduction. With kRg > 1 each warp owns kRg row groups
+// (tiles warp, warp + kWarps, ...) and multiplies them with one activation fragment, which shares
+// the fragment loads and the per-column-block pipeline work between kRg tiles.
+template <class T, int kWarps, int kRg = 1>
 struct Pipe {
   static constexpr int kThreads = kWarps * 32;
+  static constexpr int kTiles = kWarps * kRg;  // row groups (tiles) per CTA and stage
   static constexpr int kActBytes = 8 * kActRecordBytes;
-  static constexpr int kStageBytes = kWarps * T::kTileBytes + kActBytes;
+  static constexpr int kStageBytes = kTiles * T::kTileBytes + kActBytes;
   static constexpr int kRing = 46 * 1024;  // bytes of stages per CTA
   static constexpr int kStages =
       kRing / kStageBytes < 2 ? 2 : (kRing / kStageBytes > 8 ? 8 : kRing / kStageBytes);
@@ -913,7 +1024,7 @@ struct Pipe {
   // 16-byte copies per thread and stage (weights of kWarps tiles, 8 activation records).
   static constexpr int kTileChunks = T::kTileBytes / 16;
   static constexpr int kRecChunks = kActRecordBytes / 16;
-  static constexpr int kWCopies = (kWarps * kTileChunks + kThreads - 1) / kThreads;
+  static constexpr int kWCopies = (kTiles * kTileChunks + kThreads - 1) / kThreads;
   static constexpr int kACopies = (8 * kRecChunks + kThreads - 1) / kThreads;
 };
 
@@ -955,10 +1066,10 @@ __device__ __forceinline__ void LoadActShared(ActFrag& a, const uint8_t* recs, i
   }
 }
 
-template <class T, int kWarps>
+template <class T, int kWarps, int kRg>
 __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
     GemvPipelinedKernel(const KernelParams p) {
-  using P = Pipe<T, kWarps>;
+  using P = Pipe<T, kWarps, kRg>;
   __shared__ __align__(16) uint8_t table[T::kTableBytes > 0 ? T::kTableBytes : 16];
   extern __shared__ __align__(16) uint8_t stages[];
   T::LoadTable(table);  // visible after the first item's __syncthreads
@@ -968,7 +1079,7 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
   l.g = l.lane >> 2;
   l.t = l.lane & 3;
   const int warp = threadIdx.x >> 5;
-  const int n_rb = (p.n_rg + kWarps - 1) / kWarps;
+  const int n_rb = (p.n_rg + P::kTiles - 1) / P::kTiles;
   const int n_items = p.n_experts * p.max_chunks * n_rb;
 
   for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
@@ -986,9 +1097,9 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
     if (nv <= 0) continue;  // uniform across the CTA
     const int we = WeightIndex(p, e);
     if (we < 0) continue;  // uniform across the CTA
-    __syncthreads();  // the previous item is done with the stages
-    const int rg0 = rb * kWarps;
-    const int n_w = min(kWarps, p.n_rg - rg0);  // row groups present in this block
+    __syncthreads();       // the previous item is done with the stages
+    const int rg0 = rb * P::kTiles;
+    const int n_w = min(P::kTiles, p.n_rg - rg0);  // row groups (tiles) present in this block
 
     // This thread's copies: source at column block 0 (advancing by a tile / a record per column
     // block) and destination offset within a stage; null source = nothing to copy.
@@ -1014,10 +1125,9 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
         const int xr = p.x_rows != nullptr ? __ldg(p.x_rows + start + slot) : start + slot;
         asrc[j] = p.act + static_cast<int64_t>(xr) * p.nkb * kActRecordBytes + off;
       }
-      adst[j] = kWarps * T::kTileBytes + slot * kActRecordBytes + off;
+      adst[j] = P::kTiles * T::kTileBytes + slot * kActRecordBytes + off;
     }
-    auto issue = [&](int kb) {
-      uint8_t* st = stages + (kb % P::kStages) * P::kStageBytes;
+    auto issue = [&](int kb, uint8_t* st) {
 #pragma unroll
       for (int j = 0; j < P::kWCopies; ++j) {
         if (wsrc[j] != nullptr) CpAsync16(st + wdst[j], wsrc[j] + kb * T::kTileBytes);
@@ -1030,33 +1140,61 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
 
 #pragma unroll 1
     for (int s = 0; s < P::kStages - 1; ++s) {
-      if (s < p.nkb) issue(s);
+      if (s < p.nkb) issue(s, stages + s * P::kStageBytes);
       CpAsyncCommit();  // empty groups keep the wait count uniform
     }
-    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float acc[kRg][4] = {};
+    // Stage of column block kb (read) and of kb + kStages - 1 (issued), as wrapping offsets.
+    int read_off = 0, issue_off = (P::kStages - 1) * P::kStageBytes;
 #pragma unroll 1
     for (int kb = 0; kb < p.nkb; ++kb) {
       CpAsyncWait<P::kStages - 2>();
       __syncthreads();  // stage kb is complete for all threads; stage kb-1 is free again
-      if (kb + P::kStages - 1 < p.nkb) issue(kb + P::kStages - 1);
+      if (kb + P::kStages - 1 < p.nkb) issue(kb + P::kStages - 1, stages + issue_off);
       CpAsyncCommit();
       if (warp < n_w) {
-        const uint8_t* st = stages + (kb % P::kStages) * P::kStageBytes;
-        typename T::W w;
+        const uint8_t* st = stages + read_off;
         ActFrag a;
-        T::template Load<SharedLd>(w, st + warp * T::kTileBytes, l);
-        LoadActShared<T::kNeedCorr>(a, st + kWarps * T::kTileBytes, nv, l);
-        T::Compute(w, a, table, l, acc);
+        LoadActShared<T::kNeedCorr>(a, st + P::kTiles * T::kTileBytes, nv, l);
+        if constexpr (kRg == 2 && PairedCompute<T>::value) {
+          // Both row groups through one interleaved decode (IQ1_S); a lone last one alone.
+          if (warp + kWarps < n_w) {
+            typename T::W w[2];
+            T::template Load<SharedLd>(w[0], st + warp * T::kTileBytes, l);
+            T::template Load<SharedLd>(w[1], st + (warp + kWarps) * T::kTileBytes, l);
+            T::template ComputeN<2>(w, a, table, l, acc);
+          } else {
+            typename T::W w;
+            T::template Load<SharedLd>(w, st + warp * T::kTileBytes, l);
+            T::Compute(w, a, table, l, acc[0]);
+          }
+        } else {
+#pragma unroll
+          for (int j = 0; j < kRg; ++j) {
+            if (j == 0 || warp + j * kWarps < n_w) {
+              typename T::W w;
+              T::template Load<SharedLd>(w, st + (warp + j * kWarps) * T::kTileBytes, l);
+              T::Compute(w, a, table, l, acc[j]);
+            }
+          }
+        }
       }
+      read_off = read_off == (P::kStages - 1) * P::kStageBytes ? 0 : read_off + P::kStageBytes;
+      issue_off = issue_off == (P::kStages - 1) * P::kStageBytes ? 0 : issue_off + P::kStageBytes;
     }
     CpAsyncWait<0>();
-    if (warp < n_w) {
-      const int row0 = (rg0 + warp) * 16 + l.g;
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int row = row0 + 8 * (i >> 1);
-        const int slot = 2 * l.t + (i & 1);
-        if (slot < nv && row < p.rows) p.y[OutRow(p, start + slot) * p.y_stride + row] = acc[i];
+    for (int j = 0; j < kRg; ++j) {
+      if (warp + j * kWarps < n_w) {
+        const int row0 = (rg0 + warp + j * kWarps) * 16 + l.g;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int row = row0 + 8 * (i >> 1);
+          const int slot = 2 * l.t + (i & 1);
+          if (slot < nv && row < p.rows) {
+            p.y[OutRow(p, start + slot) * p.y_stride + row] = acc[j][i];
+          }
+        }
       }
     }
   }
@@ -1162,9 +1300,9 @@ cudaError_t LaunchMulti(const KernelParams& kp, int n_items, cudaStream_t stream
   return cudaGetLastError();
 }
 
-template <class T, int kWarps>
+template <class T, int kWarps, int kRg = 1>
 cudaError_t LaunchPipelined(const KernelParams& kp, int n_items, cudaStream_t stream) {
-  using P = Pipe<T, kWarps>;
+  using P = Pipe<T, kWarps, kRg>;
   const DeviceLimits lim = GetLimits();
   static int cached_per_sm[64] = {0};
   int dev = 0;
@@ -1172,17 +1310,17 @@ cudaError_t LaunchPipelined(const KernelParams& kp, int n_items, cudaStream_t st
   if (err != cudaSuccess) return err;
   int per_sm = dev >= 0 && dev < 64 ? cached_per_sm[dev] : 0;
   if (per_sm == 0) {
-    err = cudaFuncSetAttribute(GemvPipelinedKernel<T, kWarps>,
+    err = cudaFuncSetAttribute(GemvPipelinedKernel<T, kWarps, kRg>,
                                cudaFuncAttributeMaxDynamicSharedMemorySize, P::kSmemBytes);
     if (err != cudaSuccess) return err;
-    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, GemvPipelinedKernel<T, kWarps>,
-                                                        kWarps * 32, P::kSmemBytes);
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, GemvPipelinedKernel<T, kWarps, kRg>, kWarps * 32, P::kSmemBytes);
     if (err != cudaSuccess) return err;
     per_sm = std::max(1, per_sm);
     if (dev >= 0 && dev < 64) cached_per_sm[dev] = per_sm;
   }
   const int grid = std::max(1, std::min(n_items, per_sm * lim.sms));
-  GemvPipelinedKernel<T, kWarps><<<grid, kWarps * 32, P::kSmemBytes, stream>>>(kp);
+  GemvPipelinedKernel<T, kWarps, kRg><<<grid, kWarps * 32, P::kSmemBytes, stream>>>(kp);
   return cudaGetLastError();
 }
 
@@ -1207,20 +1345,76 @@ int KernelChoice() {
   return c;
 }
 
+// Row groups per warp of the pipelined kernel, per decoder.
+template <class T>
+struct PipeRowGroups {
+  static constexpr int value = 1;
+};
+// IQ1_S's lean decoder with two row groups per warp in the pipelined kernel, decoded one after
+// the other (Iq1sLean2) or interleaved (Iq1sLeanX, the default). (A variant that multiplied the
+// scales into the two live MMA results of one-token items instead of the A operands executed 3%
+// fewer instructions but ran no faster, 3% slower with 8 tokens: ncu has the L1/shared pipe,
+// i.e. the lookups' bank conflicts, at 72% and issue at 60%.)
+struct Iq1sLean2 : Iq1sLean {};
+template <>
+struct PipeRowGroups<Iq1sLean2> {
+  static constexpr int value = 2;
+};
+struct Iq1sLeanX : Iq1sLean {};
+template <>
+struct PipeRowGroups<Iq1sLeanX> {
+  static constexpr int value = 2;
+};
+template <>
+struct PairedCompute<Iq1sLeanX> {
+  static constexpr bool value = true;
+};
+
+// IQ1_S decoder: 0 lean, two row groups per warp decoded interleaved when pipelined
+// (Iq1sLeanX); 1 nibble (Iq1s, the first one; kept for comparisons); 2 lean, one row group per
+// warp (Iq1sLean); 3 lean, two row groups per warp one after the other (Iq1sLean2).
+// TRITMOE_IQ1S_DECODER=lean|nibble|lean1|lean2 picks one (benchmarks); tests call
+// SetIq1sDecoderForTesting.
+std::atomic<int> g_iq1s_decoder{-1};
+
+int Iq1sDecoder() {
+  int c = g_iq1s_decoder.load(std::memory_order_relaxed);
+  if (c < 0) {
+    c = 0;
+    if (const char* v = std::getenv("TRITMOE_IQ1S_DECODER")) {
+      if (std::strcmp(v, "nibble") == 0) c = 1;
+      if (std::strcmp(v, "lean1") == 0) c = 2;
+      if (std::strcmp(v, "lean2") == 0) c = 3;
+    }
+    g_iq1s_decoder.store(c, std::memory_order_relaxed);
+  }
+  return c;
+}
+
 template <class T>
 cudaError_t LaunchForType(const KernelParams& kp, cudaStream_t stream) {
   const int sms = GetLimits().sms;
   const int per_item = kp.n_experts * kp.max_chunks;
-  const int items8 = per_item * ((kp.n_rg + 7) / 8), items4 = per_item * ((kp.n_rg + 3) / 4);
+  constexpr int kRg = PipeRowGroups<T>::value;
+  const int items8 = per_item * ((kp.n_rg + 8 * kRg - 1) / (8 * kRg));
+  const int items4 = per_item * ((kp.n_rg + 4 * kRg - 1) / (4 * kRg));
   const int choice = KernelChoice();
   // The pipelined kernel is for the small (low-bit) tiles; the 4.5+ bpw types already stream at
   // 70-100% of HBM with the register-prefetch kernel.
   if constexpr (T::kTileBytes <= 1056) {
     // 4 warps by default: in the model's routed-expert launches (8..220 active experts of 256)
     // pipe4 beat pipe8 by 5-15% on an H200 (docs/PERF.md).
-    if (choice == 3) return LaunchPipelined<T, 8>(kp, items8, stream);
+    if (choice == 3) return LaunchPipelined<T, 8, kRg>(kp, items8, stream);
     if (choice == 2 || (choice == 0 && items4 >= sms)) {
-      return LaunchPipelined<T, 4>(kp, items4, stream);
+      return LaunchPipelined<T, 4, kRg>(kp, items4, stream);
+    }
+    // Too few items for a CTA per SM with kRg row groups per warp (e.g. gate/up of the 8 experts
+    // of a batch-1 decode step): one row group per warp still streams better than split-K.
+    if constexpr (kRg > 1) {
+      const int items4_one = per_item * ((kp.n_rg + 3) / 4);
+      if (choice == 0 && items4_one >= sms) {
+        return LaunchPipelined<T, 4, 1>(kp, items4_one, stream);
+      }
     }
   }
   const int target_warps = 24 * sms;
@@ -1243,6 +1437,7 @@ cudaError_t LaunchForType(const KernelParams& kp, cudaStream_t stream) {
 }  // namespace
 
 void SetGemvKernelForTesting(int choice) { g_kernel_choice.store(choice); }
+void SetIq1sDecoderForTesting(int choice) { g_iq1s_decoder.store(choice); }
 
 cudaError_t LaunchQuantizeActivations(const float* x, int64_t n_rows, int cols, uint8_t* act,
                                       cudaStream_t stream) {
@@ -1287,7 +1482,16 @@ cudaError_t LaunchGemv(const GemvLaunch& g, cudaStream_t stream) {
   if (kp.max_chunks <= 0 || kp.n_rg <= 0 || kp.nkb <= 0) return cudaSuccess;
   switch (g.type_id) {
     case kTypeIQ1_S:
-      return LaunchForType<Iq1s>(kp, stream);
+      switch (Iq1sDecoder()) {
+        case 1:
+          return LaunchForType<Iq1s>(kp, stream);
+        case 2:
+          return LaunchForType<Iq1sLean>(kp, stream);
+        case 3:
+          return LaunchForType<Iq1sLean2>(kp, stream);
+        default:
+          return LaunchForType<Iq1sLeanX>(kp, stream);
+      }
     case kTypeTQ1_0:
       return LaunchForType<Tq1>(kp, stream);
     case kTypeTQ2_0:

@@ -88,11 +88,11 @@ struct GemvLaunch {
   // expert_stride, and experts with expert_slot[e] < 0 are skipped (their outputs untouched);
   // nullptr: expert e at w + e * expert_stride.
   const int32_t* expert_slot = nullptr;
-  int n_tokens = 0;                  // pairs when offsets == nullptr
-  int max_tokens_per_expert = 0;     // upper bound of offsets[e+1] - offsets[e]; sizes the grid
-  const uint8_t* act = nullptr;      // activation records (see above)
-  float* y = nullptr;                // [pairs][y_stride]
-  int64_t y_stride = 0;              // floats between output rows (>= rows)
+  int n_tokens = 0;               // pairs when offsets == nullptr
+  int max_tokens_per_expert = 0;  // upper bound of offsets[e+1] - offsets[e]; sizes the grid
+  const uint8_t* act = nullptr;   // activation records (see above)
+  float* y = nullptr;             // [pairs][y_stride]
+  int64_t y_stride = 0;           // floats between output rows (>= rows)
 };
 
 cudaError_t LaunchQuantizeActivations(const float* x, int64_t n_rows, int cols, uint8_t* act,
@@ -110,5 +110,11 @@ cudaError_t LaunchGemv(const GemvLaunch& launch, cudaStream_t stream);
 // per weight read (the automatic choice for Q4_K/Q6_K/Q8_0 with more than 8 tokens per matrix;
 // other launches fall back to split-K). For tests and benchmarks.
 void SetGemvKernelForTesting(int choice);
+
+// Forces the IQ1_S tile decoder of later launches: 0 lean with two row groups per warp of the
+// pipelined kernel decoded interleaved (default), 1 nibble (the first decoder, for comparisons),
+// 2 lean with one row group per warp, 3 lean with two row groups per warp decoded one after the
+// other. All read the same tile layout and give bit-identical results.
+void SetIq1sDecoderForTesting(int choice);
 
 }  // namespace tritmoe::gpu_internal

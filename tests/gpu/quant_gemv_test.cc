@@ -411,6 +411,86 @@ TEST_P(QuantGemvGpuTest, DeepSeekExpertShapes) {
   }
 }
 
+// The IQ1_S decoders (nibble, the first one; lean with 1 or 2 row groups per warp, interleaved
+// or not) compute the same integers in the same order: outputs must be bit-identical, and match the
+// exact twin. Rows are not a multiple of the pipelined kernel's tiles per CTA (4 or 8 warps x 2 row
+// groups), so CTAs with a partial set of row groups and a missing second row group per warp are
+// covered.
+void CheckIq1sDecodersAgree(const std::vector<int32_t>& offsets, int max_pairs) {
+  std::mt19937 rng(5);
+  const GgmlType type = GgmlType::kIQ1_S;
+  const int n_experts = static_cast<int>(offsets.size()) - 1;
+  const int64_t rows = 16 * 13 + 5, cols = 1536;
+  std::vector<std::vector<uint8_t>> wq;
+  std::vector<std::vector<float>> w;
+  for (int e = 0; e < n_experts; ++e) {
+    wq.push_back(RandomRows(type, rows, cols, rng));
+    w.push_back(Dequantize(type, wq.back(), rows, cols));
+  }
+  DeviceMatrix dm = Upload(type, wq, rows, cols);
+  const int64_t n_pairs = offsets.back();
+  const std::vector<float> x = RandomX(n_pairs, cols, rng);
+  const QuantizedX xq = QuantizeX(x, n_pairs, cols);
+  DeviceBuffer dx(x.size() * 4), ws(GpuActivationBytes(n_pairs, cols));
+  DeviceBuffer doff(offsets.size() * 4), dy(n_pairs * rows * 4);
+  dx.CopyFromHost(x.data(), x.size() * 4);
+  doff.CopyFromHost(offsets.data(), offsets.size() * 4);
+  GpuActivations act;
+  ASSERT_TRUE(
+      QuantizeActivationsGpu(dx.as<float>(), n_pairs, cols, ws.get(), ws.bytes(), nullptr, &act)
+          .ok());
+  GpuExpertRouting routing;
+  routing.expert_offsets = doff.as<int32_t>();
+  routing.max_pairs_per_expert = max_pairs;
+  std::vector<std::vector<float>> ys;
+  const int decoders[] = {1, 0, 2, 3};
+  for (int decoder : decoders) {
+    SCOPED_TRACE("decoder " + std::to_string(decoder));
+    gpu_internal::SetIq1sDecoderForTesting(decoder);
+    dy.Fill(0xFF);
+    const absl::Status st = GpuExpertGemv(dm.view, act, routing, dy.as<float>(), nullptr);
+    gpu_internal::SetIq1sDecoderForTesting(0);
+    ASSERT_TRUE(st.ok()) << st;
+    TM_CHECK_CUDA(cudaDeviceSynchronize());
+    std::vector<float> y(n_pairs * rows);
+    dy.CopyToHost(y.data(), y.size() * 4);
+    ErrorStats stats;
+    for (int e = 0; e < n_experts; ++e) {
+      for (int p = offsets[e]; p < offsets[e + 1]; ++p) {
+        for (int64_t r = 0; r < rows; ++r) {
+          CheckOutput(y[p * rows + r], Twin(&w[e][r * cols], x, xq, p, cols), &stats,
+                      "expert " + std::to_string(e) + " pair " + std::to_string(p) +
+                          " r=" + std::to_string(r));
+          if (::testing::Test::HasFatalFailure()) return;
+        }
+      }
+    }
+    EXPECT_EQ(stats.checked, n_pairs * rows);
+    ys.push_back(std::move(y));
+  }
+  for (size_t i = 1; i < ys.size(); ++i) {
+    EXPECT_EQ(0, std::memcmp(ys[i].data(), ys[0].data(), ys[0].size() * 4))
+        << "decoder " << decoders[i];
+  }
+}
+
+TEST_P(QuantGemvGpuTest, Iq1sDecodersAgree) {
+  TM_SKIP_WITHOUT_GPU();
+  // Expert 0: 1 pair (one-token items), expert 1: 11 pairs (two 8-token chunks), expert 2: 4.
+  CheckIq1sDecodersAgree({0, 1, 12, 16}, 11);
+}
+
+// The automatic kernel choice with 40 one-pair experts: on an H200 (132 SMs) too few items for
+// two row groups per warp (80) but enough for one (160), so the two-row-group decoders fall back
+// to the pipelined kernel with one row group per warp.
+TEST(QuantGemvGpuAutoTest, Iq1sDecodersAgreeWithFewItems) {
+  TM_SKIP_WITHOUT_GPU();
+  gpu_internal::SetGemvKernelForTesting(0);
+  std::vector<int32_t> offsets(41);
+  for (int e = 0; e <= 40; ++e) offsets[e] = e;
+  CheckIq1sDecodersAgree(offsets, 1);
+}
+
 std::string KernelName(const ::testing::TestParamInfo<int>& info) {
   static const char* const kNames[] = {"auto", "splitk", "pipe4", "pipe8", "multi"};
   return kNames[info.param];
