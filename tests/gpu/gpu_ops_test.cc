@@ -91,7 +91,13 @@ TEST(FloatGemvTest, DenseAndGroupedMatchDoubleReference) {
   TM_SKIP_WITHOUT_GPU();
   std::mt19937 rng(11);
   for (GgmlType type : {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ8_0}) {
-    for (auto [rows, cols] : {std::pair<int, int>{5, 32}, {512, 128}, {37, 1024}, {70, 2048}}) {
+    // 256 x 7168 (the router) and 70 x 4096 at <= 8 dense pairs take the row-per-CTA kernel.
+    for (auto [rows, cols] : {std::pair<int, int>{5, 32},
+                              {512, 128},
+                              {37, 1024},
+                              {70, 2048},
+                              {70, 4096},
+                              {256, 7168}}) {
       SCOPED_TRACE(std::string(GetTypeTraits(type).name) + " " + std::to_string(rows) + "x" +
                    std::to_string(cols));
       const int n_mat = 3, n_x = 11;
@@ -148,31 +154,39 @@ TEST(FloatGemvTest, DenseAndGroupedMatchDoubleReference) {
       EXPECT_EQ(bad, 0);
       for (int64_t i = 0; i < 2 * y_stride; ++i) ASSERT_TRUE(std::isnan(y[i])) << "row 0/1 written";
 
-      // Dense over matrix 0: pair p reads x row p, writes y row p.
-      DeviceBuffer dy2 = NanBuffer(n_x * y_stride);
-      FloatGemvParams d = p;
-      d.n_experts = 1;
-      d.offsets = nullptr;
-      d.x_rows = nullptr;
-      d.y_rows = nullptr;
-      d.n_pairs = n_x;
-      d.y = dy2.as<float>();
-      ASSERT_EQ(LaunchFloatGemv(d, nullptr), cudaSuccess);
-      Sync();
-      const std::vector<float> y2 = ToHost<float>(dy2, n_x * y_stride);
-      bad = 0;
-      for (int t = 0; t < n_x; ++t) {
-        for (int r = 0; r < rows; ++r) {
-          double ref = 0, mag = 0;
-          for (int c = 0; c < cols; ++c) {
-            const double v = double(w.values[int64_t(r) * cols + c]) * x[t * x_stride + c];
-            ref += v;
-            mag += std::fabs(v);
+      // Dense over matrix 0: pair p reads x row p, writes y row p; all n_x rows, and 5 (one
+      // chunk: the row-per-CTA kernel for the long rows).
+      for (const int n_dense : {n_x, 5}) {
+        SCOPED_TRACE(n_dense);
+        DeviceBuffer dy2 = NanBuffer(n_x * y_stride);
+        FloatGemvParams d = p;
+        d.n_experts = 1;
+        d.offsets = nullptr;
+        d.x_rows = nullptr;
+        d.y_rows = nullptr;
+        d.n_pairs = n_dense;
+        d.y = dy2.as<float>();
+        ASSERT_EQ(LaunchFloatGemv(d, nullptr), cudaSuccess);
+        Sync();
+        const std::vector<float> y2 = ToHost<float>(dy2, n_x * y_stride);
+        bad = 0;
+        for (int t = 0; t < n_dense; ++t) {
+          for (int r = 0; r < rows; ++r) {
+            double ref = 0, mag = 0;
+            for (int c = 0; c < cols; ++c) {
+              const double v = double(w.values[int64_t(r) * cols + c]) * x[t * x_stride + c];
+              ref += v;
+              mag += std::fabs(v);
+            }
+            if (!(std::fabs(y2[t * y_stride + r] - ref) <= 1e-5 * mag + 1e-30)) ++bad;
           }
-          if (!(std::fabs(y2[t * y_stride + r] - ref) <= 1e-5 * mag + 1e-30)) ++bad;
+        }
+        EXPECT_EQ(bad, 0);
+        // Rows past the pairs are not written.
+        for (int64_t i = n_dense * y_stride; i < n_x * y_stride; ++i) {
+          ASSERT_TRUE(std::isnan(y2[i])) << "row " << i / y_stride << " written";
         }
       }
-      EXPECT_EQ(bad, 0);
     }
   }
 }
