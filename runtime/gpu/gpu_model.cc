@@ -193,10 +193,27 @@ class GpuModel::Impl {
   std::vector<int> moe_index_;           // per layer: its index among the MoE layers, or -1
   // out_act->data stays null unless fused.
   void FuseQuantization(int T, RmsNormParams* norm, GpuActivations* out_act);
-  // SwiGLU of ws_.gu ([rows][2 ff]) for the product `down`: folded into down's activation
-  // quantization (into ws_.act_tmp, *down_act set) where fusion is on and down is tiled, else
-  // a SwiGLU kernel into ws_.ffn_act.
-  absl::Status SwiGlu(const GpuLinear& down, int64_t rows, int64_t ff, GpuActivations* down_act);
+  // One SwiGLU FFN over `rows` rows (tokens or expert pairs): gate ‖ up into s.gu ([rows][2 ff]),
+  // SwiGLU folded into down's activation quantization (into s.act_ws) where fusion is on and down
+  // is tiled, else a SwiGLU kernel into s.act ([rows][ff]), then down. gu carries the input side
+  // (x, rows, offsets, quantized records, slots), dn the output side (y, offsets, max_pairs,
+  // slots); the rest is set here. names: the profile's three op names (static strings).
+  struct FfnScratch {
+    float* gu = nullptr;
+    float* act = nullptr;
+    void* act_ws = nullptr;
+    int64_t act_ws_bytes = 0;
+  };
+  struct FfnNames {
+    const char* gate_up;
+    const char* swiglu;
+    const char* down;
+  };
+  // The routed experts' ops, whichever path runs them.
+  static constexpr FfnNames kExpertOps{"experts gate+up", "experts swiglu", "experts down"};
+  absl::Status Ffn(int il, const FfnNames& names, const GpuLinear& gate_up, const GpuLinear& down,
+                   int64_t rows, LinearArgs gu, LinearArgs dn, const FfnScratch& s);
+  FfnScratch StepScratch() { return {ws_.gu, ws_.ffn_act, ws_.act_tmp, ws_.act_tmp_bytes}; }
   absl::Status Head(const StepShape& s);
   absl::StatusOr<cudaGraphExec_t> Graph(const StepShape& s);
 
@@ -658,19 +675,37 @@ void GpuModel::Impl::FuseQuantization(int T, RmsNormParams* norm, GpuActivations
   *out_act = {ws_.act_in, T, norm->n};
 }
 
-absl::Status GpuModel::Impl::SwiGlu(const GpuLinear& down, int64_t rows, int64_t ff,
-                                    GpuActivations* down_act) {
+absl::Status GpuModel::Impl::Ffn(int il, const FfnNames& names, const GpuLinear& gate_up,
+                                 const GpuLinear& down, int64_t rows, LinearArgs gu, LinearArgs dn,
+                                 const FfnScratch& s) {
   cudaStream_t st = stream_->get();
+  const int64_t ff = gate_up.rows() / 2;
+  gu.y = s.gu;
+  gu.y_stride = 2 * ff;
+  RETURN_IF_ERROR(gate_up.Apply(gu, st));
+  Mark(names.gate_up, il);
+  GpuActivations dn_act;
   if (options_.fuse_small_ops && down.tiled() && ff % 256 == 0 && down.cols() == ff) {
-    return QuantizeSwiGluActivationsGpu(ws_.gu, rows, ff, ws_.act_tmp, ws_.act_tmp_bytes, st,
-                                        down_act);
+    RETURN_IF_ERROR(
+        QuantizeSwiGluActivationsGpu(s.gu, rows, ff, s.act_ws, s.act_ws_bytes, st, &dn_act));
+    dn.quantized = &dn_act;
+  } else {
+    SwiGluParams sw;
+    sw.gu = s.gu;
+    sw.out = s.act;
+    sw.n_rows = static_cast<int>(rows);
+    sw.n_ff = static_cast<int>(ff);
+    RETURN_IF_ERROR(Cuda(LaunchSwiGlu(sw, st), "swiglu"));
   }
-  SwiGluParams sw;
-  sw.gu = ws_.gu;
-  sw.out = ws_.ffn_act;
-  sw.n_rows = static_cast<int>(rows);
-  sw.n_ff = static_cast<int>(ff);
-  return Cuda(LaunchSwiGlu(sw, st), "swiglu");
+  Mark(names.swiglu, il);
+  dn.x = s.act;
+  dn.x_stride = ff;
+  dn.n_x_rows = rows;
+  dn.act_workspace = s.act_ws;
+  dn.act_workspace_bytes = s.act_ws_bytes;
+  RETURN_IF_ERROR(down.Apply(dn, st));
+  Mark(names.down, il);
+  return absl::OkStatus();
 }
 
 absl::Status GpuModel::Impl::DenseFfn(int il, const StepShape& s, GpuActivations* h_act) {
@@ -678,7 +713,7 @@ absl::Status GpuModel::Impl::DenseFfn(int il, const StepShape& s, GpuActivations
   const GpuLayerWeights& lw = weights_.layer(il);
   cudaStream_t st = stream_->get();
   const int T = s.tokens;
-  const int64_t D = c.n_embd, ff = lw.ffn_gate_up.rows() / 2;
+  const int64_t D = c.n_embd;
   LinearArgs gu;
   gu.x = ws_.h;
   gu.x_stride = D;
@@ -687,24 +722,11 @@ absl::Status GpuModel::Impl::DenseFfn(int il, const StepShape& s, GpuActivations
   gu.act_workspace_bytes = ws_.act_in_bytes;
   gu.quantized_out = h_act;
   if (h_act->data != nullptr) gu.quantized = h_act;
-  gu.y = ws_.gu;
-  gu.y_stride = 2 * ff;
-  RETURN_IF_ERROR(lw.ffn_gate_up.Apply(gu, st));
-  Mark("ffn gate+up", il);
   LinearArgs dn;
-  GpuActivations dn_act;
-  RETURN_IF_ERROR(SwiGlu(lw.ffn_down, T, ff, &dn_act));
-  if (dn_act.data != nullptr) dn.quantized = &dn_act;
-  Mark("ffn swiglu", il);
-  dn.x = ws_.ffn_act;
-  dn.x_stride = ff;
-  dn.n_x_rows = T;
-  dn.act_workspace = ws_.act_tmp;
-  dn.act_workspace_bytes = ws_.act_tmp_bytes;
   dn.y = ws_.f;
   dn.y_stride = D;
-  RETURN_IF_ERROR(lw.ffn_down.Apply(dn, st));
-  Mark("ffn down", il);
+  RETURN_IF_ERROR(Ffn(il, {"ffn gate+up", "ffn swiglu", "ffn down"}, lw.ffn_gate_up, lw.ffn_down, T,
+                      gu, dn, StepScratch()));
   RETURN_IF_ERROR(Cuda(LaunchAdd(ws_.x, ws_.f, T * D, st), "residual"));
   Mark("residual", il);
   return absl::OkStatus();
@@ -757,7 +779,6 @@ absl::Status GpuModel::Impl::Moe(int il, const StepShape& s, GpuActivations* h_a
     Mark("group", il);
   }
 
-  const int64_t ff = lw.exp_gate_up.rows() / 2;
   // Routed experts: gate ‖ up over the pairs, SwiGLU, down; `slots` when cached (one round).
   auto routed = [&](const GpuExpertSlots* slots) -> absl::Status {
     LinearArgs gu;
@@ -771,8 +792,6 @@ absl::Status GpuModel::Impl::Moe(int il, const StepShape& s, GpuActivations* h_a
     gu.act_workspace_bytes = ws_.act_in_bytes;
     gu.quantized_out = h_act;
     if (h_act->data != nullptr) gu.quantized = h_act;
-    gu.y = ws_.gu;
-    gu.y_stride = 2 * ff;
     LinearArgs dn;
     if (slots != nullptr) {
       gu.slots = slots->gate_up;
@@ -780,28 +799,14 @@ absl::Status GpuModel::Impl::Moe(int il, const StepShape& s, GpuActivations* h_a
       dn.slots = slots->down;
       dn.expert_slot = slots->expert_slot;
     }
-    RETURN_IF_ERROR(lw.exp_gate_up.Apply(gu, st));
-    Mark("experts gate+up", il);
-    GpuActivations dn_act;
-    RETURN_IF_ERROR(SwiGlu(lw.exp_down, P, ff, &dn_act));
-    if (dn_act.data != nullptr) dn.quantized = &dn_act;
-    Mark("experts swiglu", il);
-    dn.x = ws_.ffn_act;
-    dn.x_stride = ff;
-    dn.n_x_rows = P;
     dn.offsets = ws_.expert_offsets;
     dn.max_pairs = T;
-    dn.act_workspace = ws_.act_tmp;
-    dn.act_workspace_bytes = ws_.act_tmp_bytes;
     dn.y = ws_.y_down;
     dn.y_stride = D;
-    RETURN_IF_ERROR(lw.exp_down.Apply(dn, st));
-    Mark("experts down", il);
-    return absl::OkStatus();
+    return Ffn(il, kExpertOps, lw.exp_gate_up, lw.exp_down, P, gu, dn, StepScratch());
   };
   const bool shared = !lw.shared_gate_up.empty();
   auto shared_expert = [&]() -> absl::Status {
-    const int64_t sff = lw.shared_gate_up.rows() / 2;
     LinearArgs sgu;
     sgu.x = ws_.h;
     sgu.x_stride = D;
@@ -816,25 +821,11 @@ absl::Status GpuModel::Impl::Moe(int il, const StepShape& s, GpuActivations* h_a
         sgu.quantized_out = h_act;
       }
     }
-    sgu.y = ws_.gu;
-    sgu.y_stride = 2 * sff;
-    RETURN_IF_ERROR(lw.shared_gate_up.Apply(sgu, st));
-    Mark("shared gate+up", il);
     LinearArgs sdn;
-    GpuActivations sdn_act;
-    RETURN_IF_ERROR(SwiGlu(lw.shared_down, T, sff, &sdn_act));
-    if (sdn_act.data != nullptr) sdn.quantized = &sdn_act;
-    Mark("shared swiglu", il);
-    sdn.x = ws_.ffn_act;
-    sdn.x_stride = sff;
-    sdn.n_x_rows = T;
-    sdn.act_workspace = ws_.act_tmp;
-    sdn.act_workspace_bytes = ws_.act_tmp_bytes;
     sdn.y = ws_.shared_out;
     sdn.y_stride = D;
-    RETURN_IF_ERROR(lw.shared_down.Apply(sdn, st));
-    Mark("shared down", il);
-    return absl::OkStatus();
+    return Ffn(il, {"shared gate+up", "shared swiglu", "shared down"}, lw.shared_gate_up,
+               lw.shared_down, T, sgu, sdn, StepScratch());
   };
 
   if (dex_ != nullptr) {
@@ -1136,56 +1127,28 @@ absl::Status GpuModel::Impl::ExchangedExperts(int il, int T,
 absl::Status GpuModel::Impl::ExchangedExpertGemvs(int il, int64_t R, int64_t max_rows,
                                                   const GpuExpertSlots* slots) {
   const GpuLayerWeights& lw = weights_.layer(il);
-  cudaStream_t st = stream_->get();
-  const int64_t D = config_.n_embd, ff = lw.exp_gate_up.rows() / 2;
-  {
-    LinearArgs gu;
-    gu.x = ep_.in.as<float>();
-    gu.x_stride = D;
-    gu.n_x_rows = R;
-    gu.offsets = ep_.offsets.as<int32_t>();
-    gu.max_pairs = static_cast<int>(max_rows);
-    gu.act_workspace = ep_.act_ws.get();
-    gu.act_workspace_bytes = ep_.act_ws_bytes;
-    gu.y = ep_.gu.as<float>();
-    gu.y_stride = 2 * ff;
-    LinearArgs dn;
-    if (slots != nullptr) {
-      gu.slots = slots->gate_up;
-      gu.expert_slot = slots->expert_slot;
-      dn.slots = slots->down;
-      dn.expert_slot = slots->expert_slot;
-    }
-    RETURN_IF_ERROR(lw.exp_gate_up.Apply(gu, st));
-    Mark("experts gate+up", il);
-    GpuActivations dn_act;
-    if (options_.fuse_small_ops && lw.exp_down.tiled() && ff % 256 == 0 &&
-        lw.exp_down.cols() == ff) {
-      RETURN_IF_ERROR(QuantizeSwiGluActivationsGpu(ep_.gu.as<float>(), R, ff, ep_.act_ws.get(),
-                                                   ep_.act_ws_bytes, st, &dn_act));
-      dn.quantized = &dn_act;
-    } else {
-      SwiGluParams sw;
-      sw.gu = ep_.gu.as<float>();
-      sw.out = ep_.act.as<float>();
-      sw.n_rows = static_cast<int>(R);
-      sw.n_ff = static_cast<int>(ff);
-      RETURN_IF_ERROR(Cuda(LaunchSwiGlu(sw, st), "swiglu"));
-    }
-    Mark("experts swiglu", il);
-    dn.x = ep_.act.as<float>();
-    dn.x_stride = ff;
-    dn.n_x_rows = R;
-    dn.offsets = ep_.offsets.as<int32_t>();
-    dn.max_pairs = static_cast<int>(max_rows);
-    dn.act_workspace = ep_.act_ws.get();
-    dn.act_workspace_bytes = ep_.act_ws_bytes;
-    dn.y = ep_.out.as<float>();
-    dn.y_stride = D;
-    RETURN_IF_ERROR(lw.exp_down.Apply(dn, st));
-    Mark("experts down", il);
+  const int64_t D = config_.n_embd;
+  LinearArgs gu;
+  gu.x = ep_.in.as<float>();
+  gu.x_stride = D;
+  gu.n_x_rows = R;
+  gu.offsets = ep_.offsets.as<int32_t>();
+  gu.max_pairs = static_cast<int>(max_rows);
+  gu.act_workspace = ep_.act_ws.get();
+  gu.act_workspace_bytes = ep_.act_ws_bytes;
+  LinearArgs dn;
+  if (slots != nullptr) {
+    gu.slots = slots->gate_up;
+    gu.expert_slot = slots->expert_slot;
+    dn.slots = slots->down;
+    dn.expert_slot = slots->expert_slot;
   }
-  return absl::OkStatus();
+  dn.offsets = ep_.offsets.as<int32_t>();
+  dn.max_pairs = static_cast<int>(max_rows);
+  dn.y = ep_.out.as<float>();
+  dn.y_stride = D;
+  return Ffn(il, kExpertOps, lw.exp_gate_up, lw.exp_down, R, gu, dn,
+             {ep_.gu.as<float>(), ep_.act.as<float>(), ep_.act_ws.get(), ep_.act_ws_bytes});
 }
 
 absl::Status GpuModel::Impl::ExchangeOnlyStep() {
@@ -1221,7 +1184,7 @@ absl::Status GpuModel::Impl::DeviceExchangedExperts(
   const ModelConfig& c = config_;
   const GpuLayerWeights& lw = weights_.layer(il);
   cudaStream_t st = stream_->get();
-  const int64_t D = c.n_embd, ff = lw.exp_gate_up.rows() / 2;
+  const int64_t D = c.n_embd;
   // What the routed gate ‖ up reads goes out: int8 records (exact, 3.4x smaller than floats)
   // where it is tiled, else float rows.
   const bool tiled = lw.exp_gate_up.tiled();
@@ -1250,37 +1213,13 @@ absl::Status GpuModel::Impl::DeviceExchangedExperts(
     gu.x_rows = r.pair_token;
     gu.max_pairs = static_cast<int>(N);
     if (tiled) gu.quantized = &received;
-    gu.y = r.gu;
-    gu.y_stride = 2 * ff;
-    RETURN_IF_ERROR(lw.exp_gate_up.Apply(gu, st));
-    Mark("experts gate+up", il);
     LinearArgs dn;
-    GpuActivations dn_act;
-    if (options_.fuse_small_ops && lw.exp_down.tiled() && ff % 256 == 0 &&
-        lw.exp_down.cols() == ff) {
-      RETURN_IF_ERROR(
-          QuantizeSwiGluActivationsGpu(r.gu, P, ff, r.act_ws, r.act_ws_bytes, st, &dn_act));
-      dn.quantized = &dn_act;
-    } else {
-      SwiGluParams sw;
-      sw.gu = r.gu;
-      sw.out = r.act;
-      sw.n_rows = static_cast<int>(P);
-      sw.n_ff = static_cast<int>(ff);
-      RETURN_IF_ERROR(Cuda(LaunchSwiGlu(sw, st), "swiglu"));
-    }
-    Mark("experts swiglu", il);
-    dn.x = r.act;
-    dn.x_stride = ff;
-    dn.n_x_rows = P;
     dn.offsets = r.offsets;
     dn.max_pairs = static_cast<int>(N);
-    dn.act_workspace = r.act_ws;
-    dn.act_workspace_bytes = r.act_ws_bytes;
     dn.y = r.y;
     dn.y_stride = D;
-    RETURN_IF_ERROR(lw.exp_down.Apply(dn, st));
-    Mark("experts down", il);
+    RETURN_IF_ERROR(Ffn(il, kExpertOps, lw.exp_gate_up, lw.exp_down, P, gu, dn,
+                        {r.gu, r.act, r.act_ws, r.act_ws_bytes}));
   }
   RETURN_IF_ERROR(dex_->Combine(ws_.x, shared_expert ? ws_.shared_out : nullptr, st));
   Mark("combine", il);
