@@ -83,6 +83,55 @@ struct DecQ8 {
   }
 };
 
+// One CTA's chunk of up to 8 pairs of matrix e: pairs start .. start + nv - 1 and their
+// activation rows. nv <= 0: the chunk is empty (uniform across the CTA).
+struct PairChunk {
+  int start = 0, nv = 0;
+  const float* xr[8];
+};
+__device__ __forceinline__ PairChunk LoadChunk(const FloatGemvParams& p, int e, int ch) {
+  PairChunk c;
+  int begin = 0, end = p.n_pairs;
+  if (p.offsets != nullptr) {
+    begin = __ldg(p.offsets + e);
+    end = __ldg(p.offsets + e + 1);
+  }
+  c.start = begin + 8 * ch;
+  c.nv = min(8, end - c.start);
+#pragma unroll
+  for (int s = 0; s < 8; ++s) {
+    c.xr[s] = nullptr;
+    if (s < c.nv) {
+      const int64_t xi = p.x_rows != nullptr ? __ldg(p.x_rows + c.start + s) : c.start + s;
+      c.xr[s] = p.x + xi * p.x_stride;
+    }
+  }
+  return c;
+}
+
+// acc[s] += the 32 weights w . the 32 activations of row s at xr[s] + offset (shared memory when
+// kShared, else read through the read-only cache), for s < nv.
+template <bool kShared>
+__device__ __forceinline__ void BlockDot(const float (&w)[32], const float* const (&xr)[8], int nv,
+                                         int64_t offset, float (&acc)[8]) {
+#pragma unroll
+  for (int s = 0; s < 8; ++s) {
+    if (s < nv) {
+      const float4* xp = reinterpret_cast<const float4*>(xr[s] + offset);
+      float a = acc[s];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const float4 v = kShared ? xp[i] : __ldg(xp + i);
+        a = fmaf(w[4 * i], v.x, a);
+        a = fmaf(w[4 * i + 1], v.y, a);
+        a = fmaf(w[4 * i + 2], v.z, a);
+        a = fmaf(w[4 * i + 3], v.w, a);
+      }
+      acc[s] = a;
+    }
+  }
+}
+
 // kStage: the CTA's activation rows are first copied to shared memory (narrow matrices such as
 // attn_k_b, whose rows would otherwise be re-read from L1/L2 by every output row).
 template <class D, int G, bool kStage>
@@ -92,26 +141,11 @@ __global__ void __launch_bounds__(256)
   const int gl = threadIdx.x % G;
   const int row = blockIdx.y * (blockDim.x / G) + threadIdx.x / G;
   const int e = blockIdx.x / max_chunks;
-  const int ch = blockIdx.x % max_chunks;
-  int begin = 0, end = p.n_pairs;
-  if (p.offsets != nullptr) {
-    begin = __ldg(p.offsets + e);
-    end = __ldg(p.offsets + e + 1);
-  }
-  const int start = begin + 8 * ch;
-  const int nv = min(8, end - start);
+  PairChunk chunk = LoadChunk(p, e, blockIdx.x % max_chunks);
+  const int start = chunk.start, nv = chunk.nv;
   if (nv <= 0) return;  // uniform across the CTA
   const bool active = row < p.rows;
-
-  const float* xr[8];
-#pragma unroll
-  for (int s = 0; s < 8; ++s) {
-    xr[s] = nullptr;
-    if (s < nv) {
-      const int64_t xi = p.x_rows != nullptr ? __ldg(p.x_rows + start + s) : start + s;
-      xr[s] = p.x + xi * p.x_stride;
-    }
-  }
+  const float*(&xr)[8] = chunk.xr;
   // Staged rows keep each 32-column block 36 floats apart, so that the G lanes of a row group,
   // which read different blocks of the same row at once, hit different shared-memory banks.
   constexpr int kBlockStride = kStage ? 36 : 32;
@@ -136,22 +170,7 @@ __global__ void __launch_bounds__(256)
     for (int b = gl; b < nb; b += G) {
       float w[32];
       D::Load(wrow, b, w);
-#pragma unroll
-      for (int s = 0; s < 8; ++s) {
-        if (s < nv) {
-          const float4* xp = reinterpret_cast<const float4*>(xr[s] + b * kBlockStride);
-          float a = acc[s];
-#pragma unroll
-          for (int i = 0; i < 8; ++i) {
-            const float4 v = kStage ? xp[i] : __ldg(xp + i);
-            a = fmaf(w[4 * i], v.x, a);
-            a = fmaf(w[4 * i + 1], v.y, a);
-            a = fmaf(w[4 * i + 2], v.z, a);
-            a = fmaf(w[4 * i + 3], v.w, a);
-          }
-          acc[s] = a;
-        }
-      }
+      BlockDot<kStage>(w, xr, nv, int64_t{b} * kBlockStride, acc);
     }
   }
 #pragma unroll
@@ -185,24 +204,10 @@ __global__ void __launch_bounds__(kRowThreads)
     FloatGemvRowKernel(const FloatGemvParams p, int max_chunks, int64_t row_bytes) {
   __shared__ float part[kRowThreads / 32][8];
   const int row = blockIdx.y;
-  const int e = blockIdx.x / max_chunks, ch = blockIdx.x % max_chunks;
-  int begin = 0, end = p.n_pairs;
-  if (p.offsets != nullptr) {
-    begin = __ldg(p.offsets + e);
-    end = __ldg(p.offsets + e + 1);
-  }
-  const int start = begin + 8 * ch;
-  const int nv = min(8, end - start);
+  const int e = blockIdx.x / max_chunks;
+  const PairChunk chunk = LoadChunk(p, e, blockIdx.x % max_chunks);
+  const int start = chunk.start, nv = chunk.nv;
   if (nv <= 0) return;  // uniform across the CTA
-  const float* xr[8];
-#pragma unroll
-  for (int s = 0; s < 8; ++s) {
-    xr[s] = nullptr;
-    if (s < nv) {
-      const int64_t xi = p.x_rows != nullptr ? __ldg(p.x_rows + start + s) : start + s;
-      xr[s] = p.x + xi * p.x_stride;
-    }
-  }
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   const uint8_t* wrow = static_cast<const uint8_t*>(p.w) + e * p.expert_stride +
                         static_cast<int64_t>(row) * row_bytes;
@@ -210,22 +215,7 @@ __global__ void __launch_bounds__(kRowThreads)
   for (int b = threadIdx.x; b < nb; b += kRowThreads) {
     float w[32];
     D::Load(wrow, b, w);
-#pragma unroll
-    for (int s = 0; s < 8; ++s) {
-      if (s < nv) {
-        const float4* xp = reinterpret_cast<const float4*>(xr[s] + b * 32);
-        float a = acc[s];
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const float4 v = __ldg(xp + i);
-          a = fmaf(w[4 * i], v.x, a);
-          a = fmaf(w[4 * i + 1], v.y, a);
-          a = fmaf(w[4 * i + 2], v.z, a);
-          a = fmaf(w[4 * i + 3], v.w, a);
-        }
-        acc[s] = a;
-      }
-    }
+    BlockDot<false>(w, chunk.xr, nv, int64_t{b} * 32, acc);
   }
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
