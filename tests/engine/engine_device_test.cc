@@ -410,39 +410,39 @@ TEST_P(EngineDeviceGpuTest, Generate) {
   }
 }
 
-// mpirun -np 2 --device cuda (data-parallel attention, routed experts split over the two GPUs
-// through the host-staged exchange) against one rank on one GPU: logits within float tolerance
-// (f16: the same kernels on the same rows, only the routed weighted sum formed on the host:
-// RelError <= 1e-4 per row and the same argmax; ud-1.58: such ~1e-7 differences can move an
-// int8 activation rounding, median row RelError <= 0.05), and greedy generate prints the same
-// text (f16; rank 1 holds no sequence, so its steps are exchange-only: every MoE layer serves
-// rank 0's rows).
-TEST_P(EngineDeviceGpuTest, TwoRanksMatchOneRank) {
-  SKIP_WITHOUT_GPU();
-  if (std::system("command -v mpirun >/dev/null 2>&1") != 0) {
-    GTEST_SKIP() << "no mpirun on this machine";
-  }
-  // One GPU per rank where there are two; else both ranks share GPU 0 (cuda:0): the same
-  // exchange and the same kernels, only slower.
-  const std::string device = SmGpuCount() >= 2 ? "cuda" : "cuda:0";
-  std::printf("np=2 on --device %s (%d sm_90 GPUs visible)\n", device.c_str(), SmGpuCount());
-  const auto& [shape, recipe] = GetParam();
+// mpirun -np 2 (data-parallel attention, the routed experts split over the two ranks through
+// the exchange `flags` name) against one rank on one GPU (np=1 runs without an exchange):
+// logits within float tolerance -- f16: the same kernels on the same rows, only the routed
+// weighted sum formed per rank: RelError <= 1e-4 per row and the same argmax; ud-1.58: the
+// exchange sums a token's experts per destination rank, a float reordering, and on random
+// 1.58-bit weights such 1e-7 differences flip int8 activation roundings and grow layer by layer
+// (measured on an H200 with the host exchange: tiny 0 / 1.6e-7, small median 0.018 with 2 of 23
+// argmaxes moved; the same model's GPU and CPU quantized paths differ by a median 0.25), so the
+// median row RelError <= 0.05 and at most a quarter of the argmaxes move (a wrong or lost expert
+// row fails the f16 bound by orders of magnitude) -- and, for f16, greedy generate prints the
+// same text (rank 1 holds no sequence: its steps are exchange-only, every MoE layer serving
+// rank 0's rows). Returns np=2's logits (empty after a failure).
+std::vector<float> ExpectTwoRanksMatchOne(const std::string& tag, const std::string& shape,
+                                          const std::string& recipe, const std::string& np1_flags,
+                                          const std::string& np2_flags) {
   const std::string model = Model(shape, recipe);
-  const std::string tag = "ep-" + shape + "-" + recipe;
-  // --gpu-exchange host: with 2 GPUs the default is the NCCL exchange (TwoRanksOverNccl... below).
   const std::string base = "logits -v -m " + model + " --tokens-file " + TokenFile() +
-                           " --kv-type f32 --gpu-exchange host --device " + device + " -o " +
-                           Dir() + "/" + tag;
-  const CmdRun one = RunTritmoe(tag + "-np1", base + "-np1.bin");
-  ASSERT_EQ(one.rc, 0) << one.err;
-  const CmdRun two = RunTritmoe(tag + "-np2", base + "-np2.bin", MpiRun(2));
-  ASSERT_EQ(two.rc, 0) << two.err;
+                           " --kv-type f32 -o " + Dir() + "/" + tag;
+  const CmdRun one = RunTritmoe(tag + "-np1", base + "-np1.bin " + np1_flags);
+  const CmdRun two = RunTritmoe(tag + "-np2", base + "-np2.bin " + np2_flags, MpiRun(2));
   std::smatch m;
-  ASSERT_TRUE(std::regex_search(one.err, m, std::regex(R"(vocab (\d+))"))) << one.err;
+  if (one.rc != 0 || two.rc != 0 || !std::regex_search(one.err, m, std::regex(R"(vocab (\d+))"))) {
+    ADD_FAILURE() << "np=1 rc " << one.rc << ": " << one.err << "\nnp=2 rc " << two.rc << ": "
+                  << two.err;
+    return {};
+  }
   const int64_t n_vocab = std::stoll(m[1]);
   const std::vector<float> a = ReadFloats(Dir() + "/" + tag + "-np1.bin");
-  const std::vector<float> b = ReadFloats(Dir() + "/" + tag + "-np2.bin");
-  ASSERT_EQ(a.size(), 23u * n_vocab);
+  std::vector<float> b = ReadFloats(Dir() + "/" + tag + "-np2.bin");
+  if (a.size() != 23u * n_vocab || b.size() != a.size()) {
+    ADD_FAILURE() << "logits: " << a.size() << " and " << b.size() << " floats";
+    return {};
+  }
   const Agreement ab = Compare(b, a, n_vocab);
   std::printf(
       "%s: np=2 vs np=1 on the GPU: %zu rows, median / max RelError %.3g / %.3g, argmax "
@@ -451,51 +451,61 @@ TEST_P(EngineDeviceGpuTest, TwoRanksMatchOneRank) {
   if (recipe == "f16") {
     EXPECT_LE(ab.Max(), 1e-4);
     EXPECT_EQ(ab.argmax_mismatch, 0);
-    const std::string gen = "generate -m " + model +
-                            " -p 'The quick brown fox' -n 24 --kv-type f32 --temperature 0 "
-                            "--gpu-exchange host --device " +
-                            device;
-    const CmdRun g1 = RunTritmoe(tag + "-gen-np1", gen);
-    ASSERT_EQ(g1.rc, 0) << g1.err;
-    const CmdRun g2 = RunTritmoe(tag + "-gen-np2", gen, MpiRun(2));
-    ASSERT_EQ(g2.rc, 0) << g2.err;
+    const std::string gen =
+        "generate -m " + model + " -p 'The quick brown fox' -n 24 --kv-type f32 --temperature 0 ";
+    const CmdRun g1 = RunTritmoe(tag + "-gen-np1", gen + np1_flags);
+    const CmdRun g2 = RunTritmoe(tag + "-gen-np2", gen + np2_flags, MpiRun(2));
+    EXPECT_EQ(g1.rc, 0) << g1.err;
+    EXPECT_EQ(g2.rc, 0) << g2.err;
     EXPECT_FALSE(g1.out.empty());
     EXPECT_EQ(g2.out, g1.out);
   } else {
-    // The exchange sums a token's experts per destination rank (ep_expert_exchange.h), a float
-    // reordering; on random 1.58-bit weights such 1e-7 differences flip int8 activation roundings
-    // and grow layer by layer (measured on an H200: tiny 0 / 1.6e-7, small median 0.018 with 2 of
-    // 23 argmaxes moved; the same model's GPU and CPU quantized paths differ by a median 0.25).
-    // A wrong or lost expert row fails the f16 bound above by orders of magnitude.
     EXPECT_LE(ab.Median(), 0.05);
     EXPECT_LE(ab.argmax_mismatch, static_cast<int>(ab.row_err.size()) / 4);
-
-    // Each rank's GPU expert cache (int8 tile types only) at one slot per MoE layer, every layer
-    // in rounds of one expert: the logits of np=2 with every expert resident, bit for bit (the
-    // cache only moves weights); generate's cache line sums both ranks' caches (one slot per
-    // layer each); prefetch is refused with expert parallelism, on every rank.
-    const CmdRun cached =
-        RunTritmoe(tag + "-np2-cache", base + "-np2-cache.bin --expert-cache-mb 0.001", MpiRun(2));
-    ASSERT_EQ(cached.rc, 0) << cached.err;
-    EXPECT_EQ(ReadFloats(Dir() + "/" + tag + "-np2-cache.bin"), b);
-    const std::string gen = "generate -m " + model +
-                            " -p 'The quick brown fox' -n 16 --temperature 0 --ignore-eos "
-                            "--device " +
-                            device;
-    const CmdRun g2 = RunTritmoe(tag + "-gen-np2", gen, MpiRun(2));
-    ASSERT_EQ(g2.rc, 0) << g2.err;
-    const CmdRun g2c =
-        RunTritmoe(tag + "-gen-np2-cache", gen + " --expert-cache-mb 0.001", MpiRun(2));
-    ASSERT_EQ(g2c.rc, 0) << g2c.err;
-    EXPECT_EQ(g2c.out, g2.out);
-    EXPECT_NE(g2c.err.find("GPU expert cache: 2 slots/layer"), std::string::npos) << g2c.err;
-    EXPECT_NE(g2c.err.find("(summed over 2 ranks)"), std::string::npos) << g2c.err;
-    const CmdRun prefetch = RunTritmoe(
-        tag + "-np2-prefetch", gen + " --expert-cache-mb 0.001 --expert-prefetch", MpiRun(2));
-    EXPECT_NE(prefetch.rc, 0);
-    EXPECT_NE(prefetch.err.find("runs without --expert-prefetch"), std::string::npos)
-        << prefetch.err;
   }
+  return b;
+}
+
+// The host-staged exchange (--gpu-exchange host): one GPU per rank where there are two, else
+// both ranks on GPU 0 (cuda:0: the same exchange and kernels, only slower). Then, on ud-1.58,
+// each rank's GPU expert cache (int8 tile types only) at one slot per MoE layer, every layer in
+// rounds of one expert: np=2's resident logits bit for bit (the cache only moves weights);
+// generate's cache line sums both ranks' caches (one slot per layer each); prefetch is refused
+// with expert parallelism, on every rank.
+TEST_P(EngineDeviceGpuTest, TwoRanksMatchOneRank) {
+  SKIP_WITHOUT_GPU();
+  if (std::system("command -v mpirun >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "no mpirun on this machine";
+  }
+  const std::string device = SmGpuCount() >= 2 ? "cuda" : "cuda:0";
+  std::printf("np=2 on --device %s (%d sm_90 GPUs visible)\n", device.c_str(), SmGpuCount());
+  const auto& [shape, recipe] = GetParam();
+  const std::string tag = "ep-" + shape + "-" + recipe;
+  const std::string flags = "--gpu-exchange host --device " + device;
+  const std::vector<float> np2 = ExpectTwoRanksMatchOne(tag, shape, recipe, flags, flags);
+  if (recipe != "ud-1.58" || np2.empty()) return;
+  const std::string model = Model(shape, recipe);
+  const CmdRun cached =
+      RunTritmoe(tag + "-np2-cache",
+                 "logits -m " + model + " --tokens-file " + TokenFile() + " --kv-type f32 -o " +
+                     Dir() + "/" + tag + "-np2-cache.bin --expert-cache-mb 0.001 " + flags,
+                 MpiRun(2));
+  ASSERT_EQ(cached.rc, 0) << cached.err;
+  EXPECT_EQ(ReadFloats(Dir() + "/" + tag + "-np2-cache.bin"), np2);
+  const std::string gen = "generate -m " + model +
+                          " -p 'The quick brown fox' -n 16 --temperature 0 --ignore-eos " + flags;
+  const CmdRun g2 = RunTritmoe(tag + "-gen-np2", gen, MpiRun(2));
+  ASSERT_EQ(g2.rc, 0) << g2.err;
+  const CmdRun g2c =
+      RunTritmoe(tag + "-gen-np2-cache", gen + " --expert-cache-mb 0.001", MpiRun(2));
+  ASSERT_EQ(g2c.rc, 0) << g2c.err;
+  EXPECT_EQ(g2c.out, g2.out);
+  EXPECT_NE(g2c.err.find("GPU expert cache: 2 slots/layer"), std::string::npos) << g2c.err;
+  EXPECT_NE(g2c.err.find("(summed over 2 ranks)"), std::string::npos) << g2c.err;
+  const CmdRun prefetch = RunTritmoe(tag + "-np2-prefetch",
+                                     gen + " --expert-cache-mb 0.001 --expert-prefetch", MpiRun(2));
+  EXPECT_NE(prefetch.rc, 0);
+  EXPECT_NE(prefetch.err.find("runs without --expert-prefetch"), std::string::npos) << prefetch.err;
 }
 
 // --gpu-exchange nccl with one rank: the device expert exchange with itself (NCCL with one rank)
@@ -531,11 +541,9 @@ TEST_P(EngineDeviceGpuTest, NcclSelfExchangeIsBitIdentical) {
   EXPECT_EQ(g2.out, g1.out);
 }
 
-// mpirun -np 2 --device cuda --gpu-exchange nccl (the device expert exchange, one GPU per rank)
-// against one rank on one GPU: the bounds of TwoRanksMatchOneRank (the partial sums per rank are
-// a float reordering of the one-rank sum), and greedy generate prints the same text (f16; rank 1
-// holds no sequence: its steps are exchange-only). Needs 2 GPUs (NCCL cannot put two ranks on
-// one GPU).
+// The device expert exchange (--gpu-exchange nccl, one GPU per rank): the bounds of
+// ExpectTwoRanksMatchOne (the partial sums per rank are a float reordering of the one-rank sum).
+// Needs 2 GPUs (NCCL cannot put two ranks on one GPU).
 TEST_P(EngineDeviceGpuTest, TwoRanksOverNcclMatchOneRank) {
   SKIP_WITHOUT_GPU();
   if (std::system("command -v mpirun >/dev/null 2>&1") != 0) {
@@ -543,41 +551,8 @@ TEST_P(EngineDeviceGpuTest, TwoRanksOverNcclMatchOneRank) {
   }
   if (SmGpuCount() < 2) GTEST_SKIP() << "needs 2 GPUs (one per rank): " << SmGpuCount();
   const auto& [shape, recipe] = GetParam();
-  const std::string model = Model(shape, recipe);
-  const std::string tag = "nccl2-" + shape + "-" + recipe;
-  const std::string base = "logits -v -m " + model + " --tokens-file " + TokenFile() +
-                           " --kv-type f32 --device cuda -o " + Dir() + "/" + tag;
-  const CmdRun one = RunTritmoe(tag + "-np1", base + "-np1.bin");
-  ASSERT_EQ(one.rc, 0) << one.err;
-  const CmdRun two = RunTritmoe(tag + "-np2", base + "-np2.bin --gpu-exchange nccl", MpiRun(2));
-  ASSERT_EQ(two.rc, 0) << two.err;
-  std::smatch m;
-  ASSERT_TRUE(std::regex_search(one.err, m, std::regex(R"(vocab (\d+))"))) << one.err;
-  const int64_t n_vocab = std::stoll(m[1]);
-  const std::vector<float> a = ReadFloats(Dir() + "/" + tag + "-np1.bin");
-  const std::vector<float> b = ReadFloats(Dir() + "/" + tag + "-np2.bin");
-  ASSERT_EQ(a.size(), 23u * n_vocab);
-  const Agreement ab = Compare(b, a, n_vocab);
-  std::printf(
-      "%s: np=2 (nccl) vs np=1 on the GPU: %zu rows, median / max RelError %.3g / %.3g, argmax "
-      "mismatches %d\n",
-      tag.c_str(), ab.row_err.size(), ab.Median(), ab.Max(), ab.argmax_mismatch);
-  if (recipe == "f16") {
-    EXPECT_LE(ab.Max(), 1e-4);
-    EXPECT_EQ(ab.argmax_mismatch, 0);
-    const std::string gen = "generate -m " + model +
-                            " -p 'The quick brown fox' -n 24 --kv-type f32 --temperature 0 "
-                            "--device cuda";
-    const CmdRun g1 = RunTritmoe(tag + "-gen-np1", gen);
-    ASSERT_EQ(g1.rc, 0) << g1.err;
-    const CmdRun g2 = RunTritmoe(tag + "-gen-np2", gen + " --gpu-exchange nccl", MpiRun(2));
-    ASSERT_EQ(g2.rc, 0) << g2.err;
-    EXPECT_FALSE(g1.out.empty());
-    EXPECT_EQ(g2.out, g1.out);
-  } else {
-    EXPECT_LE(ab.Median(), 0.05);
-    EXPECT_LE(ab.argmax_mismatch, static_cast<int>(ab.row_err.size()) / 4);
-  }
+  ExpectTwoRanksMatchOne("nccl2-" + shape + "-" + recipe, shape, recipe, "--device cuda",
+                         "--device cuda --gpu-exchange nccl");
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, EngineDeviceGpuTest,
