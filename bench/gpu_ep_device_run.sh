@@ -5,10 +5,11 @@
 #   tests  every GPU test binary (bench/gpu_tests_device_run.sh; engine_device_test's np=2 cases
 #          then run with one GPU per rank), and `tritmoe devices`;
 #   perf   on a DeepSeek-V3-shaped ud-1.58 model of LAYERS layers generated under /tmp:
-#          bench-decode --device cuda at np=1 and np=2 (every --gpu-exchange the binary has),
-#          batch 1, 16, 64, 256; the same with each rank's GPU expert cache capped to what a
-#          24 GiB card leaves (the budget bench-gpu-decode --card-gb 24 derives), np=1 and np=2;
-#          the device dispatch + combine bench where carried;
+#          bench-decode --device cuda at np=1 and np=2 (--gpu-exchange nccl and host), batch 1,
+#          16, 64, 256; the same with each rank's GPU expert cache capped to what a 24 GiB card
+#          leaves (the budget bench-gpu-decode --card-gb 24 derives), np=1 and np=2 (host
+#          exchange: the NCCL one takes no cache); ep_exchange_bench (dispatch + combine on
+#          device buffers) at np=2 and np=1, three runs each;
 #   study  launch/study/study.py --device cuda --ranks 1,2 on that model; the study folder comes
 #          back as $OUT/study.tar.gz (plots and report afterwards: study.py --remodel,
 #          scaling_report.py --gpu-study).
@@ -34,12 +35,11 @@ gen_model() {
 table() { grep -E "^\||tok/s|ranks:|phase|budget|cache" "$1" | head -${2:-40}; }
 # bench_np2 TAG LIMIT ARGS...: bench-decode on 2 ranks once per exchange, each logged and shown.
 bench_np2() {
-  local tag=$1 limit=$2 x flag
+  local tag=$1 limit=$2 x
   shift 2
   for x in "${exchanges[@]}"; do
-    flag=()
-    [[ $x != default ]] && flag=(--gpu-exchange "$x")
-    timeout "$limit" "${mpi[@]}" "$bin" bench-decode "$@" "${flag[@]}" >"$out/$tag-$x.log" 2>&1
+    timeout "$limit" "${mpi[@]}" "$bin" bench-decode "$@" --gpu-exchange "$x" \
+      >"$out/$tag-$x.log" 2>&1
     echo "== $tag, exchange $x: rc=$?"
     table "$out/$tag-$x.log"
   done
@@ -54,8 +54,7 @@ case $phase in
     ;;
   perf)
     gen_model
-    exchanges=(default)
-    "$bin" bench-decode --help 2>&1 | grep -q -- "--gpu-exchange" && exchanges=(nccl host)
+    exchanges=(nccl host)
     args=(-m "$model" --device cuda --batch 1,16,64,256 --prompt 512 --context 64 --tokens 16
           --reps 3)
     timeout 90 "$bin" bench-decode "${args[@]}" >"$out/np1.log" 2>&1
@@ -71,12 +70,16 @@ case $phase in
              --reps 3 --expert-cache-mb "$mb")
       timeout 150 "$bin" bench-decode "${cargs[@]}" >"$out/cache-np1.log" 2>&1
       echo "== capped np=1 rc=$?"; table "$out/cache-np1.log"
-      bench_np2 capped-np2 180 "${cargs[@]}"
+      exchanges=(host) bench_np2 capped-np2 180 "${cargs[@]}"
     fi
-    if [[ -x $carry/ep_exchange_bench ]]; then
-      timeout 120 "${mpi[@]}" "$carry/ep_exchange_bench" >"$out/exchange_bench.log" 2>&1
-      echo "== dispatch+combine bench rc=$?"; tail -25 "$out/exchange_bench.log"
-    fi
+    for run in 1 2 3; do
+      for np in 2 1; do
+        timeout 120 tests/mpi/mpirun.sh -np $np "$carry/ep_exchange_bench" --iters=25 \
+          >"$out/exchange_np${np}_$run.log" 2>&1
+        echo "== ep_exchange_bench np=$np run $run: rc=$?"
+        grep -v "^#  *$" "$out/exchange_np${np}_$run.log" | tail -16
+      done
+    done
     ;;
   study)
     gen_model

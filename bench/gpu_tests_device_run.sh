@@ -10,7 +10,7 @@ mkdir -p "$out"
 source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 failed=0
-for t in gpu_ops_test quant_gemv_test gpu_fusion_test gpu_model_test gpu_expert_cache_test \
+for t in gpu_ops_test quant_gemv_test gpu_fusion_test gpu_model_test gpu_expert_cache_test device_expert_exchange_test \
          nccl_communicator_test engine_device_test; do
   [[ -x $carry/$t ]] || { echo "== $t: not in $carry"; continue; }
   start=$SECONDS
