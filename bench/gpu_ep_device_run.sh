@@ -70,7 +70,9 @@ case $phase in
              --reps 3 --expert-cache-mb "$mb")
       timeout 150 "$bin" bench-decode "${cargs[@]}" >"$out/cache-np1.log" 2>&1
       echo "== capped np=1 rc=$?"; table "$out/cache-np1.log"
-      exchanges=(host) bench_np2 capped-np2 180 "${cargs[@]}"
+      exchanges=(host)  # the NCCL exchange takes no expert cache
+      bench_np2 capped-np2 180 "${cargs[@]}"
+      exchanges=(nccl host)
     fi
     for run in 1 2 3; do
       for np in 2 1; do
