@@ -6,16 +6,17 @@
 #          then run with one GPU per rank), and `tritmoe devices`;
 #   perf   on a DeepSeek-V3-shaped ud-1.58 model of LAYERS layers generated under /tmp:
 #          bench-decode --device cuda at np=1 and np=2 (--gpu-exchange nccl and host), batch 1,
-#          16, 64, 256; the same with each rank's GPU expert cache capped to what a 24 GiB card
-#          leaves (the budget bench-gpu-decode --card-gb 24 derives), np=1 and np=2 (host
-#          exchange: the NCCL one takes no cache); ep_exchange_bench (dispatch + combine on
-#          device buffers) at np=2 and np=1, three runs each;
+#          16, 64, 256; ep_exchange_bench (dispatch + combine on device buffers) at np=2 and
+#          np=1, three runs each;
+#   cache  on that model, each rank's GPU expert cache capped to what a 24 GiB card leaves (the
+#          budget bench-gpu-decode --card-gb 24 derives): bench-decode at np=1 and np=2 (host
+#          exchange: the NCCL one takes no cache), batch 1 and 16, prefill 4096;
 #   study  launch/study/study.py --device cuda --ranks 1,2 on that model; the study folder comes
 #          back as $OUT/study.tar.gz (plots and report afterwards: study.py --remodel,
 #          scaling_report.py --gpu-study).
 # Each step bounded by `timeout`; logs in $OUT; the compact results last on stdout.
 set -uo pipefail
-phase=${1:?usage: gpu_ep_device_run.sh tests|perf|study [CARRY_DIR] [LAYERS]}
+phase=${1:?usage: gpu_ep_device_run.sh tests|perf|cache|study [CARRY_DIR] [LAYERS]}
 carry=${2:-gpu-carry}
 layers=${3:-6}
 out=${OUT:-/tmp/gpu_out}
@@ -60,6 +61,17 @@ case $phase in
     timeout 90 "$bin" bench-decode "${args[@]}" >"$out/np1.log" 2>&1
     echo "== np=1 rc=$?"; table "$out/np1.log"
     bench_np2 np2 150 "${args[@]}"
+    for run in 1 2 3; do
+      for np in 2 1; do
+        timeout 60 tests/mpi/mpirun.sh -np $np "$carry/ep_exchange_bench" --iters=25 \
+          >"$out/exchange_np${np}_$run.log" 2>&1
+        echo "== ep_exchange_bench np=$np run $run: rc=$?"
+        grep -v "^#  *$" "$out/exchange_np${np}_$run.log" | tail -16
+      done
+    done
+    ;;
+  cache)
+    gen_model
     # The 24 GiB card's expert budget for this model (printed by bench-gpu-decode --card-gb).
     timeout 120 "$bin" bench-gpu-decode -m "$model" --card-gb 24 --batch 1 --prompt 64 \
       --context 64 --tokens 8 --reps 1 >"$out/card.log" 2>&1
@@ -71,17 +83,8 @@ case $phase in
       timeout 150 "$bin" bench-decode "${cargs[@]}" >"$out/cache-np1.log" 2>&1
       echo "== capped np=1 rc=$?"; table "$out/cache-np1.log"
       exchanges=(host)  # the NCCL exchange takes no expert cache
-      bench_np2 capped-np2 180 "${cargs[@]}"
-      exchanges=(nccl host)
+      bench_np2 capped-np2 240 "${cargs[@]}"
     fi
-    for run in 1 2 3; do
-      for np in 2 1; do
-        timeout 120 tests/mpi/mpirun.sh -np $np "$carry/ep_exchange_bench" --iters=25 \
-          >"$out/exchange_np${np}_$run.log" 2>&1
-        echo "== ep_exchange_bench np=$np run $run: rc=$?"
-        grep -v "^#  *$" "$out/exchange_np${np}_$run.log" | tail -16
-      done
-    done
     ;;
   study)
     gen_model
