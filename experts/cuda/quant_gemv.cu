@@ -731,6 +731,124 @@ struct Iq2xxs {
   }
 };
 
+// Every IQ2_XXS grid byte is in [1, 127]: then -g of all 8 bytes of an entry is one 32-bit
+// subtraction per word (Iq2xxsLean::Negate) with no borrow between bytes.
+constexpr bool Iq2xxsGridBytesInRange() {
+  for (uint64_t e : tables::kIq2xxsGrid) {
+    for (int k = 0; k < 8; ++k) {
+      const uint64_t b = (e >> (8 * k)) & 0xFF;
+      if (b < 1 || b > 127) return false;
+    }
+  }
+  return true;
+}
+static_assert(Iq2xxsGridBytesInRange(), "IQ2_XXS grid bytes must be in [1, 127]");
+
+// IQ2_XXS, lean decoder (the default; same tile as Iq2xxs, same A operands bit for bit). The
+// first decoder spends ~25 warp instructions per grid lookup on ALU work: an isolated 8-bit sign
+// byte with its parity, then per 4 elements a 4-bit split, a spread multiply, a mask, a second
+// multiply to 0xFF bytes, XOR and add. Here per lookup (8 elements):
+// * the sign masks (0xFF per negative element) come from two spread multiplies whose shifted
+//   copies of the 7-bit sign index occupy disjoint bit ranges (no carries), putting sign k at
+//   bit 7 of byte k, and one sign-replicating byte permute each (prmt with selector bit 3); the
+//   parity sign (bit 0 of popc) enters through the multiply-add's addend at bit 31;
+// * -grid of 4 bytes is one subtraction (every grid byte is in [1, 127], so no borrows) and the
+//   signed operand one LOP3 select;
+// * the 16 scales 2ls + 1 of a tile are formed once with byte SIMD (as Iq1sLean), one byte
+//   extract per sub-block and row instead of a shift, a mask and a multiply-add.
+// Shared-memory traffic is unchanged (one 8-byte grid entry per lookup): a sign table would save
+// ALU work but add a random-bank lookup per grid lookup, and the lookups' wavefronts are already
+// a co-limit of the IQ1_S decoder.
+struct Iq2xxsLean {
+  static constexpr int kTileBytes = Iq2xxs::kTileBytes;
+  static constexpr int kTableBytes = Iq2xxs::kTableBytes;
+  static constexpr bool kPrefetch = true;
+  static constexpr bool kNeedCorr = false;
+  using W = Iq2xxs::W;
+  __device__ static void LoadTable(uint8_t* smem) { Iq2xxs::LoadTable(smem); }
+  template <class Ld>
+  __device__ static void Load(W& w, const uint8_t* tile, const Lane& l) {
+    Iq2xxs::Load<Ld>(w, tile, l);
+  }
+  // Byte k of v, zero-extended.
+  template <int k>
+  __device__ static uint32_t Byte(uint32_t v) {
+    return Iq1sLean::Byte<k>(v);
+  }
+  // 0xFF in every byte of v whose bit 7 is set, 0x00 elsewhere.
+  __device__ static uint32_t SignBytes(uint32_t v) {
+    uint32_t r;
+    asm("prmt.b32 %0, %1, 0, 0xBA98;" : "=r"(r) : "r"(v));
+    return r;
+  }
+  // -g per byte of a word of grid bytes in [1, 127]: sum_k (256 - g_k) 256^k mod 2^32.
+  __device__ static uint32_t Negate(uint32_t g) { return 0x01010100u - g; }
+  // The A operands (elements 0..3 and 4..7) of grid lookup n: grid bytes times the signs of the
+  // 7-bit sign index s7 and of its parity (element 7).
+  template <int n>
+  __device__ static void Operands(const W& w, const uint8_t* smem, uint32_t& lo, uint32_t& hi) {
+    const uint32_t gi = Byte<n % 4>(w.gi[n / 4]);
+    const uint2 grid = *reinterpret_cast<const uint2*>(smem + gi * 8);
+    const uint32_t s7 = Bits<7 * n, 7>(w.sg);
+    // Bit k of s7 to bit 8k + 7 (k < 4): copies at shifts 7, 14, 21, 28 cover bits 7..13,
+    // 14..20, 21..27, 28..31.
+    const uint32_t m_lo = SignBytes(s7 * 0x10204080u);
+    // Bits 4, 5, 6 to bits 7, 15, 23 (copies at shifts 3, 10, 17: bits 3..9, 10..16, 17..23);
+    // the parity (bit 0 of popc) to bit 31.
+    const uint32_t m_hi = SignBytes(s7 * 0x00020408u + (static_cast<uint32_t>(__popc(s7)) << 31));
+    lo = (grid.x & ~m_lo) | (Negate(grid.x) & m_lo);
+    hi = (grid.y & ~m_hi) | (Negate(grid.y) & m_hi);
+  }
+  // kN tiles (row groups) times one activation fragment, interleaved sub-block by sub-block so
+  // that the warp has kN independent lookup -> MMA chains to issue from.
+  template <int kN>
+  __device__ static void ComputeN(const W (&w)[kN], const ActFrag& a, const uint8_t* smem,
+                                  const Lane&, float (*acc)[4]) {
+    // mg[n][h] byte j = 2ls + 1 of row g, sub-block 4h + j (even nibbles); m8: row g + 8 (odd).
+    uint32_t mg[kN][2], m8[kN][2];
+    int acc_i[kN][4];
+#pragma unroll
+    for (int n = 0; n < kN; ++n) {
+      mg[n][0] = ((w[n].ls.x << 1) & 0x1E1E1E1E) | 0x01010101;
+      m8[n][0] = ((w[n].ls.x >> 3) & 0x1E1E1E1E) | 0x01010101;
+      mg[n][1] = ((w[n].ls.y << 1) & 0x1E1E1E1E) | 0x01010101;
+      m8[n][1] = ((w[n].ls.y >> 3) & 0x1E1E1E1E) | 0x01010101;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc_i[n][i] = 0;
+    }
+    StaticFor<8>([&](auto ib_c) {
+      constexpr int ib = decltype(ib_c)::value;
+#pragma unroll
+      for (int n = 0; n < kN; ++n) {
+        uint32_t a0, a1, a2, a3;
+        Operands<2 * ib>(w[n], smem, a0, a2);
+        Operands<2 * ib + 1>(w[n], smem, a1, a3);
+        int c[4] = {0, 0, 0, 0};
+        MmaS8S8(c, a0, a1, a2, a3, a.q[2 * ib], a.q[2 * ib + 1]);
+        const int m0 = static_cast<int>(Byte<ib % 4>(mg[n][ib / 4]));
+        const int m1 = static_cast<int>(Byte<ib % 4>(m8[n][ib / 4]));
+        acc_i[n][0] += m0 * c[0];
+        acc_i[n][1] += m0 * c[1];
+        acc_i[n][2] += m1 * c[2];
+        acc_i[n][3] += m1 * c[3];
+      }
+    });
+#pragma unroll
+    for (int n = 0; n < kN; ++n) {
+      const float d0 = HalfLo(w[n].d) * 0.125f, d1 = HalfHi(w[n].d) * 0.125f;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        acc[n][i] += static_cast<float>(acc_i[n][i]) * ((i < 2 ? d0 : d1) * a.d[i & 1]);
+      }
+    }
+  }
+  __device__ static void Compute(const W& w, const ActFrag& a, const uint8_t* smem, const Lane& l,
+                                 float (&acc)[4]) {
+    const W ws[1] = {w};
+    ComputeN<1>(ws, a, smem, l, &acc);
+  }
+};
+
 // ---------------------------------------------------------------------------------------------
 // The GEMV kernel.
 
@@ -1157,7 +1275,8 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
         ActFrag a;
         LoadActShared<T::kNeedCorr>(a, st + P::kTiles * T::kTileBytes, nv, l);
         if constexpr (kRg == 2 && PairedCompute<T>::value) {
-          // Both row groups through one interleaved decode (IQ1_S); a lone last one alone.
+          // Both row groups through one interleaved decode (IQ1_S, IQ2_XXS); a lone last one
+          // alone.
           if (warp + kWarps < n_w) {
             typename T::W w[2];
             T::template Load<SharedLd>(w[0], st + warp * T::kTileBytes, l);
@@ -1391,6 +1510,44 @@ int Iq1sDecoder() {
   return c;
 }
 
+// IQ2_XXS's lean decoder likewise: two row groups per warp decoded interleaved (Iq2xxsLeanX, the
+// default) or one after the other (Iq2xxsLean2).
+struct Iq2xxsLean2 : Iq2xxsLean {};
+template <>
+struct PipeRowGroups<Iq2xxsLean2> {
+  static constexpr int value = 2;
+};
+struct Iq2xxsLeanX : Iq2xxsLean {};
+template <>
+struct PipeRowGroups<Iq2xxsLeanX> {
+  static constexpr int value = 2;
+};
+template <>
+struct PairedCompute<Iq2xxsLeanX> {
+  static constexpr bool value = true;
+};
+
+// IQ2_XXS decoder: 0 lean, two row groups per warp decoded interleaved when pipelined
+// (Iq2xxsLeanX); 1 the first one (Iq2xxs, kept for comparisons); 2 lean, one row group per warp
+// (Iq2xxsLean); 3 lean, two row groups per warp one after the other (Iq2xxsLean2).
+// TRITMOE_IQ2XXS_DECODER=new|old|lean1|lean2 picks one (benchmarks); tests call
+// SetIq2xxsDecoderForTesting.
+std::atomic<int> g_iq2xxs_decoder{-1};
+
+int Iq2xxsDecoder() {
+  int c = g_iq2xxs_decoder.load(std::memory_order_relaxed);
+  if (c < 0) {
+    c = 0;
+    if (const char* v = std::getenv("TRITMOE_IQ2XXS_DECODER")) {
+      if (std::strcmp(v, "old") == 0) c = 1;
+      if (std::strcmp(v, "lean1") == 0) c = 2;
+      if (std::strcmp(v, "lean2") == 0) c = 3;
+    }
+    g_iq2xxs_decoder.store(c, std::memory_order_relaxed);
+  }
+  return c;
+}
+
 template <class T>
 cudaError_t LaunchForType(const KernelParams& kp, cudaStream_t stream) {
   const int sms = GetLimits().sms;
@@ -1438,6 +1595,7 @@ cudaError_t LaunchForType(const KernelParams& kp, cudaStream_t stream) {
 
 void SetGemvKernelForTesting(int choice) { g_kernel_choice.store(choice); }
 void SetIq1sDecoderForTesting(int choice) { g_iq1s_decoder.store(choice); }
+void SetIq2xxsDecoderForTesting(int choice) { g_iq2xxs_decoder.store(choice); }
 
 cudaError_t LaunchQuantizeActivations(const float* x, int64_t n_rows, int cols, uint8_t* act,
                                       cudaStream_t stream) {
@@ -1497,7 +1655,16 @@ cudaError_t LaunchGemv(const GemvLaunch& g, cudaStream_t stream) {
     case kTypeTQ2_0:
       return LaunchForType<Tq2>(kp, stream);
     case kTypeIQ2_XXS:
-      return LaunchForType<Iq2xxs>(kp, stream);
+      switch (Iq2xxsDecoder()) {
+        case 1:
+          return LaunchForType<Iq2xxs>(kp, stream);
+        case 2:
+          return LaunchForType<Iq2xxsLean>(kp, stream);
+        case 3:
+          return LaunchForType<Iq2xxsLean2>(kp, stream);
+        default:
+          return LaunchForType<Iq2xxsLeanX>(kp, stream);
+      }
     case kTypeQ4_K:
       return LaunchForType<Q4k>(kp, stream);
     case kTypeQ6_K:

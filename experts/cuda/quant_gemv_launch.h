@@ -117,4 +117,10 @@ void SetGemvKernelForTesting(int choice);
 // other. All read the same tile layout and give bit-identical results.
 void SetIq1sDecoderForTesting(int choice);
 
+// Forces the IQ2_XXS tile decoder of later launches: 0 lean with two row groups per warp of the
+// pipelined kernel decoded interleaved (default), 1 the first decoder (for comparisons), 2 lean
+// with one row group per warp, 3 lean with two row groups per warp decoded one after the other.
+// All read the same tile layout and give bit-identical results.
+void SetIq2xxsDecoderForTesting(int choice);
+
 }  // namespace tritmoe::gpu_internal

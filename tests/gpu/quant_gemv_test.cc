@@ -412,13 +412,28 @@ TEST_P(QuantGemvGpuTest, DeepSeekExpertShapes) {
 }
 
 // The IQ1_S decoders (nibble, the first one; lean with 1 or 2 row groups per warp, interleaved
-// or not) compute the same integers in the same order: outputs must be bit-identical, and match the
-// exact twin. Rows are not a multiple of the pipelined kernel's tiles per CTA (4 or 8 warps x 2 row
-// groups), so CTAs with a partial set of row groups and a missing second row group per warp are
-// covered.
-void CheckIq1sDecodersAgree(const std::vector<int32_t>& offsets, int max_pairs) {
+// or not) compute the same integers in the same order, and so do the IQ2_XXS ones (the first one;
+// lean with 1 or 2 row groups per warp, interleaved or not): outputs must be bit-identical, and
+// match the exact twin. Rows are not a multiple of the pipelined kernel's tiles per CTA (4 or 8
+// warps x 2 row groups), so CTAs with a partial set of row groups and a missing second row group
+// per warp are covered.
+struct DecoderSet {
+  GgmlType type;
+  void (*set)(int);  // the *ForTesting setter; 0 restores the default
+  const int* ids;    // the first is the reference the others are compared with
+  int n;
+};
+const int kIq1sDecoders[] = {1, 0, 2, 3};
+const int kIq2xxsDecoders[] = {1, 0, 2, 3};
+const DecoderSet kDecoderSets[] = {
+    {GgmlType::kIQ1_S, &gpu_internal::SetIq1sDecoderForTesting, kIq1sDecoders, 4},
+    {GgmlType::kIQ2_XXS, &gpu_internal::SetIq2xxsDecoderForTesting, kIq2xxsDecoders, 4},
+};
+
+void CheckDecodersAgree(const DecoderSet& set, const std::vector<int32_t>& offsets, int max_pairs) {
+  SCOPED_TRACE(TypeName(set.type));
   std::mt19937 rng(5);
-  const GgmlType type = GgmlType::kIQ1_S;
+  const GgmlType type = set.type;
   const int n_experts = static_cast<int>(offsets.size()) - 1;
   const int64_t rows = 16 * 13 + 5, cols = 1536;
   std::vector<std::vector<uint8_t>> wq;
@@ -443,13 +458,13 @@ void CheckIq1sDecodersAgree(const std::vector<int32_t>& offsets, int max_pairs) 
   routing.expert_offsets = doff.as<int32_t>();
   routing.max_pairs_per_expert = max_pairs;
   std::vector<std::vector<float>> ys;
-  const int decoders[] = {1, 0, 2, 3};
-  for (int decoder : decoders) {
+  for (int i = 0; i < set.n; ++i) {
+    const int decoder = set.ids[i];
     SCOPED_TRACE("decoder " + std::to_string(decoder));
-    gpu_internal::SetIq1sDecoderForTesting(decoder);
+    set.set(decoder);
     dy.Fill(0xFF);
     const absl::Status st = GpuExpertGemv(dm.view, act, routing, dy.as<float>(), nullptr);
-    gpu_internal::SetIq1sDecoderForTesting(0);
+    set.set(0);
     ASSERT_TRUE(st.ok()) << st;
     TM_CHECK_CUDA(cudaDeviceSynchronize());
     std::vector<float> y(n_pairs * rows);
@@ -470,25 +485,31 @@ void CheckIq1sDecodersAgree(const std::vector<int32_t>& offsets, int max_pairs) 
   }
   for (size_t i = 1; i < ys.size(); ++i) {
     EXPECT_EQ(0, std::memcmp(ys[i].data(), ys[0].data(), ys[0].size() * 4))
-        << "decoder " << decoders[i];
+        << "decoder " << set.ids[i];
   }
 }
 
-TEST_P(QuantGemvGpuTest, Iq1sDecodersAgree) {
+TEST_P(QuantGemvGpuTest, DecodersAgree) {
   TM_SKIP_WITHOUT_GPU();
   // Expert 0: 1 pair (one-token items), expert 1: 11 pairs (two 8-token chunks), expert 2: 4.
-  CheckIq1sDecodersAgree({0, 1, 12, 16}, 11);
+  for (const DecoderSet& set : kDecoderSets) {
+    CheckDecodersAgree(set, {0, 1, 12, 16}, 11);
+    if (HasFatalFailure()) return;
+  }
 }
 
 // The automatic kernel choice with 40 one-pair experts: on an H200 (132 SMs) too few items for
 // two row groups per warp (80) but enough for one (160), so the two-row-group decoders fall back
 // to the pipelined kernel with one row group per warp.
-TEST(QuantGemvGpuAutoTest, Iq1sDecodersAgreeWithFewItems) {
+TEST(QuantGemvGpuAutoTest, DecodersAgreeWithFewItems) {
   TM_SKIP_WITHOUT_GPU();
   gpu_internal::SetGemvKernelForTesting(0);
   std::vector<int32_t> offsets(41);
   for (int e = 0; e <= 40; ++e) offsets[e] = e;
-  CheckIq1sDecodersAgree(offsets, 1);
+  for (const DecoderSet& set : kDecoderSets) {
+    CheckDecodersAgree(set, offsets, 1);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
 }
 
 std::string KernelName(const ::testing::TestParamInfo<int>& info) {
