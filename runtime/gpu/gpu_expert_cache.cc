@@ -80,6 +80,20 @@ int GpuExpertCache::IndexOf(int layer) const {
   return -1;
 }
 
+void GpuExpertCache::Assign(Layer& l, int s, int32_t e, bool prefetched) {
+  Slot& slot = l.slots[s];
+  if (slot.expert >= 0) {
+    l.slot_of[slot.expert] = -1;
+    ++l.stats.evictions;
+  }
+  slot.expert = e;
+  slot.prefetched_unused = prefetched;
+  slot.score = LrfuScore();
+  slot.score.Reference(l.clock, options_.lrfu_lambda);
+  l.slot_of[e] = s;
+  l.stats.bytes_read += l.src.gate_up->matrix_bytes() + l.src.down->matrix_bytes();
+}
+
 int GpuExpertCache::PickVictim(const Layer& l, const std::vector<bool>& pinned,
                                bool for_prefetch) const {
   int best = -1;
@@ -129,7 +143,6 @@ absl::StatusOr<int> GpuExpertCache::Begin(int li, std::span<const int32_t> exper
     pinned[s] = true;
     maps[e] = s;
   }
-  const int64_t bytes = l.src.gate_up->matrix_bytes() + l.src.down->matrix_bytes();
   for (int32_t e : misses) {
     int s = PickVictim(l, pinned, /*for_prefetch=*/false);
     if (s < 0) {  // every slot serves this round: the rest go to the next
@@ -139,21 +152,11 @@ absl::StatusOr<int> GpuExpertCache::Begin(int li, std::span<const int32_t> exper
       std::fill(maps, maps + n_expert_, -1);
       s = PickVictim(l, pinned, false);
     }
-    Slot& slot = l.slots[s];
-    if (slot.expert >= 0) {
-      l.slot_of[slot.expert] = -1;
-      ++l.stats.evictions;
-    }
-    slot.expert = e;
-    slot.prefetched_unused = false;
-    slot.score = LrfuScore();
-    slot.score.Reference(l.clock, options_.lrfu_lambda);
-    l.slot_of[e] = s;
+    Assign(l, s, e, /*prefetched=*/false);
     pinned[s] = true;
     maps[e] = s;
     rounds_.back().copies.push_back({e, s});
     ++l.stats.misses;
-    l.stats.bytes_read += bytes;
   }
   return static_cast<int>(rounds_.size());
 }
@@ -238,20 +241,10 @@ absl::Status GpuExpertCache::Prefetch(int li, std::span<const int32_t> experts) 
     }
     const int s = PickVictim(l, pinned, /*for_prefetch=*/true);
     if (s < 0) break;
-    Slot& slot = l.slots[s];
-    if (slot.expert >= 0) {
-      l.slot_of[slot.expert] = -1;
-      ++l.stats.evictions;
-    }
-    slot.expert = e;
-    slot.prefetched_unused = true;
-    slot.score = LrfuScore();
-    slot.score.Reference(l.clock, options_.lrfu_lambda);
-    l.slot_of[e] = s;
+    Assign(l, s, e, /*prefetched=*/true);
     pinned[s] = true;
     copies.push_back({e, s});
     ++l.stats.prefetched;
-    l.stats.bytes_read += l.src.gate_up->matrix_bytes() + l.src.down->matrix_bytes();
   }
   if (copies.empty()) return absl::OkStatus();
   RETURN_IF_ERROR(IssueCopies(l, copies));

@@ -146,6 +146,9 @@ class GpuExpertCache {
   // A slot for a new entry of layer l: an empty one first, else the least score among slots not
   // `pinned` (and not prefetched-unused when for_prefetch); -1 when none.
   int PickVictim(const Layer& l, const std::vector<bool>& pinned, bool for_prefetch) const;
+  // Puts expert e in slot s (evicting its expert, if any) with a fresh score referenced now, and
+  // counts the bytes its copy will read.
+  void Assign(Layer& l, int s, int32_t e, bool prefetched);
   absl::Status IssueCopies(Layer& l, std::span<const Copy> copies);
   CudaEvent* NextEvent();
 
