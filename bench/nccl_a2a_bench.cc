@@ -25,6 +25,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "bench/mpi_bench_main.h"
 #include "comm/mpi_communicator.h"
 #include "experts/cuda/device_buffer.h"
 #include "runtime/gpu/nccl_communicator.h"
@@ -148,22 +149,6 @@ absl::Status Run(MpiSession& mpi, const Options& o) {
 }  // namespace tritmoe
 
 int main(int argc, char** argv) {
-  tritmoe::Options o;
-  for (int i = 1; i < argc; ++i) {
-    if (absl::Status s = tritmoe::ParseFlag(argv[i], &o); !s.ok()) {
-      std::fprintf(stderr, "nccl_a2a_bench: %s\n", std::string(s.message()).c_str());
-      return 2;
-    }
-  }
-  if (absl::Status s = o.Validate(); !s.ok()) {
-    std::fprintf(stderr, "nccl_a2a_bench: %s\n", std::string(s.message()).c_str());
-    return 2;
-  }
-  auto mpi = tritmoe::MpiSession::Init();
-  if (!mpi.ok()) {
-    std::fprintf(stderr, "nccl_a2a_bench: %s\n", std::string(mpi.status().message()).c_str());
-    return 1;
-  }
-  if (absl::Status s = tritmoe::Run(**mpi, o); !s.ok()) (*mpi)->Abort(s);
-  return 0;
+  return tritmoe::MpiBenchMain<tritmoe::Options>("nccl_a2a_bench", argc, argv, tritmoe::ParseFlag,
+                                                 tritmoe::Run);
 }
