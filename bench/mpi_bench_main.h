@@ -4,12 +4,36 @@
 #pragma once
 
 #include <cstdio>
+#include <initializer_list>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "comm/mpi_communicator.h"
 
 namespace tritmoe {
+
+// One --name=value flag into the int field of that name; an unknown name or a value that is not
+// an integer is an error naming it.
+inline absl::Status ParseIntFlag(const std::string& arg,
+                                 std::initializer_list<std::pair<const char*, int*>> fields) {
+  const size_t eq = arg.find('=');
+  if (arg.rfind("--", 0) != 0 || eq == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("expected --name=value, got '", arg, "'"));
+  }
+  const std::string name = arg.substr(2, eq - 2), value = arg.substr(eq + 1);
+  for (const auto& [field_name, field] : fields) {
+    if (name != field_name) continue;
+    if (!absl::SimpleAtoi(value, field)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", name, ": not an integer: '", value, "'"));
+    }
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
+}
 
 template <class Options>
 int MpiBenchMain(const char* name, int argc, char** argv,

@@ -50,22 +50,11 @@ struct Options {
 };
 
 absl::Status ParseFlag(const std::string& arg, Options* o) {
-  const size_t eq = arg.find('=');
-  if (arg.rfind("--", 0) != 0 || eq == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("expected --name=value, got '", arg, "'"));
-  }
-  const std::string name = arg.substr(2, eq - 2), value = arg.substr(eq + 1);
-  int* field = name == "hidden"       ? &o->hidden
-               : name == "topk"       ? &o->topk
-               : name == "max_tokens" ? &o->max_tokens
-               : name == "iters"      ? &o->iters
-               : name == "warmup"     ? &o->warmup
-                                      : nullptr;
-  if (field == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
-  if (!absl::SimpleAtoi(value, field)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, ": not an integer: '", value, "'"));
-  }
-  return absl::OkStatus();
+  return ParseIntFlag(arg, {{"hidden", &o->hidden},
+                            {"topk", &o->topk},
+                            {"max_tokens", &o->max_tokens},
+                            {"iters", &o->iters},
+                            {"warmup", &o->warmup}});
 }
 
 // The 16-bit pattern sender `from` puts at element i of its block for `to` (bf16 payload bits;
