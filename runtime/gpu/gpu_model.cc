@@ -197,7 +197,8 @@ class GpuModel::Impl {
   // SwiGLU folded into down's activation quantization (into s.act_ws) where fusion is on and down
   // is tiled, else a SwiGLU kernel into s.act ([rows][ff]), then down. gu carries the input side
   // (x, rows, offsets, quantized records, slots), dn the output side (y, offsets, max_pairs,
-  // slots); the rest is set here. names: the profile's three op names (static strings).
+  // slots); the rest is set here. names: the profile's three op names (static strings); slots:
+  // one expert-cache round's.
   struct FfnScratch {
     float* gu = nullptr;
     float* act = nullptr;
@@ -212,7 +213,8 @@ class GpuModel::Impl {
   // The routed experts' ops, whichever path runs them.
   static constexpr FfnNames kExpertOps{"experts gate+up", "experts swiglu", "experts down"};
   absl::Status Ffn(int il, const FfnNames& names, const GpuLinear& gate_up, const GpuLinear& down,
-                   int64_t rows, LinearArgs gu, LinearArgs dn, const FfnScratch& s);
+                   int64_t rows, LinearArgs gu, LinearArgs dn, const FfnScratch& s,
+                   const GpuExpertSlots* slots = nullptr);
   FfnScratch StepScratch() { return {ws_.gu, ws_.ffn_act, ws_.act_tmp, ws_.act_tmp_bytes}; }
   absl::Status Head(const StepShape& s);
   absl::StatusOr<cudaGraphExec_t> Graph(const StepShape& s);
@@ -677,8 +679,14 @@ void GpuModel::Impl::FuseQuantization(int T, RmsNormParams* norm, GpuActivations
 
 absl::Status GpuModel::Impl::Ffn(int il, const FfnNames& names, const GpuLinear& gate_up,
                                  const GpuLinear& down, int64_t rows, LinearArgs gu, LinearArgs dn,
-                                 const FfnScratch& s) {
+                                 const FfnScratch& s, const GpuExpertSlots* slots) {
   cudaStream_t st = stream_->get();
+  if (slots != nullptr) {  // one cache round: its slots, experts outside it skipped
+    gu.slots = slots->gate_up;
+    gu.expert_slot = slots->expert_slot;
+    dn.slots = slots->down;
+    dn.expert_slot = slots->expert_slot;
+  }
   const int64_t ff = gate_up.rows() / 2;
   gu.y = s.gu;
   gu.y_stride = 2 * ff;
@@ -793,17 +801,11 @@ absl::Status GpuModel::Impl::Moe(int il, const StepShape& s, GpuActivations* h_a
     gu.quantized_out = h_act;
     if (h_act->data != nullptr) gu.quantized = h_act;
     LinearArgs dn;
-    if (slots != nullptr) {
-      gu.slots = slots->gate_up;
-      gu.expert_slot = slots->expert_slot;
-      dn.slots = slots->down;
-      dn.expert_slot = slots->expert_slot;
-    }
     dn.offsets = ws_.expert_offsets;
     dn.max_pairs = T;
     dn.y = ws_.y_down;
     dn.y_stride = D;
-    return Ffn(il, kExpertOps, lw.exp_gate_up, lw.exp_down, P, gu, dn, StepScratch());
+    return Ffn(il, kExpertOps, lw.exp_gate_up, lw.exp_down, P, gu, dn, StepScratch(), slots);
   };
   const bool shared = !lw.shared_gate_up.empty();
   auto shared_expert = [&]() -> absl::Status {
@@ -1137,18 +1139,12 @@ absl::Status GpuModel::Impl::ExchangedExpertGemvs(int il, int64_t R, int64_t max
   gu.act_workspace = ep_.act_ws.get();
   gu.act_workspace_bytes = ep_.act_ws_bytes;
   LinearArgs dn;
-  if (slots != nullptr) {
-    gu.slots = slots->gate_up;
-    gu.expert_slot = slots->expert_slot;
-    dn.slots = slots->down;
-    dn.expert_slot = slots->expert_slot;
-  }
   dn.offsets = ep_.offsets.as<int32_t>();
   dn.max_pairs = static_cast<int>(max_rows);
   dn.y = ep_.out.as<float>();
   dn.y_stride = D;
   return Ffn(il, kExpertOps, lw.exp_gate_up, lw.exp_down, R, gu, dn,
-             {ep_.gu.as<float>(), ep_.act.as<float>(), ep_.act_ws.get(), ep_.act_ws_bytes});
+             {ep_.gu.as<float>(), ep_.act.as<float>(), ep_.act_ws.get(), ep_.act_ws_bytes}, slots);
 }
 
 absl::Status GpuModel::Impl::ExchangeOnlyStep() {
