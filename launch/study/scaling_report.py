@@ -157,10 +157,11 @@ def gpu_summary(gpu_study):
         f"`{os.path.basename(gpu_study['model']['path'])}` served on "
         f"{', '.join(str(x['ranks']) for x in gpu_study['serve'])} rank(s), llama.cpp on the "
         "same file and GPU beside it (section \"Measured on GPUs\").",
-        "* **Not measured: more than one GPU.** Only one-GPU machines were lent, and "
-        "`--device cuda` serves from one GPU per job (expert parallelism over GPU ranks is not "
-        "implemented yet). The multi-GPU and multi-node rows in \"GPU predictions\" are the "
-        "cluster model's, with no measured error.",
+    ] + ([] if max(x["ranks"] for x in gpu_study["serve"]) > 1 else [
+        "* **Not measured: more than one GPU.** This study ran on one GPU. Expert parallelism "
+        "over GPU ranks exists (`mpirun -np N tritmoe serve --device cuda`, runtime/gpu/README.md) "
+        "but has not been measured on more than one GPU, so the multi-GPU and multi-node rows in "
+        "\"GPU predictions\" are the cluster model's, with no measured error."]) + [
         GPU_SUMMARY_END]
 
 

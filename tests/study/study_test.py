@@ -140,6 +140,9 @@ class StudyEndToEnd(unittest.TestCase):
         self.assertIn("**Measured (GPU)**: 1 x Fake GPU", text)
         self.assertLess(text.index("## Measured on GPUs"), text.index("## GPU predictions"))
         self.assertIn("only check its serving terms", text)
+        # The "not measured on more than one GPU" bullet only for a study of one rank.
+        self.assertEqual("Not measured: more than one GPU" in text,
+                         max(x["ranks"] for x in st["serve"]) == 1)
         for r in self.kind("serve"):  # every measured point, with its output tok/s
             self.assertIn(f"| {r['ranks']} | {r['concurrency']} | "
                           f"{float(r['output_tok_s']):.1f} |", text)
