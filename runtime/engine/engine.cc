@@ -185,6 +185,7 @@ class EngineImpl final : public Engine {
   absl::StatusOr<EngineStepResult> Step(const EngineStep& step) override;
   absl::StatusOr<RoutingStats> CollectRoutingStats() override;
   absl::StatusOr<std::optional<ExpertCacheStats>> CollectExpertCacheStats() override;
+  bool records_routing_stats() const override { return exchange_ != nullptr; }
   std::vector<ExpertPlacement> expert_placements() const override {
     return exchange_ != nullptr ? exchange_->placements() : device_placements_;
   }

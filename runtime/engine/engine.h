@@ -205,6 +205,9 @@ class Engine {
   virtual absl::StatusOr<RoutingStats> CollectRoutingStats() {
     return absl::UnimplementedError("this engine records no routing statistics");
   }
+  // Whether CollectRoutingStats has statistics to give: the CPU exchange and the host-staged GPU
+  // exchange record them; one rank without an exchange and the NCCL exchange do not.
+  virtual bool records_routing_stats() const { return false; }
   // The expert placement in use, one per MoE layer (empty for a model without MoE layers); with
   // CollectRoutingStats, input to LayerLoadImbalance (runtime/engine/expert_load.h).
   virtual std::vector<ExpertPlacement> expert_placements() const { return {}; }

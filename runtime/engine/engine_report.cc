@@ -51,6 +51,11 @@ absl::Status SaveEngineRoutingStats(Engine& engine, const std::string& path) {
 absl::StatusOr<std::string> LoadImbalanceReport(Engine& engine) {
   const std::vector<ExpertPlacement> current = engine.expert_placements();
   if (current.empty()) return std::string();
+  if (!engine.records_routing_stats()) {
+    return std::string(
+        "expert load per layer: not recorded on this path (routing statistics come from the CPU "
+        "and host-staged exchanges only)\n");
+  }
   ASSIGN_OR_RETURN(RoutingStats stats, engine.CollectRoutingStats());
   const int n_ranks = current[0].num_ranks(), n_experts = stats.num_experts();
   ASSIGN_OR_RETURN(std::vector<LayerLoad> now, LayerLoadImbalance(stats, current));

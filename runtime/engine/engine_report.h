@@ -36,7 +36,8 @@ absl::Status SaveEngineRoutingStats(Engine& engine, const std::string& path);
 
 // Lines on the routing recorded so far: per MoE layer, max/mean routed tokens per rank under the
 // engine's placement, and what contiguous and balanced (computed from these same counts, i.e.
-// in-sample) would give. Driver only, collective. Empty for a model without MoE layers.
+// in-sample) would give. Driver only, collective. Empty for a model without MoE layers; a line
+// saying so where the engine records no routing statistics (the NCCL exchange).
 absl::StatusOr<std::string> LoadImbalanceReport(Engine& engine);
 
 }  // namespace tritmoe
