@@ -1528,8 +1528,9 @@ struct PairedCompute<Iq2xxsLeanX> {
 };
 
 // IQ2_XXS decoder: 0 lean, two row groups per warp decoded interleaved when pipelined
-// (Iq2xxsLeanX); 1 the first one (Iq2xxs, kept for comparisons); 2 lean, one row group per warp
-// (Iq2xxsLean); 3 lean, two row groups per warp one after the other (Iq2xxsLean2).
+// (Iq2xxsLeanX); 1 the first one (Iq2xxs); 2 lean, one row group per warp (Iq2xxsLean); 3 lean,
+// two row groups per warp one after the other (Iq2xxsLean2). The default is the first one until
+// the lean ones have passed quant_gemv_test on a GPU (written without one; not yet run there).
 // TRITMOE_IQ2XXS_DECODER=new|old|lean1|lean2 picks one (benchmarks); tests call
 // SetIq2xxsDecoderForTesting.
 std::atomic<int> g_iq2xxs_decoder{-1};
@@ -1537,9 +1538,9 @@ std::atomic<int> g_iq2xxs_decoder{-1};
 int Iq2xxsDecoder() {
   int c = g_iq2xxs_decoder.load(std::memory_order_relaxed);
   if (c < 0) {
-    c = 0;
+    c = 1;
     if (const char* v = std::getenv("TRITMOE_IQ2XXS_DECODER")) {
-      if (std::strcmp(v, "old") == 0) c = 1;
+      if (std::strcmp(v, "new") == 0) c = 0;
       if (std::strcmp(v, "lean1") == 0) c = 2;
       if (std::strcmp(v, "lean2") == 0) c = 3;
     }
