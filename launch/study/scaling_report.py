@@ -78,10 +78,10 @@ def gpu_section(gdir, png_dir, rel, command, notes):
              "on the GPU machine; `tritmoe serve --device cuda` at "
              f"{', '.join(str(x['ranks']) for x in study['serve'])} rank(s), bench-serve with "
              f"random prompts of {s['input_len']} tokens and {s['output_len']} generated "
-             f"(ignore_eos), {s['repeat']} runs per level (median shown). With so few layers "
+             f"(ignore_eos), {s['repeat']} run(s) per level (median shown). With so few layers "
              "the lm_head and the per-step host work weigh more than in the 61-layer model: "
-             "read these as the serving stack's figures on one GPU, and docs/PERF.md's GPU "
-             "section for the 61-layer extrapolation (56 tok/s at batch 1).\n")
+             "read these as the serving stack's figures, and docs/PERF.md's GPU section for the "
+             "61-layer extrapolation.\n")
     L.append("```\n" + (command or " ".join(study.get("argv", []))) + "\n```\n")
     L.append(table(["", ""], [
         ["GPU", f"{gpus} (driver {m['gpus'][0].get('driver', '?') if m['gpus'] else '-'}, "
@@ -155,8 +155,9 @@ def gpu_summary(gpu_study):
         GPU_SUMMARY_BEGIN,
         f"* **Measured (GPU)**: {len(gm['gpus'])} x {gm['gpus'][0]['name']}, "
         f"`{os.path.basename(gpu_study['model']['path'])}` served on "
-        f"{', '.join(str(x['ranks']) for x in gpu_study['serve'])} rank(s), llama.cpp on the "
-        "same file and GPU beside it (section \"Measured on GPUs\").",
+        f"{', '.join(str(x['ranks']) for x in gpu_study['serve'])} rank(s)"
+        + (", llama.cpp on the same file and GPU beside it" if gpu_study.get("llama") else "")
+        + " (section \"Measured on GPUs\").",
     ] + ([] if max(x["ranks"] for x in gpu_study["serve"]) > 1 else [
         "* **Not measured: more than one GPU.** This study ran on one GPU. Expert parallelism "
         "over GPU ranks exists (`mpirun -np N tritmoe serve --device cuda`, runtime/gpu/README.md) "
@@ -169,7 +170,15 @@ GPU_SUMMARY_BEGIN, GPU_SUMMARY_END = "<!-- gpu-summary -->", "<!-- /gpu-summary 
 GPU_SECTION_BEGIN, GPU_SECTION_END = "<!-- gpu-section -->", "<!-- /gpu-section -->"
 
 
-def splice_gpu(page, summary, section):
+GPU_ERROR_UNKNOWN = ("* the model's error on GPUs is unknown until a 2-GPU point is measured (the "
+                     "one-GPU points above only check its serving terms); on the CPU its error is "
+                     "in the table above")
+GPU_ERROR_MEASURED = ("* the model's error on GPUs: against the measured multi-GPU points in "
+                      "\"Measured on GPUs\" above (its error table and notes); on the CPU its "
+                      "error is in the table above")
+
+
+def splice_gpu(page, summary, section, multi_gpu=False):
     """Puts a GPU study into an existing page: its summary replaces the "Not measured: GPUs"
     bullet (or the previous summary), its section goes before "## GPU predictions" (or replaces
     the previous one). For pages whose CPU study folder is gone."""
@@ -190,10 +199,9 @@ def splice_gpu(page, summary, section):
     text = put(text, GPU_SECTION_BEGIN, GPU_SECTION_END,
                "\n".join([GPU_SECTION_BEGIN] + section + [GPU_SECTION_END]), before_predictions)
     text = text.replace("* the model's error on GPUs is unknown until a 2-GPU point is measured; "
-                        "on the CPU its error is in the table above",
-                        "* the model's error on GPUs is unknown until a 2-GPU point is measured "
-                        "(the one-GPU points above only check its serving terms); on the CPU its "
-                        "error is in the table above")
+                        "on the CPU its error is in the table above", GPU_ERROR_UNKNOWN)
+    text = text.replace(GPU_ERROR_MEASURED if not multi_gpu else GPU_ERROR_UNKNOWN,
+                        GPU_ERROR_UNKNOWN if not multi_gpu else GPU_ERROR_MEASURED)
     with open(page, "w") as fo:
         fo.write(text.replace("\n\n\n", "\n\n"))
 
@@ -222,8 +230,9 @@ def main(argv=None):
         section = gpu_section(a.gpu_study, os.path.join(a.png_dir, "gpu"), rel + "/gpu",
                               a.gpu_command,
                               read_notes(a.gpu_notes_file) if a.gpu_notes_file else [])
-        splice_gpu(a.out, gpu_summary(json.load(open(os.path.join(a.gpu_study,
-                                                                  "study.json")))), section)
+        gpu_study = json.load(open(os.path.join(a.gpu_study, "study.json")))
+        splice_gpu(a.out, gpu_summary(gpu_study), section,
+                   multi_gpu=max(x["ranks"] for x in gpu_study["serve"]) > 1)
         print(f"spliced the GPU study into {a.out}")
         return 0
     if not a.study:
@@ -424,9 +433,7 @@ def main(argv=None):
                      "yes" if r["fits_memory"] == "True" else "**no**"] for r in pred]))
     L.append("\nAssumptions:\n")
     L += ["* " + x for x in study["gpu_model"]["assumptions"]]
-    L.append("* the model's error on GPUs is unknown until a 2-GPU point is measured (the "
-             "one-GPU points above only check its serving terms); on the CPU its error is in "
-             "the table above")
+    L.append(GPU_ERROR_UNKNOWN)
     L.append("")
     if a.note:
         L.append("## Reading the figures\n")

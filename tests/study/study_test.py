@@ -143,6 +143,11 @@ class StudyEndToEnd(unittest.TestCase):
         # The "not measured on more than one GPU" bullet only for a study of one rank.
         self.assertEqual("Not measured: more than one GPU" in text,
                          max(x["ranks"] for x in st["serve"]) == 1)
+        # The predictions' error bullet points at the measured points when there are several GPUs.
+        self.assertEqual("against the measured multi-GPU points" in text,
+                         max(x["ranks"] for x in st["serve"]) > 1)
+        self.assertNotEqual("unknown until a 2-GPU point" in text,
+                            max(x["ranks"] for x in st["serve"]) > 1)
         for r in self.kind("serve"):  # every measured point, with its output tok/s
             self.assertIn(f"| {r['ranks']} | {r['concurrency']} | "
                           f"{float(r['output_tok_s']):.1f} |", text)
