@@ -90,6 +90,7 @@ case $phase in
     gen_model
     export PYTHONUNBUFFERED=1
     timeout 540 python3 launch/study/study.py --tritmoe "$bin" --model "$model" --device cuda \
+      --exchange-bench "$carry/ep_exchange_bench" \
       --ranks 1,2 --concurrency 1,4,16,64 --input-len 128 --output-len 128 \
       --prompts-per-stream 4 --decode-reps 3 --no-plots --out /tmp/study-gpu2 2>&1 |
       tee "$out/study.log" | grep -v "^\s*$" | tail -40

@@ -83,6 +83,35 @@ def bench_a2a(tritmoe, mpirun, ranks, hidden, experts, topk, max_tokens, work, i
     return {"command": " ".join(cmd), "rows": rows}
 
 
+def parse_exchange_bench(text):
+    """ep_exchange_bench's table (bench/ep_exchange_bench.cc): one row per tokens-per-rank with
+    the dispatch and combine latencies of the GPU device exchange, in bench-a2a's row shape
+    (tokens_per_rank, dispatch_us_p50, combine_us_p50) so the cluster model takes either."""
+    rows = []
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) != 9 or not f[0].isdigit():
+            continue
+        rows.append({"tokens_per_rank": int(f[0]), "dispatch_bytes": int(f[1]),
+                     "combine_bytes": int(f[2]), "dispatch_us_p50": float(f[3]),
+                     "combine_us_p50": float(f[4]), "a2a_bf16_us": float(f[7]),
+                     "wrong": f[8]})
+    return rows
+
+
+def exchange_bench(binary, mpirun, ranks, work, max_tokens=4096, iters=25, timeout=300):
+    """The GPU device exchange's dispatch + combine per MoE layer at `ranks` ranks (one per GPU)."""
+    cmd = [mpirun, "-np", str(ranks), binary, f"--max_tokens={max_tokens}", f"--iters={iters}"]
+    text = _run(cmd, timeout, os.path.join(work, f"ep_exchange_bench_np{ranks}.log"))
+    rows = parse_exchange_bench(text)
+    if not rows:
+        raise BenchError("ep_exchange_bench printed no rows:\n" + text[-2000:])
+    bad = [r for r in rows if r["wrong"] != "0"]
+    if bad:
+        raise BenchError(f"ep_exchange_bench reported wrong values: {bad}")
+    return {"command": " ".join(cmd), "ranks": ranks, "rows": rows}
+
+
 _DECODE_ROW = re.compile(r"^\|\s*(prefill|decode)\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*([\d.]+)\s*\|"
                          r"\s*([\d.]+)\s*\|")
 _WEIGHTS = re.compile(r"weights: ([\d.]+) MB outside routed experts, ([\d.]+) MB per routed "

@@ -201,6 +201,9 @@ def model_rows(args, prof, study):
     """Cluster model at every measured serve point, with the measured figures and the error."""
     rows = []
     a2a = {r["ranks"]: r for r in study["a2a"]}
+    # GPU ranks exchange on device buffers (ep_exchange_bench), not through bench-a2a's MPI.
+    if args.device == "cuda":
+        a2a.update({r["ranks"]: r for r in study.get("device_exchange", [])})
     for rc in study["serve"]:
         n, t = rc["ranks"], rc["threads_per_rank"]
         share = None  # per level: ranks without sequences do not compete for the cores
@@ -210,7 +213,9 @@ def model_rows(args, prof, study):
         for item in rc["levels"]:
             lvl, summ = item["level"], item["metrics"]
             c = lvl["concurrency"]
-            share = cpu_share(t, min(n, c), args.cores, args.external_load)
+            # A GPU rank computes on its own GPU: no share of the host's cores to scale by.
+            share = (prof.calib_share if args.device == "cuda" else
+                     cpu_share(t, min(n, c), args.cores, args.external_load))
             imb = max(summ["imbalance"].values()) if summ["imbalance"] else None
             p = cluster_model.predict(prof, n, c, ex or _NoExchange(), share=share,
                                       imbalance=imb,
@@ -245,10 +250,13 @@ class _NoExchange:
         return 0.0
 
 
-def model_assumptions(args, prof):
+def model_assumptions(args, prof, device_exchange=False):
     return prof.assumptions() + [
-        "exchange: bench-a2a --dispatch-combine p50 latencies at the same rank count and the "
-        "model's shapes (float32 rows), interpolated at the per-rank tokens of a step",
+        ("exchange: ep_exchange_bench's dispatch + combine on device buffers (the GPU ranks' "
+         "NCCL exchange) at the same rank count, interpolated at the per-rank tokens of a step"
+         if device_exchange else
+         "exchange: bench-a2a --dispatch-combine p50 latencies at the same rank count and the "
+         "model's shapes (float32 rows), interpolated at the per-rank tokens of a step"),
         f"ranks on one host share {args.cores} cores and the memory bandwidth with other "
         f"tenants (external load {args.external_load:.1f} runnable threads: the 1-minute load "
         "average before the study); a rank of t threads gets t * min(1, cores / (external load "
@@ -321,6 +329,9 @@ def parse_args(argv):
                     help="threads per rank (0: cores / ranks, at least 1)")
     ap.add_argument("--mpirun", default=os.path.join(ROOT, "tests", "mpi", "mpirun.sh"))
     ap.add_argument("--a2a-max-tokens", type=int, default=64)
+    ap.add_argument("--exchange-bench",
+                    help="bench/ep_exchange_bench: with --device cuda, the GPU ranks' exchange "
+                         "cost for the cluster model (else bench-a2a's MPI one)")
     ap.add_argument("--a2a-v3", action="store_true",
                     help="also run bench-a2a at DeepSeek-V3 shapes (hidden 7168, 256 experts)")
     ap.add_argument("--decode-batches", type=int_list, default=None,
@@ -364,10 +375,20 @@ def llama_gpu_layers(args):
     return 999 if args.device == "cuda" else 0
 
 
-def remodel(folder, no_plots=False):
-    """Rebuild the model rows, CSV and plots of an existing study from its measurements."""
+def remodel(folder, no_plots=False, device_exchange=()):
+    """Rebuild the model rows, CSV and plots of an existing study from its measurements.
+    device_exchange: (ranks, ep_exchange_bench log) pairs measured apart from the study, added
+    to it (study.json keeps them) for GPU studies run without --exchange-bench."""
     with open(os.path.join(folder, "study.json")) as f:
         study = json.load(f)
+    for n, path in device_exchange:
+        with open(path) as f:
+            rows = benches.parse_exchange_bench(f.read())
+        if not rows:
+            raise SystemExit(f"study: {path}: no ep_exchange_bench rows")
+        study["device_exchange"] = [r for r in study.get("device_exchange", []) if r["ranks"] != n]
+        study["device_exchange"].append({"command": f"(imported from {os.path.basename(path)})",
+                                         "ranks": n, "rows": rows})
     args = argparse.Namespace(**study["settings"])
     args.out, args.no_plots = folder, no_plots
     args.external_load = study["machine"]["load_average_start"][0]
@@ -381,7 +402,12 @@ def main(argv=None):
     if argv[:1] == ["--remodel"]:
         if len(argv) < 2:
             raise SystemExit("study: --remodel needs the study folder")
-        return remodel(argv[1], no_plots="--no-plots" in argv)
+        imports = []
+        for x in argv[2:]:
+            if x.startswith("--device-exchange="):  # --device-exchange=RANKS:LOG
+                n, _, path = x.split("=", 1)[1].partition(":")
+                imports.append((int(n), path))
+        return remodel(argv[1], no_plots="--no-plots" in argv, device_exchange=imports)
     args = parse_args(argv)
     args.cores = len(os.sched_getaffinity(0))
     os.makedirs(args.out, exist_ok=True)
@@ -425,6 +451,10 @@ def main(argv=None):
                                   work)
             r.update({"ranks": n, "hidden": h, "experts": e, "top_k": k})
             study["a2a"].append(r)
+        if args.device == "cuda" and args.exchange_bench:
+            log(f"ep_exchange_bench np={n} (the GPU ranks' device exchange)")
+            study.setdefault("device_exchange", []).append(
+                benches.exchange_bench(args.exchange_bench, args.mpirun, n, work))
 
     # Compute input of the cluster model: one rank.
     threads1 = args.threads or args.cores
@@ -458,8 +488,11 @@ def finish(args, study):
     prof_dict = cpu_profile(args, shape, study["decode"], threads1)
     prof = cluster_model.Profile(prof_dict)
     model_only = [a for a in study["a2a"] if a["hidden"] == shape["hidden"]]
-    mrows = model_rows(args, prof, {"serve": study["serve"], "a2a": model_only})
-    study["cpu_model"] = {"profile": prof_dict, "assumptions": model_assumptions(args, prof),
+    mrows = model_rows(args, prof, {"serve": study["serve"], "a2a": model_only,
+                                    "device_exchange": study.get("device_exchange", [])})
+    device_exchange = args.device == "cuda" and bool(study.get("device_exchange"))
+    study["cpu_model"] = {"profile": prof_dict,
+                          "assumptions": model_assumptions(args, prof, device_exchange),
                           "rows": mrows}
     grows, gassume, gprof = gpu_rows(args)
     study["gpu_model"] = {"profile": gprof, "assumptions": gassume, "rows": grows,

@@ -465,6 +465,29 @@ class ClusterModelPieces(unittest.TestCase):
         self.assertTrue(close(ex.layer_s(4), want))
 
 
+class ExchangeBenchParsing(unittest.TestCase):
+    # ep_exchange_bench's table as printed on 2 H200s (bench/ep_exchange_bench.cc).
+    TEXT = """#   tokens     dispatch      combine   dispatch    combine        d+c     a2a bf16        a2a   #wrong
+#    /rank       B/rank       B/rank       (us)       (us)       (us)       B/rank       (us)
+         1        17152        57344       24.8       17.9       35.9       114688       13.8        0
+       128      2195456      7340032       34.8       56.9       88.0     14680064       48.0        0
+"""
+
+    def test_rows_in_bench_a2a_shape(self):
+        import benches
+        rows = benches.parse_exchange_bench(self.TEXT)
+        self.assertEqual([r["tokens_per_rank"] for r in rows], [1, 128])
+        self.assertEqual(rows[1]["dispatch_us_p50"], 34.8)
+        self.assertEqual(rows[1]["combine_us_p50"], 56.9)
+        self.assertEqual(rows[0]["wrong"], "0")
+        # The cluster model takes them as it takes bench-a2a's rows.
+        import cluster_model
+        ex = cluster_model.MeasuredExchange(rows)
+        self.assertAlmostEqual(ex.layer_s(1), 42.7e-6)
+        self.assertAlmostEqual(ex.layer_s(128), 91.7e-6)
+        self.assertEqual(benches.parse_exchange_bench("no table here\n"), [])
+
+
 class PromParsing(unittest.TestCase):
     def test_level_summary(self):
         def page(steps, step_sum, tok_sum, phase, imb):
