@@ -139,7 +139,6 @@ class StudyEndToEnd(unittest.TestCase):
         self.assertEqual(text.count(scaling_report.GPU_SECTION_BEGIN), 1)
         self.assertIn("**Measured (GPU)**: 1 x Fake GPU", text)
         self.assertLess(text.index("## Measured on GPUs"), text.index("## GPU predictions"))
-        self.assertIn("only check its serving terms", text)
         # The "not measured on more than one GPU" bullet only for a study of one rank.
         self.assertEqual("Not measured: more than one GPU" in text,
                          max(x["ranks"] for x in st["serve"]) == 1)
