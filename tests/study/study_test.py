@@ -348,6 +348,7 @@ class StudyBadInput(unittest.TestCase):
 
     def test_sigterm_mid_study_stops_the_server(self):
         out = os.path.join(ARGS.work, "interrupted")
+        shutil.rmtree(out, ignore_errors=True)  # a ports file left by an earlier run is not ours
         p = subprocess.Popen([sys.executable, os.path.join(STUDY, "study.py"), "--tritmoe",
                               ARGS.tritmoe, "--mpirun", ARGS.mpirun, "--out", out, "--no-plots",
                               "--model", tiny_model(), "--ranks", "2", "--concurrency", "1",
