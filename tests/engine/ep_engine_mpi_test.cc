@@ -144,18 +144,6 @@ double RelError(const std::vector<float>& a, const std::vector<float>& b) {
   return num / den;
 }
 
-EngineOptions Options(const std::string& path) {
-  EngineOptions o;
-  o.model_path = path;
-  o.model.threads = 1;
-  // An exact cache: with f16 the rounding of a cached latent row can flip on a float-order
-  // difference, and a sequence's batch-mates differ between ranks counts.
-  o.model.kv_type = KvCacheType::kF32;
-  o.max_tokens_per_step = 128;
-  o.max_sequences = 8;
-  return o;
-}
-
 absl::StatusOr<Trace> RunEngine(Engine& e) {
   Trace t;
   t.tokens.resize(6);
@@ -191,7 +179,7 @@ absl::StatusOr<Trace> RunEngine(Engine& e) {
 // The same steps through one Model with every expert, all sequences batched as the driver sent
 // them.
 absl::StatusOr<Trace> RunReference(const std::string& path) {
-  const EngineOptions eo = Options(path);
+  const EngineOptions eo = MpiTestEngineOptions(path);
   ASSIGN_OR_RETURN(std::unique_ptr<Model> m, Model::Load(path, eo.model));
   Trace t;
   t.tokens.resize(6);
@@ -247,7 +235,7 @@ absl::Status CheckModel(Communicator& comm, const std::string& path, const std::
   }
 
   std::unique_ptr<Engine> engine;
-  ASSIGN_OR_RETURN(engine, Engine::Create(Options(path), &comm));
+  ASSIGN_OR_RETURN(engine, Engine::Create(MpiTestEngineOptions(path), &comm));
   const int64_t loaded = engine->weight_bytes_loaded();
   if (loaded != replicated + experts) {
     return absl::InternalError(absl::StrCat(recipe, ": weight_bytes_loaded ", loaded,

@@ -37,13 +37,8 @@ namespace tritmoe {
 namespace {
 
 EngineOptions Options(const std::string& path, const std::string& placement) {
-  EngineOptions o;
-  o.model_path = path;
-  o.model.threads = 1;
-  o.model.kv_type = KvCacheType::kF32;  // exact: see ep_engine_mpi_test
+  EngineOptions o = MpiTestEngineOptions(path);
   o.placement = placement;
-  o.max_tokens_per_step = 128;
-  o.max_sequences = 8;
   return o;
 }
 

@@ -53,12 +53,7 @@ absl::Status RunSteps(Engine& e) {
 // collected statistics.
 absl::StatusOr<std::optional<ExpertCacheStats>> RunJob(Communicator& comm, const std::string& path,
                                                        int64_t budget_bytes) {
-  EngineOptions o;
-  o.model_path = path;
-  o.model.threads = 1;
-  o.model.kv_type = KvCacheType::kF32;
-  o.max_tokens_per_step = 128;
-  o.max_sequences = 8;
+  EngineOptions o = MpiTestEngineOptions(path);
   std::unique_ptr<ExpertStore> store;
   std::unique_ptr<CachedExpertSource> source;
   if (budget_bytes >= 0) {

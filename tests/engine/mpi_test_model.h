@@ -1,6 +1,6 @@
 // The tiny generated model the engine's MPI tests share: rank 0 writes DIR/tiny-RECIPE.gguf once
 // (aside and renamed: concurrent tests may generate the same, identical file), every rank waits
-// for it at a barrier and gets its path.
+// for it at a barrier and gets its path; and the engine options they run it with.
 #pragma once
 
 #include <unistd.h>
@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "comm/communicator.h"
+#include "runtime/engine/engine.h"
 #include "runtime/modelgen/model_generator.h"
 
 namespace tritmoe {
@@ -30,6 +31,19 @@ inline absl::StatusOr<std::string> EnsureTinyModel(Communicator& comm, const std
   }
   RETURN_IF_ERROR(comm.Barrier());
   return path;
+}
+
+// The engine options of these tests: one thread per rank, room for 8 sequences and 128 tokens a
+// step, and an exact KV cache (with f16 the rounding of a cached latent row can flip on a
+// float-order difference, and a sequence's batch-mates differ between rank counts).
+inline EngineOptions MpiTestEngineOptions(const std::string& path) {
+  EngineOptions o;
+  o.model_path = path;
+  o.model.threads = 1;
+  o.model.kv_type = KvCacheType::kF32;
+  o.max_tokens_per_step = 128;
+  o.max_sequences = 8;
+  return o;
 }
 
 }  // namespace tritmoe
