@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <utility>
 
 #include "experts/cuda/act_quant.cuh"
@@ -1449,19 +1450,28 @@ cudaError_t LaunchPipelined(const KernelParams& kp, int n_items, cudaStream_t st
 // per SM, else split-K.
 std::atomic<int> g_kernel_choice{-1};
 
-int KernelChoice() {
-  int c = g_kernel_choice.load(std::memory_order_relaxed);
-  if (c < 0) {
-    c = 0;
-    if (const char* v = std::getenv("TRITMOE_GEMV_KERNEL")) {
-      if (std::strcmp(v, "splitk") == 0) c = 1;
-      if (std::strcmp(v, "pipe4") == 0) c = 2;
-      if (std::strcmp(v, "pipe8") == 0) c = 3;
-      if (std::strcmp(v, "multi") == 0) c = 4;
+// A variant picked once per process from an environment variable (benchmarks): the index of its
+// value in `names`, or `fallback` when it is unset or names none. *cached keeps the choice (-1:
+// not read yet); the tests' setters overwrite it.
+int EnvChoice(std::atomic<int>* cached, const char* env, std::initializer_list<const char*> names,
+              int fallback) {
+  int c = cached->load(std::memory_order_relaxed);
+  if (c >= 0) return c;
+  c = fallback;
+  if (const char* v = std::getenv(env)) {
+    int i = 0;
+    for (const char* name : names) {
+      if (std::strcmp(v, name) == 0) c = i;
+      ++i;
     }
-    g_kernel_choice.store(c, std::memory_order_relaxed);
   }
+  cached->store(c, std::memory_order_relaxed);
   return c;
+}
+
+int KernelChoice() {
+  return EnvChoice(&g_kernel_choice, "TRITMOE_GEMV_KERNEL",
+                   {"auto", "splitk", "pipe4", "pipe8", "multi"}, 0);
 }
 
 // Row groups per warp of the pipelined kernel, per decoder.
@@ -1497,17 +1507,8 @@ struct PairedCompute<Iq1sLeanX> {
 std::atomic<int> g_iq1s_decoder{-1};
 
 int Iq1sDecoder() {
-  int c = g_iq1s_decoder.load(std::memory_order_relaxed);
-  if (c < 0) {
-    c = 0;
-    if (const char* v = std::getenv("TRITMOE_IQ1S_DECODER")) {
-      if (std::strcmp(v, "nibble") == 0) c = 1;
-      if (std::strcmp(v, "lean1") == 0) c = 2;
-      if (std::strcmp(v, "lean2") == 0) c = 3;
-    }
-    g_iq1s_decoder.store(c, std::memory_order_relaxed);
-  }
-  return c;
+  return EnvChoice(&g_iq1s_decoder, "TRITMOE_IQ1S_DECODER", {"lean", "nibble", "lean1", "lean2"},
+                   0);
 }
 
 // IQ2_XXS's lean decoder likewise: two row groups per warp decoded interleaved (Iq2xxsLeanX, the
@@ -1536,17 +1537,8 @@ struct PairedCompute<Iq2xxsLeanX> {
 std::atomic<int> g_iq2xxs_decoder{-1};
 
 int Iq2xxsDecoder() {
-  int c = g_iq2xxs_decoder.load(std::memory_order_relaxed);
-  if (c < 0) {
-    c = 1;
-    if (const char* v = std::getenv("TRITMOE_IQ2XXS_DECODER")) {
-      if (std::strcmp(v, "new") == 0) c = 0;
-      if (std::strcmp(v, "lean1") == 0) c = 2;
-      if (std::strcmp(v, "lean2") == 0) c = 3;
-    }
-    g_iq2xxs_decoder.store(c, std::memory_order_relaxed);
-  }
-  return c;
+  return EnvChoice(&g_iq2xxs_decoder, "TRITMOE_IQ2XXS_DECODER", {"new", "old", "lean1", "lean2"},
+                   1);
 }
 
 template <class T>
@@ -1590,6 +1582,23 @@ cudaError_t LaunchForType(const KernelParams& kp, cudaStream_t stream) {
   if (n_items * 4 >= target_warps || kp.nkb <= 4) return LaunchTyped<T, 4>(kp, n_items, stream);
   if (n_items * 8 >= target_warps || kp.nkb <= 8) return LaunchTyped<T, 8>(kp, n_items, stream);
   return LaunchTyped<T, 16>(kp, n_items, stream);
+}
+
+// Decoder variant `choice` of one type (quant_gemv_launch.h's numbering): 0 lean with two row
+// groups per warp decoded interleaved, 1 the first decoder, 2 lean with one row group per warp,
+// 3 lean with two one after the other.
+template <class Lean, class First, class Lean1, class Lean2>
+cudaError_t LaunchDecoder(int choice, const KernelParams& kp, cudaStream_t stream) {
+  switch (choice) {
+    case 1:
+      return LaunchForType<First>(kp, stream);
+    case 2:
+      return LaunchForType<Lean1>(kp, stream);
+    case 3:
+      return LaunchForType<Lean2>(kp, stream);
+    default:
+      return LaunchForType<Lean>(kp, stream);
+  }
 }
 
 }  // namespace
@@ -1641,31 +1650,14 @@ cudaError_t LaunchGemv(const GemvLaunch& g, cudaStream_t stream) {
   if (kp.max_chunks <= 0 || kp.n_rg <= 0 || kp.nkb <= 0) return cudaSuccess;
   switch (g.type_id) {
     case kTypeIQ1_S:
-      switch (Iq1sDecoder()) {
-        case 1:
-          return LaunchForType<Iq1s>(kp, stream);
-        case 2:
-          return LaunchForType<Iq1sLean>(kp, stream);
-        case 3:
-          return LaunchForType<Iq1sLean2>(kp, stream);
-        default:
-          return LaunchForType<Iq1sLeanX>(kp, stream);
-      }
+      return LaunchDecoder<Iq1sLeanX, Iq1s, Iq1sLean, Iq1sLean2>(Iq1sDecoder(), kp, stream);
     case kTypeTQ1_0:
       return LaunchForType<Tq1>(kp, stream);
     case kTypeTQ2_0:
       return LaunchForType<Tq2>(kp, stream);
     case kTypeIQ2_XXS:
-      switch (Iq2xxsDecoder()) {
-        case 1:
-          return LaunchForType<Iq2xxs>(kp, stream);
-        case 2:
-          return LaunchForType<Iq2xxsLean>(kp, stream);
-        case 3:
-          return LaunchForType<Iq2xxsLean2>(kp, stream);
-        default:
-          return LaunchForType<Iq2xxsLeanX>(kp, stream);
-      }
+      return LaunchDecoder<Iq2xxsLeanX, Iq2xxs, Iq2xxsLean, Iq2xxsLean2>(Iq2xxsDecoder(), kp,
+                                                                         stream);
     case kTypeQ4_K:
       return LaunchForType<Q4k>(kp, stream);
     case kTypeQ6_K:
