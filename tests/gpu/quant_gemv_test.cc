@@ -205,6 +205,38 @@ void CheckOutput(float got, const Expected& e, ErrorStats* stats, const std::str
   ++stats->checked;
 }
 
+// n random experts of `type`, rows x cols each: their bytes and their dequantized values.
+struct RandomExperts {
+  std::vector<std::vector<uint8_t>> q;
+  std::vector<std::vector<float>> w;
+  RandomExperts(GgmlType type, int n, int64_t rows, int64_t cols, std::mt19937& rng) {
+    for (int e = 0; e < n; ++e) {
+      q.push_back(RandomRows(type, rows, cols, rng));
+      w.push_back(Dequantize(type, q.back(), rows, cols));
+    }
+  }
+};
+
+// A grouped launch's outputs y [pairs][rows] against the exact twin: expert e's pairs are
+// offsets[e] .. offsets[e + 1], pair p reads activation row x_rows[p] (row p when x_rows is
+// empty). Returns at the first fatal failure.
+void CheckGroupedOutputs(const std::vector<float>& y, const std::vector<std::vector<float>>& w,
+                         const std::vector<float>& x, const QuantizedX& xq,
+                         const std::vector<int32_t>& offsets, const std::vector<int32_t>& x_rows,
+                         int64_t rows, int64_t cols, ErrorStats* stats) {
+  for (size_t e = 0; e + 1 < offsets.size(); ++e) {
+    for (int p = offsets[e]; p < offsets[e + 1]; ++p) {
+      for (int64_t r = 0; r < rows; ++r) {
+        CheckOutput(y[p * rows + r],
+                    Twin(&w[e][r * cols], x, xq, x_rows.empty() ? p : x_rows[p], cols), stats,
+                    "expert " + std::to_string(e) + " pair " + std::to_string(p) +
+                        " r=" + std::to_string(r));
+        if (::testing::Test::HasFatalFailure()) return;
+      }
+    }
+  }
+}
+
 std::vector<float> RandomX(int64_t rows, int64_t cols, std::mt19937& rng) {
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::vector<float> x(rows * cols);
@@ -309,13 +341,8 @@ TEST_P(QuantGemvGpuTest, GroupedExpertsMatchCpuTwins) {
   const int64_t rows = 48, cols = 1024;
   for (GgmlType type : kTypes) {
     SCOPED_TRACE(TypeName(type));
-    std::vector<std::vector<uint8_t>> wq;
-    std::vector<std::vector<float>> w;
-    for (int e = 0; e < n_experts; ++e) {
-      wq.push_back(RandomRows(type, rows, cols, rng));
-      w.push_back(Dequantize(type, wq.back(), rows, cols));
-    }
-    DeviceMatrix dm = Upload(type, wq, rows, cols);
+    const RandomExperts ex(type, n_experts, rows, cols, rng);
+    DeviceMatrix dm = Upload(type, ex.q, rows, cols);
     // Routing: every token picks top_k distinct experts among 0..n_experts-2 (the last expert
     // gets no pairs); expert 2 is picked by every token, so it has 12 pairs (two 8-token chunks).
     std::vector<std::vector<int>> by_expert(n_experts);
@@ -357,17 +384,8 @@ TEST_P(QuantGemvGpuTest, GroupedExpertsMatchCpuTwins) {
     std::vector<float> y(n_pairs * rows);
     dy.CopyToHost(y.data(), y.size() * 4);
     ErrorStats stats;
-    for (int e = 0; e < n_experts; ++e) {
-      for (int p = offsets[e]; p < offsets[e + 1]; ++p) {
-        for (int64_t r = 0; r < rows; ++r) {
-          const Expected ex = Twin(&w[e][r * cols], x, xq, x_rows[p], cols);
-          CheckOutput(y[p * rows + r], ex, &stats,
-                      "expert " + std::to_string(e) + " pair " + std::to_string(p) +
-                          " r=" + std::to_string(r));
-          if (HasFatalFailure()) return;
-        }
-      }
-    }
+    CheckGroupedOutputs(y, ex.w, x, xq, offsets, x_rows, rows, cols, &stats);
+    if (HasFatalFailure()) return;
     EXPECT_EQ(stats.checked, n_pairs * rows);
     EXPECT_LT(std::sqrt(stats.err2 / stats.ref2), 2e-2);
   }
@@ -436,13 +454,8 @@ void CheckDecodersAgree(const DecoderSet& set, const std::vector<int32_t>& offse
   const GgmlType type = set.type;
   const int n_experts = static_cast<int>(offsets.size()) - 1;
   const int64_t rows = 16 * 13 + 5, cols = 1536;
-  std::vector<std::vector<uint8_t>> wq;
-  std::vector<std::vector<float>> w;
-  for (int e = 0; e < n_experts; ++e) {
-    wq.push_back(RandomRows(type, rows, cols, rng));
-    w.push_back(Dequantize(type, wq.back(), rows, cols));
-  }
-  DeviceMatrix dm = Upload(type, wq, rows, cols);
+  const RandomExperts ex(type, n_experts, rows, cols, rng);
+  DeviceMatrix dm = Upload(type, ex.q, rows, cols);
   const int64_t n_pairs = offsets.back();
   const std::vector<float> x = RandomX(n_pairs, cols, rng);
   const QuantizedX xq = QuantizeX(x, n_pairs, cols);
@@ -470,16 +483,8 @@ void CheckDecodersAgree(const DecoderSet& set, const std::vector<int32_t>& offse
     std::vector<float> y(n_pairs * rows);
     dy.CopyToHost(y.data(), y.size() * 4);
     ErrorStats stats;
-    for (int e = 0; e < n_experts; ++e) {
-      for (int p = offsets[e]; p < offsets[e + 1]; ++p) {
-        for (int64_t r = 0; r < rows; ++r) {
-          CheckOutput(y[p * rows + r], Twin(&w[e][r * cols], x, xq, p, cols), &stats,
-                      "expert " + std::to_string(e) + " pair " + std::to_string(p) +
-                          " r=" + std::to_string(r));
-          if (::testing::Test::HasFatalFailure()) return;
-        }
-      }
-    }
+    CheckGroupedOutputs(y, ex.w, x, xq, offsets, {}, rows, cols, &stats);
+    if (::testing::Test::HasFatalFailure()) return;
     EXPECT_EQ(stats.checked, n_pairs * rows);
     ys.push_back(std::move(y));
   }
