@@ -437,7 +437,7 @@ TEST_P(QuantGemvGpuTest, DeepSeekExpertShapes) {
 // per warp are covered.
 struct DecoderSet {
   GgmlType type;
-  void (*set)(int);  // the *ForTesting setter; 0 restores the default
+  void (*set)(int);  // the *ForTesting setter; -1 restores the default
   const int* ids;    // the first is the reference the others are compared with
   int n;
 };
@@ -477,7 +477,7 @@ void CheckDecodersAgree(const DecoderSet& set, const std::vector<int32_t>& offse
     set.set(decoder);
     dy.Fill(0xFF);
     const absl::Status st = GpuExpertGemv(dm.view, act, routing, dy.as<float>(), nullptr);
-    set.set(0);
+    set.set(-1);  // IQ2_XXS's default is its first decoder (1), not 0
     ASSERT_TRUE(st.ok()) << st;
     TM_CHECK_CUDA(cudaDeviceSynchronize());
     std::vector<float> y(n_pairs * rows);
