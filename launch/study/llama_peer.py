@@ -192,6 +192,7 @@ def main(argv=None):
         st = json.load(f)
     s = st["settings"]
     work = os.path.join(a.study, "logs")
+    os.makedirs(work, exist_ok=True)  # a study copied without its logs/
     peer = run(a.bin, st["model"]["path"], a.threads or s["cores"], s["concurrency"],
                s["input_len"], s["output_len"], work, gpu_layers=a.gpu_layers)
     st["llama"] = peer
