@@ -161,6 +161,7 @@ absl::Status GpuExpertGemv(const GpuWeightView& w, const GpuActivations& x,
   g.y_rows = routing.y_rows;
   g.expert_slot = routing.expert_slot;
   g.max_tokens_per_expert = routing.max_pairs_per_expert;
+  g.total_pairs = routing.total_pairs;
   g.act = static_cast<const uint8_t*>(x.data);
   g.y = y;
   g.y_stride = y_stride != 0 ? y_stride : w.rows;

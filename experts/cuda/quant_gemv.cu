@@ -28,6 +28,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <type_traits>
 #include <utility>
 
 #include "experts/cuda/act_quant.cuh"
@@ -349,6 +350,49 @@ struct Iq1sLean {
     const W ws[1] = {w};
     ComputeN<1>(ws, a, smem, l, &acc);
   }
+  // A tile decoded once for several token chunks (GemvMultiKernel): the A operands, correction
+  // operands and row scales ComputeN forms, so Apply gives bit-identical sums.
+  struct D {
+    uint32_t a[8][4];
+    uint32_t ca0, ca1;
+    float d0, d1;
+  };
+  __device__ static void Decode(const W& w, const uint8_t* smem, const Lane& l, D& d) {
+    const uint32_t mg[2] = {((w.sc.x << 1) & 0x0E0E0E0E) | 0x01010101,
+                            ((w.sc.y << 1) & 0x0E0E0E0E) | 0x01010101};
+    const uint32_t m8[2] = {((w.sc.x >> 3) & 0x0E0E0E0E) | 0x01010101,
+                            ((w.sc.y >> 3) & 0x0E0E0E0E) | 0x01010101};
+    StaticFor<8>([&](auto ib_c) {
+      constexpr int ib = decltype(ib_c)::value;
+      const uint32_t e0 = *reinterpret_cast<const uint32_t*>(smem + Iq1s::Offset<2 * ib>(w));
+      const uint32_t e1 = *reinterpret_cast<const uint32_t*>(smem + Iq1s::Offset<2 * ib + 1>(w));
+      const uint32_t m0 = Byte<ib % 4>(mg[ib / 4]), m1 = Byte<ib % 4>(m8[ib / 4]);
+      d.a[ib][0] = (e0 & 0x0F0F0F0F) * m0;
+      d.a[ib][1] = (e1 & 0x0F0F0F0F) * m1;
+      d.a[ib][2] = ((e0 >> 4) & 0x0F0F0F0F) * m0;
+      d.a[ib][3] = ((e1 >> 4) & 0x0F0F0F0F) * m1;
+    });
+    const uint32_t* corr = reinterpret_cast<const uint32_t*>(smem + kGridBytes);
+    const uint32_t v = (l.t < 2 ? w.sc.x : w.sc.y) >> (16 * (l.t & 1));
+    const uint32_t k0 = corr[v & 0xFF], k1 = corr[(v >> 8) & 0xFF];
+    d.ca0 = __byte_perm(k0, k1, 0x5410);
+    d.ca1 = __byte_perm(k0, k1, 0x7632);
+    d.d0 = HalfLo(w.d) * 0.125f;
+    d.d1 = HalfHi(w.d) * 0.125f;
+  }
+  __device__ static void Apply(const D& d, const ActFrag& a, const Lane&, float (&acc)[4]) {
+    int c[4] = {0, 0, 0, 0};
+#pragma unroll
+    for (int ib = 0; ib < 8; ++ib) {
+      MmaU8S8(c, d.a[ib][0], d.a[ib][1], d.a[ib][2], d.a[ib][3], a.q[2 * ib], a.q[2 * ib + 1]);
+    }
+    int k[4];
+    CorrectionMma(k, d.ca0, d.ca1, a.corr_lo, a.corr_hi);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      acc[i] += static_cast<float>(8 * c[i] + k[i]) * ((i < 2 ? d.d0 : d.d1) * a.d[i & 1]);
+    }
+  }
 };
 
 // TQ2_0 tile (1056 B): [0,1024) lane*32: for rows g, g+8 (rsel) and halves h: the 8 qs bytes
@@ -457,28 +501,41 @@ struct Tq1 {
     const uint32_t y23 = ((x * 0x001B0009u) & 0x00FF00FF) * 3;  // 9x, 27x
     return __byte_perm(y01, y23, 0x7531);
   }
-  __device__ static void Compute(const W& w, const ActFrag& a, const uint8_t*, const Lane&,
-                                 float (&acc)[4]) {
+  // The trits of rows g (r0) and g + 8 (r1) as A registers; decoded once per tile for several
+  // token chunks (GemvMultiKernel), or per call by Compute.
+  struct D {
     uint32_t r0[16], r1[16];
-    Trits5<0>(w.w[0], r0);
-    Trits5<5>(w.w[1], r0);
-    Trits5<10>(w.w[4], r0);
-    r0[15] = Trits4(w.x & 0xFF);
-    Trits5<0>(w.w[2], r1);
-    Trits5<5>(w.w[3], r1);
-    Trits5<10>(w.w[5], r1);
-    r1[15] = Trits4(w.x >> 8);
+    float d0, d1;
+  };
+  __device__ static void Decode(const W& w, const uint8_t*, const Lane&, D& d) {
+    Trits5<0>(w.w[0], d.r0);
+    Trits5<5>(w.w[1], d.r0);
+    Trits5<10>(w.w[4], d.r0);
+    d.r0[15] = Trits4(w.x & 0xFF);
+    Trits5<0>(w.w[2], d.r1);
+    Trits5<5>(w.w[3], d.r1);
+    Trits5<10>(w.w[5], d.r1);
+    d.r1[15] = Trits4(w.x >> 8);
+    d.d0 = HalfLo(w.d);
+    d.d1 = HalfHi(w.d);
+  }
+  __device__ static void Apply(const D& d, const ActFrag& a, const Lane&, float (&acc)[4]) {
     int c[4] = {0, 0, 0, 0};
 #pragma unroll
     for (int ib = 0; ib < 8; ++ib) {
-      MmaU8S8(c, r0[2 * ib], r1[2 * ib], r0[2 * ib + 1], r1[2 * ib + 1], a.q[2 * ib],
+      MmaU8S8(c, d.r0[2 * ib], d.r1[2 * ib], d.r0[2 * ib + 1], d.r1[2 * ib + 1], a.q[2 * ib],
               a.q[2 * ib + 1]);
     }
-    const float d0 = HalfLo(w.d), d1 = HalfHi(w.d);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      acc[i] += static_cast<float>(c[i] - a.sum[i & 1]) * ((i < 2 ? d0 : d1) * a.d[i & 1]);
+      acc[i] += static_cast<float>(c[i] - a.sum[i & 1]) * ((i < 2 ? d.d0 : d.d1) * a.d[i & 1]);
     }
+  }
+  __device__ static void Compute(const W& w, const ActFrag& a, const uint8_t* smem, const Lane& l,
+                                 float (&acc)[4]) {
+    D d;
+    Decode(w, smem, l, d);
+    Apply(d, a, l, acc);
   }
 };
 
@@ -848,6 +905,68 @@ struct Iq2xxsLean {
     const W ws[1] = {w};
     ComputeN<1>(ws, a, smem, l, &acc);
   }
+  // A tile decoded once for several token chunks (GemvMultiKernel): ComputeN's A operands and
+  // scale bytes, so Apply gives bit-identical sums.
+  struct D {
+    uint32_t a[8][4];
+    uint32_t mg[2], m8[2];
+    float d0, d1;
+  };
+  __device__ static void Decode(const W& w, const uint8_t* smem, const Lane&, D& d) {
+    d.mg[0] = ((w.ls.x << 1) & 0x1E1E1E1E) | 0x01010101;
+    d.m8[0] = ((w.ls.x >> 3) & 0x1E1E1E1E) | 0x01010101;
+    d.mg[1] = ((w.ls.y << 1) & 0x1E1E1E1E) | 0x01010101;
+    d.m8[1] = ((w.ls.y >> 3) & 0x1E1E1E1E) | 0x01010101;
+    StaticFor<8>([&](auto ib_c) {
+      constexpr int ib = decltype(ib_c)::value;
+      Operands<2 * ib>(w, smem, d.a[ib][0], d.a[ib][2]);
+      Operands<2 * ib + 1>(w, smem, d.a[ib][1], d.a[ib][3]);
+    });
+    d.d0 = HalfLo(w.d) * 0.125f;
+    d.d1 = HalfHi(w.d) * 0.125f;
+  }
+  __device__ static void Apply(const D& d, const ActFrag& a, const Lane&, float (&acc)[4]) {
+    int acc_i[4] = {0, 0, 0, 0};
+    StaticFor<8>([&](auto ib_c) {
+      constexpr int ib = decltype(ib_c)::value;
+      int c[4] = {0, 0, 0, 0};
+      MmaS8S8(c, d.a[ib][0], d.a[ib][1], d.a[ib][2], d.a[ib][3], a.q[2 * ib], a.q[2 * ib + 1]);
+      const int m0 = static_cast<int>(Byte<ib % 4>(d.mg[ib / 4]));
+      const int m1 = static_cast<int>(Byte<ib % 4>(d.m8[ib / 4]));
+      acc_i[0] += m0 * c[0];
+      acc_i[1] += m0 * c[1];
+      acc_i[2] += m1 * c[2];
+      acc_i[3] += m1 * c[3];
+    });
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      acc[i] += static_cast<float>(acc_i[i]) * ((i < 2 ? d.d0 : d.d1) * a.d[i & 1]);
+    }
+  }
+};
+
+// A weight tile as GemvMultiKernel multiplies it with several token chunks. Types whose decode
+// is most of a tile's work (grid lookups, base-3 trits) define D / Decode / Apply and are decoded
+// once per tile; for the others the loaded registers are kept and Apply is T::Compute, which
+// re-derives its cheap operands (masks and shifts) per chunk.
+template <class T, class = void>
+struct Decoded {
+  typename T::W w;
+  __device__ void Decode(const typename T::W& in, const uint8_t*, const Lane&) { w = in; }
+  __device__ void Apply(const ActFrag& a, const uint8_t* smem, const Lane& l,
+                        float (&acc)[4]) const {
+    T::Compute(w, a, smem, l, acc);
+  }
+};
+template <class T>
+struct Decoded<T, std::void_t<typename T::D>> {
+  typename T::D d;
+  __device__ void Decode(const typename T::W& in, const uint8_t* smem, const Lane& l) {
+    T::Decode(in, smem, l, d);
+  }
+  __device__ void Apply(const ActFrag& a, const uint8_t*, const Lane& l, float (&acc)[4]) const {
+    T::Apply(d, a, l, acc);
+  }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1018,9 +1137,9 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
 
 // Split-K over several token chunks: as GemvKernel, but an item covers kChunks consecutive
 // 8-token chunks of its expert, and every weight tile a warp loads is multiplied with all of
-// them, so a step of up to 8 * kChunks tokens reads the weights once instead of once per chunk.
-// For the 4.5+ bpw types (no register prefetch), used when a launch has more than 8 tokens per
-// matrix.
+// them, so a step of up to 8 * kChunks tokens reads the weights once instead of once per chunk,
+// and decodes them once (Decoded<T>) where the decode is the expensive part. Used when a launch
+// has more than 8 tokens per matrix (prefill, large decode batches).
 template <class T, int kWarps, int kChunks>
 __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
     GemvMultiKernel(const KernelParams p) {
@@ -1075,12 +1194,14 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
     for (int kb = warp; kb < p.nkb; kb += kWarps) {
       typename T::W w;
       T::template Load<GlobalLd>(w, wbase + kb * T::kTileBytes, l);
+      Decoded<T> dt;
+      dt.Decode(w, table, l);
 #pragma unroll
       for (int c = 0; c < kChunks; ++c) {
         if (nv[c] > 0) {
           ActFrag a;
           LoadAct<T::kNeedCorr>(a, p, kb, xb[c], xc0[c], xc1[c], l);
-          T::Compute(w, a, table, l, acc[c]);
+          dt.Apply(a, table, l, acc[c]);
         }
       }
     }
@@ -1129,12 +1250,18 @@ struct PairedCompute {
 // needs ~64 KB in flight per SM). The activations of a column block are loaded once per CTA and
 // shared by its warps. No split-K, so no reduction. With kRg > 1 each warp owns kRg row groups
 // (tiles warp, warp + kWarps, ...) and multiplies them with one activation fragment, which shares
-// the fragment loads and the per-column-block pipeline work between kRg tiles.
-template <class T, int kWarps, int kRg = 1>
+// the fragment loads and the per-column-block pipeline work between kRg tiles. With kChunks > 1
+// (kRg == 1) an item covers kChunks consecutive 8-token chunks of its expert (prefill, large
+// batches): a stage holds their 8 * kChunks activation records, and each warp decodes its tile
+// once (Decoded<T>) and multiplies it with every chunk, so weights are read and decoded once per
+// 8 * kChunks tokens and an activation record once per CTA (kWarps row groups).
+template <class T, int kWarps, int kRg = 1, int kChunks = 1>
 struct Pipe {
+  static_assert(kRg == 1 || kChunks == 1, "several row groups or several chunks per warp");
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kTiles = kWarps * kRg;  // row groups (tiles) per CTA and stage
-  static constexpr int kActBytes = 8 * kActRecordBytes;
+  static constexpr int kSlots = 8 * kChunks;   // token slots per item
+  static constexpr int kActBytes = kSlots * kActRecordBytes;
   static constexpr int kStageBytes = kTiles * T::kTileBytes + kActBytes;
   static constexpr int kRing = 46 * 1024;  // bytes of stages per CTA
   static constexpr int kStages =
@@ -1144,7 +1271,7 @@ struct Pipe {
   static constexpr int kTileChunks = T::kTileBytes / 16;
   static constexpr int kRecChunks = kActRecordBytes / 16;
   static constexpr int kWCopies = (kTiles * kTileChunks + kThreads - 1) / kThreads;
-  static constexpr int kACopies = (8 * kRecChunks + kThreads - 1) / kThreads;
+  static constexpr int kACopies = (kSlots * kRecChunks + kThreads - 1) / kThreads;
 };
 
 template <bool kNeedCorr>
@@ -1185,10 +1312,10 @@ __device__ __forceinline__ void LoadActShared(ActFrag& a, const uint8_t* recs, i
   }
 }
 
-template <class T, int kWarps, int kRg>
+template <class T, int kWarps, int kRg, int kChunks>
 __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
     GemvPipelinedKernel(const KernelParams p) {
-  using P = Pipe<T, kWarps, kRg>;
+  using P = Pipe<T, kWarps, kRg, kChunks>;
   __shared__ __align__(16) uint8_t table[T::kTableBytes > 0 ? T::kTableBytes : 16];
   extern __shared__ __align__(16) uint8_t stages[];
   T::LoadTable(table);  // visible after the first item's __syncthreads
@@ -1199,20 +1326,21 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
   l.t = l.lane & 3;
   const int warp = threadIdx.x >> 5;
   const int n_rb = (p.n_rg + P::kTiles - 1) / P::kTiles;
-  const int n_items = p.n_experts * p.max_chunks * n_rb;
+  const int n_tg = (p.max_chunks + kChunks - 1) / kChunks;  // token groups of kChunks chunks
+  const int n_items = p.n_experts * n_tg * n_rb;
 
   for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
     const int rb = item % n_rb;
     const int rest = item / n_rb;
-    const int tc = rest % p.max_chunks;
-    const int e = rest / p.max_chunks;
+    const int tg = rest % n_tg;
+    const int e = rest / n_tg;
     int begin = 0, end = p.n_tokens;
     if (p.offsets != nullptr) {
       begin = __ldg(p.offsets + e);
       end = __ldg(p.offsets + e + 1);
     }
-    const int start = begin + 8 * tc;
-    const int nv = min(8, end - start);
+    const int start = begin + P::kSlots * tg;
+    const int nv = min(P::kSlots, end - start);  // valid token slots of the item
     if (nv <= 0) continue;  // uniform across the CTA
     const int we = WeightIndex(p, e);
     if (we < 0) continue;  // uniform across the CTA
@@ -1262,7 +1390,7 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
       if (s < p.nkb) issue(s, stages + s * P::kStageBytes);
       CpAsyncCommit();  // empty groups keep the wait count uniform
     }
-    float acc[kRg][4] = {};
+    float acc[kRg * kChunks][4] = {};  // [row group j] or [chunk c]
     // Stage of column block kb (read) and of kb + kStages - 1 (issued), as wrapping offsets.
     int read_off = 0, issue_off = (P::kStages - 1) * P::kStageBytes;
 #pragma unroll 1
@@ -1271,7 +1399,24 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
       __syncthreads();  // stage kb is complete for all threads; stage kb-1 is free again
       if (kb + P::kStages - 1 < p.nkb) issue(kb + P::kStages - 1, stages + issue_off);
       CpAsyncCommit();
-      if (warp < n_w) {
+      if constexpr (kChunks > 1) {
+        if (warp < n_w) {
+          const uint8_t* st = stages + read_off;
+          typename T::W w;
+          T::template Load<SharedLd>(w, st + warp * T::kTileBytes, l);
+          Decoded<T> dt;
+          dt.Decode(w, table, l);
+#pragma unroll
+          for (int c = 0; c < kChunks; ++c) {
+            if (8 * c < nv) {  // uniform across the CTA
+              ActFrag a;
+              LoadActShared<T::kNeedCorr>(
+                  a, st + P::kTiles * T::kTileBytes + 8 * c * kActRecordBytes, nv - 8 * c, l);
+              dt.Apply(a, table, l, acc[c]);
+            }
+          }
+        }
+      } else if (warp < n_w) {
         const uint8_t* st = stages + read_off;
         ActFrag a;
         LoadActShared<T::kNeedCorr>(a, st + P::kTiles * T::kTileBytes, nv, l);
@@ -1304,13 +1449,15 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
     }
     CpAsyncWait<0>();
 #pragma unroll
-    for (int j = 0; j < kRg; ++j) {
-      if (warp + j * kWarps < n_w) {
-        const int row0 = (rg0 + warp + j * kWarps) * 16 + l.g;
+    for (int j = 0; j < kRg * kChunks; ++j) {
+      const int rgw = kChunks > 1 ? warp : warp + j * kWarps;  // the warp's row group
+      const int c = kChunks > 1 ? j : 0;                       // the chunk
+      if (rgw < n_w) {
+        const int row0 = (rg0 + rgw) * 16 + l.g;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const int row = row0 + 8 * (i >> 1);
-          const int slot = 2 * l.t + (i & 1);
+          const int slot = 8 * c + 2 * l.t + (i & 1);
           if (slot < nv && row < p.rows) {
             p.y[OutRow(p, start + slot) * p.y_stride + row] = acc[j][i];
           }
@@ -1420,9 +1567,9 @@ cudaError_t LaunchMulti(const KernelParams& kp, int n_items, cudaStream_t stream
   return cudaGetLastError();
 }
 
-template <class T, int kWarps, int kRg = 1>
+template <class T, int kWarps, int kRg = 1, int kChunks = 1>
 cudaError_t LaunchPipelined(const KernelParams& kp, int n_items, cudaStream_t stream) {
-  using P = Pipe<T, kWarps, kRg>;
+  using P = Pipe<T, kWarps, kRg, kChunks>;
   const DeviceLimits lim = GetLimits();
   static int cached_per_sm[64] = {0};
   int dev = 0;
@@ -1430,22 +1577,22 @@ cudaError_t LaunchPipelined(const KernelParams& kp, int n_items, cudaStream_t st
   if (err != cudaSuccess) return err;
   int per_sm = dev >= 0 && dev < 64 ? cached_per_sm[dev] : 0;
   if (per_sm == 0) {
-    err = cudaFuncSetAttribute(GemvPipelinedKernel<T, kWarps, kRg>,
+    err = cudaFuncSetAttribute(GemvPipelinedKernel<T, kWarps, kRg, kChunks>,
                                cudaFuncAttributeMaxDynamicSharedMemorySize, P::kSmemBytes);
     if (err != cudaSuccess) return err;
     err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm, GemvPipelinedKernel<T, kWarps, kRg>, kWarps * 32, P::kSmemBytes);
+        &per_sm, GemvPipelinedKernel<T, kWarps, kRg, kChunks>, kWarps * 32, P::kSmemBytes);
     if (err != cudaSuccess) return err;
     per_sm = std::max(1, per_sm);
     if (dev >= 0 && dev < 64) cached_per_sm[dev] = per_sm;
   }
   const int grid = std::max(1, std::min(n_items, per_sm * lim.sms));
-  GemvPipelinedKernel<T, kWarps, kRg><<<grid, kWarps * 32, P::kSmemBytes, stream>>>(kp);
+  GemvPipelinedKernel<T, kWarps, kRg, kChunks><<<grid, kWarps * 32, P::kSmemBytes, stream>>>(kp);
   return cudaGetLastError();
 }
 
 // Which kernel: 0 automatic, 1 split-K, 2 pipelined with 4 warps, 3 pipelined with 8 warps.
-// TRITMOE_GEMV_KERNEL=splitk|pipe4|pipe8|multi forces one (benchmarks); tests call
+// TRITMOE_GEMV_KERNEL=splitk|pipe4|pipe8|multi|pmulti4x4|pmulti8x4|pmulti8x8 forces one (benchmarks); tests call
 // SetGemvKernelForTesting. By default the pipelined kernel runs when it has at least one item
 // per SM, else split-K.
 std::atomic<int> g_kernel_choice{-1};
@@ -1471,7 +1618,9 @@ int EnvChoice(std::atomic<int>* cached, const char* env, std::initializer_list<c
 
 int KernelChoice() {
   return EnvChoice(&g_kernel_choice, "TRITMOE_GEMV_KERNEL",
-                   {"auto", "splitk", "pipe4", "pipe8", "multi"}, 0);
+                   {"auto", "splitk", "pipe4", "pipe8", "multi", "pmulti4x4", "pmulti8x4",
+                    "pmulti8x8"},
+                   0);
 }
 
 // Row groups per warp of the pipelined kernel, per decoder.
@@ -1541,14 +1690,42 @@ int Iq2xxsDecoder() {
                    1);
 }
 
+// chunked: whether the automatic choice may take the multi-chunk kernels (LaunchGemv).
 template <class T>
-cudaError_t LaunchForType(const KernelParams& kp, cudaStream_t stream) {
+cudaError_t LaunchForType(const KernelParams& kp, bool chunked, cudaStream_t stream) {
   const int sms = GetLimits().sms;
   const int per_item = kp.n_experts * kp.max_chunks;
   constexpr int kRg = PipeRowGroups<T>::value;
   const int items8 = per_item * ((kp.n_rg + 8 * kRg - 1) / (8 * kRg));
   const int items4 = per_item * ((kp.n_rg + 4 * kRg - 1) / (4 * kRg));
   const int choice = KernelChoice();
+  const int target_warps = 24 * sms;
+  if (kp.max_chunks > 1 && (chunked || choice != 0)) {
+    // More than 8 tokens per matrix (prefill, large batches): the pipelined kernel over 4 or 8
+    // chunks per item when that leaves a CTA per SM (grouped experts, tall matrices): 1.2-1.9x
+    // the one-chunk kernels at 16-64 tokens per expert on an H200 (docs/PERF.md), 8 chunks only
+    // from 64 tokens on.
+    auto items = [&](int warps, int chunks) {
+      return kp.n_experts * ((kp.max_chunks + chunks - 1) / chunks) *
+             ((kp.n_rg + warps - 1) / warps);
+    };
+    if (choice == 5) return LaunchPipelined<T, 4, 1, 4>(kp, items(4, 4), stream);
+    if (choice == 7 || (choice == 0 && kp.max_chunks >= 8 && items(8, 8) >= sms)) {
+      return LaunchPipelined<T, 8, 1, 8>(kp, items(8, 8), stream);
+    }
+    if (choice == 6 || (choice == 0 && items(8, 4) >= sms)) {
+      return LaunchPipelined<T, 8, 1, 4>(kp, items(8, 4), stream);
+    }
+  }
+  // More than 8 tokens per matrix and few items (dense matrices of few rows): split-K, one weight
+  // read (and, for the lookup-decoded types, one decode) for up to 32 tokens.
+  // (The 4.5+ bpw types took it before the pairs hint existed; unchanged for them.)
+  if (kp.max_chunks > 1 && ((choice == 0 && (chunked || T::kTileBytes > 1056)) || choice == 4)) {
+    const int items = kp.n_experts * ((kp.max_chunks + 3) / 4) * kp.n_rg;
+    if (items * 4 >= target_warps || kp.nkb <= 4) return LaunchMulti<T, 4, 4>(kp, items, stream);
+    if (items * 8 >= target_warps || kp.nkb <= 8) return LaunchMulti<T, 8, 4>(kp, items, stream);
+    return LaunchMulti<T, 16, 4>(kp, items, stream);
+  }
   // The pipelined kernel is for the small (low-bit) tiles; the 4.5+ bpw types already stream at
   // 70-100% of HBM with the register-prefetch kernel.
   if constexpr (T::kTileBytes <= 1056) {
@@ -1567,16 +1744,6 @@ cudaError_t LaunchForType(const KernelParams& kp, cudaStream_t stream) {
       }
     }
   }
-  const int target_warps = 24 * sms;
-  // More than 8 tokens per matrix: one weight read for up to 32 tokens (4.5+ bpw types).
-  if constexpr (T::kTileBytes > 1056) {
-    if (kp.max_chunks > 1 && (choice == 0 || choice == 4)) {
-      const int items = kp.n_experts * ((kp.max_chunks + 3) / 4) * kp.n_rg;
-      if (items * 4 >= target_warps || kp.nkb <= 4) return LaunchMulti<T, 4, 4>(kp, items, stream);
-      if (items * 8 >= target_warps || kp.nkb <= 8) return LaunchMulti<T, 8, 4>(kp, items, stream);
-      return LaunchMulti<T, 16, 4>(kp, items, stream);
-    }
-  }
   // Split-K: more warps per item when there are few items, so that enough warps stream.
   const int n_items = per_item * kp.n_rg;
   if (n_items * 4 >= target_warps || kp.nkb <= 4) return LaunchTyped<T, 4>(kp, n_items, stream);
@@ -1588,16 +1755,16 @@ cudaError_t LaunchForType(const KernelParams& kp, cudaStream_t stream) {
 // groups per warp decoded interleaved, 1 the first decoder, 2 lean with one row group per warp,
 // 3 lean with two one after the other.
 template <class Lean, class First, class Lean1, class Lean2>
-cudaError_t LaunchDecoder(int choice, const KernelParams& kp, cudaStream_t stream) {
+cudaError_t LaunchDecoder(int choice, const KernelParams& kp, bool chunked, cudaStream_t stream) {
   switch (choice) {
     case 1:
-      return LaunchForType<First>(kp, stream);
+      return LaunchForType<First>(kp, chunked, stream);
     case 2:
-      return LaunchForType<Lean1>(kp, stream);
+      return LaunchForType<Lean1>(kp, chunked, stream);
     case 3:
-      return LaunchForType<Lean2>(kp, stream);
+      return LaunchForType<Lean2>(kp, chunked, stream);
     default:
-      return LaunchForType<Lean>(kp, stream);
+      return LaunchForType<Lean>(kp, chunked, stream);
   }
 }
 
@@ -1648,22 +1815,27 @@ cudaError_t LaunchGemv(const GemvLaunch& g, cudaStream_t stream) {
   kp.y = g.y;
   kp.y_stride = g.y_stride;
   if (kp.max_chunks <= 0 || kp.n_rg <= 0 || kp.nkb <= 0) return cudaSuccess;
+  // Grouped launches with fewer than 8 pairs per expert on average (decode batches, where
+  // max_tokens_per_expert is only a bound) keep the one-chunk kernels.
+  const bool chunked = g.offsets == nullptr || g.total_pairs <= 0 ||
+                       g.total_pairs >= int64_t{8} * g.n_experts;
   switch (g.type_id) {
     case kTypeIQ1_S:
-      return LaunchDecoder<Iq1sLeanX, Iq1s, Iq1sLean, Iq1sLean2>(Iq1sDecoder(), kp, stream);
+      return LaunchDecoder<Iq1sLeanX, Iq1s, Iq1sLean, Iq1sLean2>(Iq1sDecoder(), kp, chunked,
+                                                                 stream);
     case kTypeTQ1_0:
-      return LaunchForType<Tq1>(kp, stream);
+      return LaunchForType<Tq1>(kp, chunked, stream);
     case kTypeTQ2_0:
-      return LaunchForType<Tq2>(kp, stream);
+      return LaunchForType<Tq2>(kp, chunked, stream);
     case kTypeIQ2_XXS:
       return LaunchDecoder<Iq2xxsLeanX, Iq2xxs, Iq2xxsLean, Iq2xxsLean2>(Iq2xxsDecoder(), kp,
-                                                                         stream);
+                                                                         chunked, stream);
     case kTypeQ4_K:
-      return LaunchForType<Q4k>(kp, stream);
+      return LaunchForType<Q4k>(kp, chunked, stream);
     case kTypeQ6_K:
-      return LaunchForType<Q6k>(kp, stream);
+      return LaunchForType<Q6k>(kp, chunked, stream);
     case kTypeQ8_0:
-      return LaunchForType<Q8>(kp, stream);
+      return LaunchForType<Q8>(kp, chunked, stream);
     default:
       return cudaErrorInvalidValue;
   }

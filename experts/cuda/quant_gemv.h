@@ -100,6 +100,10 @@ struct GpuExpertRouting {
                                     // beyond it are not computed. x_rows[p] < x.n_rows.
   const int32_t* y_rows = nullptr;  // device [n_pairs]: output row of each pair, or nullptr when
                                     // pair p writes output row p (scatter, e.g. heads -> [t][h])
+  // Host count of all pairs, or 0 if unknown. Only picks the kernel: below 8 pairs per expert on
+  // average most experts have one 8-token chunk, and the one-chunk kernels are faster there even
+  // when max_pairs_per_expert allows more (decode batches; docs/PERF.md).
+  int64_t total_pairs = 0;
   // Expert cache (runtime/gpu/gpu_expert_cache.h): device [n_experts]: expert e's weights are
   // matrix expert_slot[e] of w (a slot array), and experts with expert_slot[e] < 0 are skipped
   // (their output rows untouched). nullptr: expert e is matrix e (every expert resident).

@@ -90,6 +90,7 @@ struct GemvLaunch {
   const int32_t* expert_slot = nullptr;
   int n_tokens = 0;               // pairs when offsets == nullptr
   int max_tokens_per_expert = 0;  // upper bound of offsets[e+1] - offsets[e]; sizes the grid
+  int64_t total_pairs = 0;        // grouped: all pairs if known (else 0); picks the kernel
   const uint8_t* act = nullptr;   // activation records (see above)
   float* y = nullptr;             // [pairs][y_stride]
   int64_t y_stride = 0;           // floats between output rows (>= rows)
@@ -107,8 +108,8 @@ cudaError_t LaunchGemv(const GemvLaunch& launch, cudaStream_t stream);
 // Forces the kernel variant of later launches: 0 automatic, 1 split-K (few items: every warp of
 // a CTA takes different column blocks of the same rows), 2 / 3 pipelined with 4 / 8 warps
 // (many items: cp.async stages, a warp per 16-row group), 4 split-K over up to 4 token chunks
-// per weight read (the automatic choice for Q4_K/Q6_K/Q8_0 with more than 8 tokens per matrix;
-// other launches fall back to split-K). For tests and benchmarks.
+// per weight read, each tile decoded once for all of them (the automatic choice with more than 8
+// tokens per matrix; launches of one chunk fall back to split-K). For tests and benchmarks.
 void SetGemvKernelForTesting(int choice);
 
 // Forces the IQ1_S tile decoder of later launches: 0 lean with two row groups per warp of the

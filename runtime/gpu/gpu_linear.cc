@@ -178,6 +178,7 @@ absl::Status GpuLinear::Apply(const LinearArgs& a, cudaStream_t stream) const {
     r.x_rows = a.x_rows;
     r.y_rows = a.y_rows;
     r.max_pairs_per_expert = a.max_pairs;
+    r.total_pairs = a.total_pairs;
     r.expert_slot = a.expert_slot;
     return GpuExpertGemv(w, act, r, a.y, stream, a.y_stride);
   }

@@ -37,6 +37,7 @@ struct LinearArgs {
   const int32_t* x_rows = nullptr;
   const int32_t* y_rows = nullptr;
   int max_pairs = 0;
+  int64_t total_pairs = 0;  // grouped: all pairs when known (else 0); only picks the kernel
   float* y = nullptr;
   int64_t y_stride = 0;  // >= rows
   // Tiled path: x quantized into this workspace first, unless `quantized` already holds x

@@ -687,6 +687,10 @@ absl::Status GpuModel::Impl::Ffn(int il, const FfnNames& names, const GpuLinear&
     dn.slots = slots->down;
     dn.expert_slot = slots->expert_slot;
   }
+  if (gu.offsets != nullptr) {  // routed experts: `rows` pairs (picks the GEMV kernel)
+    gu.total_pairs = rows;
+    dn.total_pairs = rows;
+  }
   const int64_t ff = gate_up.rows() / 2;
   gu.y = s.gu;
   gu.y_stride = 2 * ff;

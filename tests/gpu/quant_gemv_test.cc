@@ -275,7 +275,9 @@ DeviceMatrix Upload(GgmlType type, const std::vector<std::vector<uint8_t>>& expe
 }
 
 // Every GPU test runs with each kernel variant forced (the automatic choice depends on the
-// problem size): 1 split-K, 2 pipelined (4 warps), 3 pipelined (8 warps).
+// problem size): 1 split-K, 2 pipelined (4 warps), 3 pipelined (8 warps), 4 split-K over 4 token
+// chunks, 5-7 pipelined over 4 or 8 token chunks (4 or 8 warps); 4-7 apply to launches of more
+// than 8 tokens per matrix (the others fall back).
 class QuantGemvGpuTest : public ::testing::TestWithParam<int> {
  protected:
   void SetUp() override { gpu_internal::SetGemvKernelForTesting(GetParam()); }
@@ -448,7 +450,8 @@ const DecoderSet kDecoderSets[] = {
     {GgmlType::kIQ2_XXS, &gpu_internal::SetIq2xxsDecoderForTesting, kIq2xxsDecoders, 4},
 };
 
-void CheckDecodersAgree(const DecoderSet& set, const std::vector<int32_t>& offsets, int max_pairs) {
+void CheckDecodersAgree(const DecoderSet& set, const std::vector<int32_t>& offsets, int max_pairs,
+                        int64_t total_pairs = 0) {
   SCOPED_TRACE(TypeName(set.type));
   std::mt19937 rng(5);
   const GgmlType type = set.type;
@@ -470,6 +473,7 @@ void CheckDecodersAgree(const DecoderSet& set, const std::vector<int32_t>& offse
   GpuExpertRouting routing;
   routing.expert_offsets = doff.as<int32_t>();
   routing.max_pairs_per_expert = max_pairs;
+  routing.total_pairs = total_pairs;
   std::vector<std::vector<float>> ys;
   for (int i = 0; i < set.n; ++i) {
     const int decoder = set.ids[i];
@@ -497,8 +501,12 @@ void CheckDecodersAgree(const DecoderSet& set, const std::vector<int32_t>& offse
 TEST_P(QuantGemvGpuTest, DecodersAgree) {
   TM_SKIP_WITHOUT_GPU();
   // Expert 0: 1 pair (one-token items), expert 1: 11 pairs (two 8-token chunks), expert 2: 4.
+  // Then 70 pairs on one expert: 9 chunks, i.e. two items of 8 chunks (the last one partial)
+  // or three of 4 for the multi-chunk kernels, which decode a tile once for all their chunks.
   for (const DecoderSet& set : kDecoderSets) {
     CheckDecodersAgree(set, {0, 1, 12, 16}, 11);
+    if (HasFatalFailure()) return;
+    CheckDecodersAgree(set, {0, 70, 71, 104}, 70);
     if (HasFatalFailure()) return;
   }
 }
@@ -517,11 +525,30 @@ TEST(QuantGemvGpuAutoTest, DecodersAgreeWithFewItems) {
   }
 }
 
+// The automatic choice with 20 pairs on one expert and one on each of 39 others: the multi-chunk
+// kernels when the total is unknown, the one-chunk ones when the total (59 pairs, < 8 per
+// expert) says most experts have one chunk. Both against the CPU twin, decoders bit-identical.
+TEST(QuantGemvGpuAutoTest, PairsHintPicksEitherKernel) {
+  TM_SKIP_WITHOUT_GPU();
+  gpu_internal::SetGemvKernelForTesting(0);
+  std::vector<int32_t> offsets = {0, 20};
+  for (int e = 1; e < 40; ++e) offsets.push_back(offsets.back() + 1);
+  for (const DecoderSet& set : kDecoderSets) {
+    for (int64_t total : {int64_t{0}, int64_t{offsets.back()}}) {
+      SCOPED_TRACE("total_pairs " + std::to_string(total));
+      CheckDecodersAgree(set, offsets, 20, total);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+  }
+}
+
 std::string KernelName(const ::testing::TestParamInfo<int>& info) {
-  static const char* const kNames[] = {"auto", "splitk", "pipe4", "pipe8", "multi"};
+  static const char* const kNames[] = {"auto",      "splitk",    "pipe4",    "pipe8",
+                                       "multi",     "pmulti4x4", "pmulti8x4", "pmulti8x8"};
   return kNames[info.param];
 }
-INSTANTIATE_TEST_SUITE_P(Kernels, QuantGemvGpuTest, ::testing::Values(1, 2, 3, 4), KernelName);
+INSTANTIATE_TEST_SUITE_P(Kernels, QuantGemvGpuTest, ::testing::Values(1, 2, 3, 4, 5, 6, 7),
+                         KernelName);
 
 }  // namespace
 }  // namespace tritmoe
