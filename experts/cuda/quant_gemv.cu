@@ -1678,16 +1678,17 @@ struct PairedCompute<Iq2xxsLeanX> {
 };
 
 // IQ2_XXS decoder: 0 lean, two row groups per warp decoded interleaved when pipelined
-// (Iq2xxsLeanX); 1 the first one (Iq2xxs); 2 lean, one row group per warp (Iq2xxsLean); 3 lean,
-// two row groups per warp one after the other (Iq2xxsLean2). The default is the first one until
-// the lean ones have passed quant_gemv_test on a GPU (written without one; not yet run there).
+// (Iq2xxsLeanX, the default: bit-identical to the first on an H200, quant_gemv_test, and 1.09x
+// (one matrix) to 1.36x (64 experts) faster, docs/PERF.md); 1 the first one (Iq2xxs); 2 lean,
+// one row group per warp (Iq2xxsLean); 3 lean, two row groups per warp one after the other
+// (Iq2xxsLean2).
 // TRITMOE_IQ2XXS_DECODER=new|old|lean1|lean2 picks one (benchmarks); tests call
 // SetIq2xxsDecoderForTesting.
 std::atomic<int> g_iq2xxs_decoder{-1};
 
 int Iq2xxsDecoder() {
   return EnvChoice(&g_iq2xxs_decoder, "TRITMOE_IQ2XXS_DECODER", {"new", "old", "lean1", "lean2"},
-                   1);
+                   0);
 }
 
 // chunked: whether the automatic choice may take the multi-chunk kernels (LaunchGemv).

@@ -119,9 +119,9 @@ void SetGemvKernelForTesting(int choice);
 void SetIq1sDecoderForTesting(int choice);
 
 // Forces the IQ2_XXS tile decoder of later launches: 0 lean with two row groups per warp of the
-// pipelined kernel decoded interleaved, 1 the first decoder (the default until the lean ones have
-// run on a GPU), 2 lean with one row group per warp, 3 lean with two row groups per warp decoded
-// one after the other. All read the same tile layout and should give bit-identical results.
+// pipelined kernel decoded interleaved (default), 1 the first decoder (for comparisons), 2 lean
+// with one row group per warp, 3 lean with two row groups per warp decoded one after the other.
+// All read the same tile layout and give bit-identical results.
 // For each setter here, -1 restores the default (TRITMOE_* from the environment, else built in).
 void SetIq2xxsDecoderForTesting(int choice);
 

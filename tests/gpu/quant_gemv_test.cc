@@ -481,7 +481,7 @@ void CheckDecodersAgree(const DecoderSet& set, const std::vector<int32_t>& offse
     set.set(decoder);
     dy.Fill(0xFF);
     const absl::Status st = GpuExpertGemv(dm.view, act, routing, dy.as<float>(), nullptr);
-    set.set(-1);  // IQ2_XXS's default is its first decoder (1), not 0
+    set.set(-1);  // the default (TRITMOE_* from the environment, else built in)
     ASSERT_TRUE(st.ok()) << st;
     TM_CHECK_CUDA(cudaDeviceSynchronize());
     std::vector<float> y(n_pairs * rows);
