@@ -1341,7 +1341,7 @@ __global__ void __launch_bounds__(kWarps * 32, 512 / (kWarps * 32))
     }
     const int start = begin + P::kSlots * tg;
     const int nv = min(P::kSlots, end - start);  // valid token slots of the item
-    if (nv <= 0) continue;  // uniform across the CTA
+    if (nv <= 0) continue;                       // uniform across the CTA
     const int we = WeightIndex(p, e);
     if (we < 0) continue;  // uniform across the CTA
     __syncthreads();       // the previous item is done with the stages
@@ -1591,10 +1591,11 @@ cudaError_t LaunchPipelined(const KernelParams& kp, int n_items, cudaStream_t st
   return cudaGetLastError();
 }
 
-// Which kernel: 0 automatic, 1 split-K, 2 pipelined with 4 warps, 3 pipelined with 8 warps.
-// TRITMOE_GEMV_KERNEL=splitk|pipe4|pipe8|multi|pmulti4x4|pmulti8x4|pmulti8x8 forces one (benchmarks); tests call
-// SetGemvKernelForTesting. By default the pipelined kernel runs when it has at least one item
-// per SM, else split-K.
+// Which kernel: 0 automatic, 1 split-K, 2 pipelined with 4 warps, 3 pipelined with 8 warps, 4
+// split-K over 4 token chunks, 5 / 6 / 7 pipelined over 4 / 4 / 8 token chunks with 4 / 8 / 8
+// warps (4-7 only for launches of more than 8 tokens per matrix).
+// TRITMOE_GEMV_KERNEL=splitk|pipe4|pipe8|multi|pmulti4x4|pmulti8x4|pmulti8x8 forces one
+// (benchmarks); tests call SetGemvKernelForTesting. LaunchForType states the automatic rule.
 std::atomic<int> g_kernel_choice{-1};
 
 // A variant picked once per process from an environment variable (benchmarks): the index of its
@@ -1617,10 +1618,9 @@ int EnvChoice(std::atomic<int>* cached, const char* env, std::initializer_list<c
 }
 
 int KernelChoice() {
-  return EnvChoice(&g_kernel_choice, "TRITMOE_GEMV_KERNEL",
-                   {"auto", "splitk", "pipe4", "pipe8", "multi", "pmulti4x4", "pmulti8x4",
-                    "pmulti8x8"},
-                   0);
+  return EnvChoice(
+      &g_kernel_choice, "TRITMOE_GEMV_KERNEL",
+      {"auto", "splitk", "pipe4", "pipe8", "multi", "pmulti4x4", "pmulti8x4", "pmulti8x8"}, 0);
 }
 
 // Row groups per warp of the pipelined kernel, per decoder.
@@ -1818,8 +1818,8 @@ cudaError_t LaunchGemv(const GemvLaunch& g, cudaStream_t stream) {
   if (kp.max_chunks <= 0 || kp.n_rg <= 0 || kp.nkb <= 0) return cudaSuccess;
   // Grouped launches with fewer than 8 pairs per expert on average (decode batches, where
   // max_tokens_per_expert is only a bound) keep the one-chunk kernels.
-  const bool chunked = g.offsets == nullptr || g.total_pairs <= 0 ||
-                       g.total_pairs >= int64_t{8} * g.n_experts;
+  const bool chunked =
+      g.offsets == nullptr || g.total_pairs <= 0 || g.total_pairs >= int64_t{8} * g.n_experts;
   switch (g.type_id) {
     case kTypeIQ1_S:
       return LaunchDecoder<Iq1sLeanX, Iq1s, Iq1sLean, Iq1sLean2>(Iq1sDecoder(), kp, chunked,

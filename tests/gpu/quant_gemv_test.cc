@@ -543,8 +543,8 @@ TEST(QuantGemvGpuAutoTest, PairsHintPicksEitherKernel) {
 }
 
 std::string KernelName(const ::testing::TestParamInfo<int>& info) {
-  static const char* const kNames[] = {"auto",      "splitk",    "pipe4",    "pipe8",
-                                       "multi",     "pmulti4x4", "pmulti8x4", "pmulti8x8"};
+  static const char* const kNames[] = {"auto",  "splitk",    "pipe4",     "pipe8",
+                                       "multi", "pmulti4x4", "pmulti8x4", "pmulti8x8"};
   return kNames[info.param];
 }
 INSTANTIATE_TEST_SUITE_P(Kernels, QuantGemvGpuTest, ::testing::Values(1, 2, 3, 4, 5, 6, 7),
