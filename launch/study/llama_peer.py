@@ -56,6 +56,15 @@ def parse_completion_timings(text):
     return t
 
 
+_CUDA_DEVICES = re.compile(r"ggml_cuda_init: found (\d+) CUDA devices")
+
+
+def parse_cuda_devices(text):
+    """The GPUs a CUDA build of llama.cpp saw (it splits the layers over all of them), or None."""
+    m = _CUDA_DEVICES.search(text)
+    return int(m.group(1)) if m else None
+
+
 def parse_llama_bench_json(text):
     start = text.find("[")
     end = text.rfind("]")
@@ -79,8 +88,9 @@ def run(bin_dir, model, threads, concurrency, input_len, output_len, work, reps=
         cmd = [lb, "-m", model, "-t", str(threads), "-p", str(input_len), "-n", str(output_len),
                "-r", str(reps), "-o", "json"] + ngl
         try:
-            rows = parse_llama_bench_json(_run(cmd, os.path.join(work, "llama_bench.log"),
-                                               timeout))
+            text = _run(cmd, os.path.join(work, "llama_bench.log"), timeout)
+            out["gpus"] = parse_cuda_devices(text) if gpu_layers > 0 else None
+            rows = parse_llama_bench_json(text)
             out["bench"] = {"command": " ".join(cmd), "rows": [
                 {"n_prompt": r.get("n_prompt"), "n_gen": r.get("n_gen"),
                  "avg_ts": r.get("avg_ts"), "stddev_ts": r.get("stddev_ts"),
@@ -114,8 +124,10 @@ def run(bin_dir, model, threads, concurrency, input_len, output_len, work, reps=
                "-npp", str(input_len), "-ntg", str(output_len), "-npl", npl,
                "--output-format", "jsonl"] + ngl
         try:
-            rows = parse_batched_jsonl(_run(cmd, os.path.join(work, "llama_batched.log"),
-                                            timeout))
+            text = _run(cmd, os.path.join(work, "llama_batched.log"), timeout)
+            if out.get("gpus") is None and gpu_layers > 0:
+                out["gpus"] = parse_cuda_devices(text)
+            rows = parse_batched_jsonl(text)
             out["batched"] = {"command": " ".join(cmd), "rows": [
                 {"concurrency": r["pl"], "pp": r["pp"], "tg": r["tg"],
                  "output_tok_s": r["pl"] * r["tg"] / r["t"],
@@ -130,12 +142,14 @@ def run(bin_dir, model, threads, concurrency, input_len, output_len, work, reps=
 
 
 def csv_rows(peer):
+    """CSV rows of the peer; `ranks` is the GPUs a CUDA build spread its layers over (else 1)."""
     rows = []
     device = peer.get("device", "cpu")
+    gpus = peer.get("gpus") or 1
     if peer.get("batched"):
         for r in peer["batched"]["rows"]:
             rows.append({"kind": "llama", "device": device, "config": "llama.cpp batched-bench",
-                         "ranks": 1, "threads_per_rank": peer["threads"],
+                         "ranks": gpus, "threads_per_rank": peer["threads"],
                          "concurrency": r["concurrency"], "input_len": r["pp"],
                          "output_len": r["tg"], "output_tok_s": r["output_tok_s"],
                          "output_tok_s_per_rank": r["output_tok_s"],
@@ -146,7 +160,7 @@ def csv_rows(peer):
     if c:
         gen = c["decode_tokens"] + 1  # the first token comes with the prompt
         rows.append({"kind": "llama", "device": device, "config": "llama.cpp llama-completion",
-                     "ranks": 1, "threads_per_rank": peer["threads"], "concurrency": 1,
+                     "ranks": gpus, "threads_per_rank": peer["threads"], "concurrency": 1,
                      "input_len": c["prompt_tokens"], "output_len": gen,
                      "output_tok_s": gen / ((c["prompt_ms"] + c["decode_ms"]) / 1e3),
                      "output_tok_s_per_rank": gen / ((c["prompt_ms"] + c["decode_ms"]) / 1e3),
@@ -156,7 +170,7 @@ def csv_rows(peer):
     if peer.get("bench"):
         for r in peer["bench"]["rows"]:
             rows.append({"kind": "llama", "device": device, "config": "llama.cpp llama-bench "
-                         + ("pp" if r["n_gen"] == 0 else "tg"), "ranks": 1,
+                         + ("pp" if r["n_gen"] == 0 else "tg"), "ranks": gpus,
                          "threads_per_rank": peer["threads"], "concurrency": 1,
                          "input_len": r["n_prompt"], "output_len": r["n_gen"],
                          "output_tok_s": r["avg_ts"] if r["n_gen"] else None,

@@ -103,25 +103,30 @@ def gpu_section(gdir, png_dir, rel, command, notes):
     L.append("")
     if llama:
         stamp = (study.get("llama") or {}).get("stamp", "")
-        L.append("llama.cpp on the same file and GPU (CUDA build of commit "
-                 f"{stamp.split('commit=')[-1][:8] or '?'}, sm_90, no flash-attention kernels, "
-                 f"every layer on the GPU: -ngl {(study.get('llama') or {}).get('gpu_layers')}). "
+        gpus = (study.get("llama") or {}).get("gpus") or 1
+        L.append(f"llama.cpp on the same file and {'GPUs' if gpus > 1 else 'GPU'} (CUDA build "
+                 f"of commit {stamp.split('commit=')[-1][:8] or '?'}, sm_90, no flash-attention "
+                 "kernels, every layer on the GPU: -ngl "
+                 f"{(study.get('llama') or {}).get('gpu_layers')}"
+                 + (f"; one process over {gpus} GPUs, its default layer split" if gpus > 1
+                    else "") + "). "
                  "`llama-batched-bench` output tok/s = B x OSL / (prefill + decode time), as "
                  "bench-serve counts it; per-user = OSL / decode time. TritMoE / llama.cpp is "
-                 "the ratio of output tok/s at the same concurrency (and of per-user tok/s for "
-                 "llama-bench's one stream):\n")
-        ours = {r["concurrency"]: r for r in serve if r["ranks"] == "1"}
+                 "the ratio of output tok/s at the same concurrency on as many GPUs (and of "
+                 "per-user tok/s for llama-bench's one stream):\n")
+        ours = {(r["ranks"], r["concurrency"]): r for r in serve}
         def ratio(r):
-            o = ours.get(r["concurrency"])
+            o = ours.get((r["ranks"], r["concurrency"]))
             if not o:
                 return "-"
             if "llama-bench" in r["config"]:
                 return (f"{float(o['per_user_tok_s']) / float(r['per_user_tok_s']):.2f}x "
                         "per user" if r["per_user_tok_s"] else "-")
             return f"{float(o['output_tok_s']) / float(r['output_tok_s']):.2f}x"
-        L.append(table(["tool", "concurrency", "ISL/OSL", "output tok/s", "per-user tok/s",
-                        "TritMoE / llama.cpp", "notes"],
-                       [[r["config"], r["concurrency"], f"{r['input_len']}/{r['output_len']}",
+        L.append(table(["tool", "GPUs", "concurrency", "ISL/OSL", "output tok/s",
+                        "per-user tok/s", "TritMoE / llama.cpp", "notes"],
+                       [[r["config"], r["ranks"], r["concurrency"],
+                         f"{r['input_len']}/{r['output_len']}",
                          f(r["output_tok_s"]), f(r["per_user_tok_s"]), ratio(r), r["notes"]]
                         for r in llama]))
         L.append("")
@@ -156,7 +161,9 @@ def gpu_summary(gpu_study):
         f"* **Measured (GPU)**: {len(gm['gpus'])} x {gm['gpus'][0]['name']}, "
         f"`{os.path.basename(gpu_study['model']['path'])}` served on "
         f"{', '.join(str(x['ranks']) for x in gpu_study['serve'])} rank(s)"
-        + (", llama.cpp on the same file and GPU beside it" if gpu_study.get("llama") else "")
+        + (", llama.cpp on the same file and "
+           + ("GPUs" if (gpu_study["llama"].get("gpus") or 1) > 1 else "GPU") + " beside it"
+           if gpu_study.get("llama") else "")
         + " (section \"Measured on GPUs\").",
     ] + ([] if max(x["ranks"] for x in gpu_study["serve"]) > 1 else [
         "* **Not measured: more than one GPU.** This study ran on one GPU. Expert parallelism "

@@ -120,6 +120,19 @@ class StudyEndToEnd(unittest.TestCase):
         st = dict(self.study)
         st["machine"] = dict(st["machine"], gpus=[{"name": "Fake GPU", "driver": "1",
                                                     "pcie_gen": "5"}])
+        # llama.cpp on 2 GPUs beside it: compared with our 2-rank points.
+        import llama_peer
+        st["llama"] = {"device": "cuda", "gpus": 2, "gpu_layers": 999, "threads": 4,
+                       "stamp": "commit=abcdef1234", "bench": None, "errors": [],
+                       "batched": {"rows": [{"concurrency": 1, "pp": 64, "tg": 64,
+                                             "output_tok_s": 100.0, "decode_tok_s": 110.0,
+                                             "per_user_tok_s": 110.0, "prefill_tok_s": 900.0}]}}
+        llama_rows = llama_peer.csv_rows(st["llama"])
+        self.assertEqual([r["ranks"] for r in llama_rows], [2])
+        with open(os.path.join(gdir, "study.csv"), "a", newline="") as fo:
+            w = csv.DictWriter(fo, fieldnames=list(self.rows[0].keys()))
+            for r in llama_rows:
+                w.writerow({k: r.get(k, "") for k in self.rows[0].keys()})
         with open(os.path.join(gdir, "study.json"), "w") as fo:
             json.dump(st, fo)
         page = os.path.join(ARGS.work, "page.md")
@@ -152,6 +165,10 @@ class StudyEndToEnd(unittest.TestCase):
                           f"{float(r['output_tok_s']):.1f} |", text)
         self.assertEqual(sorted(os.listdir(os.path.join(png, "gpu")))[:2],
                          ["study.csv", "study.json"])
+        ours = [r for r in self.kind("serve") if r["ranks"] == "2" and r["concurrency"] == "1"]
+        self.assertIn("one process over 2 GPUs", text)
+        self.assertIn(f"| llama.cpp batched-bench | 2 | 1 | 64/64 | 100.0 | 110.0 | "
+                      f"{float(ours[0]['output_tok_s']) / 100.0:.2f}x |", text)
 
     def test_no_server_left_behind(self):
         self.assertEqual(our_processes(self.out), [])
@@ -486,6 +503,19 @@ class ExchangeBenchParsing(unittest.TestCase):
         self.assertAlmostEqual(ex.layer_s(1), 42.7e-6)
         self.assertAlmostEqual(ex.layer_s(128), 91.7e-6)
         self.assertEqual(benches.parse_exchange_bench("no table here\n"), [])
+
+
+class LlamaPeerParsing(unittest.TestCase):
+    def test_cuda_devices(self):
+        import llama_peer
+        self.assertEqual(llama_peer.parse_cuda_devices(
+            "ggml_cuda_init: found 2 CUDA devices (Total VRAM: 286311 MiB):\n"), 2)
+        self.assertIsNone(llama_peer.parse_cuda_devices("system_info: n_threads = 2\n"))
+        # A CPU peer (no GPU count) is one process: one rank.
+        cpu = {"device": "cpu", "threads": 2, "bench": None, "batched": {"rows": [
+            {"concurrency": 4, "pp": 8, "tg": 8, "output_tok_s": 10.0, "decode_tok_s": 12.0,
+             "per_user_tok_s": 3.0, "prefill_tok_s": 50.0}]}}
+        self.assertEqual([r["ranks"] for r in llama_peer.csv_rows(cpu)], [1])
 
 
 class PromParsing(unittest.TestCase):
