@@ -11,9 +11,10 @@
 #   cache  on that model, each rank's GPU expert cache capped to what a 24 GiB card leaves (the
 #          budget bench-gpu-decode --card-gb 24 derives): bench-decode at np=1 and np=2 (host
 #          exchange: the NCCL one takes no cache), batch 1 and 16, prefill 4096;
-#   study  launch/study/study.py --device cuda --ranks 1,2 on that model; the study folder comes
-#          back as $OUT/study.tar.gz (plots and report afterwards: study.py --remodel,
-#          scaling_report.py --gpu-study).
+#   study  launch/study/study.py --device cuda --ranks 1,2 on that model, 3 runs per level, with
+#          llama.cpp's CUDA build on the same file and GPUs when CARRY_DIR has llama-src.tar.xz;
+#          the study folder comes back as $OUT/study.tar.gz (plots and report afterwards:
+#          study.py --remodel, scaling_report.py --splice --gpu-study).
 # Each step bounded by `timeout`; logs in $OUT; the compact results last on stdout.
 set -uo pipefail
 phase=${1:?usage: gpu_ep_device_run.sh tests|perf|cache|study [CARRY_DIR] [LAYERS]}
@@ -87,12 +88,23 @@ case $phase in
     fi
     ;;
   study)
+    # llama.cpp's CUDA build beside it when CARRY_DIR has llama-src.tar.xz (launch/llama-src-tar.sh;
+    # ~4 minutes on 32 cores), built while the model is generated.
+    if [[ -f $carry/llama-src.tar.xz && ! -x /tmp/llama-cuda/bin/llama-bench ]]; then
+      (LLAMA_SRC_TAR=$PWD/$carry/llama-src.tar.xz LLAMA_CUDA=1 LLAMA_JOBS=$(nproc) \
+        LLAMA_TARGETS="llama ggml llama-bench llama-batched-bench" \
+        timeout 360 launch/build-llama-cpp.sh /tmp/llama-cuda >"$out/llama-build.log" 2>&1) &
+    fi
     gen_model
+    wait
+    llama=()
+    [[ -x /tmp/llama-cuda/bin/llama-bench ]] && llama=(--llama-bin /tmp/llama-cuda/bin)
     export PYTHONUNBUFFERED=1
-    timeout 540 python3 launch/study/study.py --tritmoe "$bin" --model "$model" --device cuda \
-      --exchange-bench "$carry/ep_exchange_bench" \
+    timeout 400 python3 launch/study/study.py --tritmoe "$bin" --model "$model" --device cuda \
+      --exchange-bench "$carry/ep_exchange_bench" "${llama[@]}" \
       --ranks 1,2 --concurrency 1,4,16,64 --input-len 128 --output-len 128 \
-      --prompts-per-stream 4 --decode-reps 3 --no-plots --out /tmp/study-gpu2 2>&1 |
+      --prompts-per-stream 3 --repeat 3 --decode-reps 3 --decode-batches 1,16,64 \
+      --a2a-max-tokens 16 --no-plots --out /tmp/study-gpu2 2>&1 |
       tee "$out/study.log" | grep -v "^\s*$" | tail -40
     echo "study rc=${PIPESTATUS[0]}"
     tar -czf "$out/study.tar.gz" -C /tmp study-gpu2
