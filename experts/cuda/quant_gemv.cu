@@ -1628,29 +1628,33 @@ template <class T>
 struct PipeRowGroups {
   static constexpr int value = 1;
 };
-// IQ1_S's lean decoder with two row groups per warp in the pipelined kernel, decoded one after
-// the other (Iq1sLean2) or interleaved (Iq1sLeanX, the default). (A variant that multiplied the
-// scales into the two live MMA results of one-token items instead of the A operands executed 3%
-// fewer instructions but ran no faster, 3% slower with 8 tokens: ncu has the L1/shared pipe,
-// i.e. the lookups' bank conflicts, at 72% and issue at 60%.)
-struct Iq1sLean2 : Iq1sLean {};
-template <>
-struct PipeRowGroups<Iq1sLean2> {
+// A lean decoder L (Iq1sLean, Iq2xxsLean) with two row groups per warp in the pipelined kernel,
+// decoded one after the other (TwoRowGroups<L>) or interleaved through L::ComputeN<2>
+// (Interleaved<L>, the default). (For IQ1_S, a variant that multiplied the scales into the two
+// live MMA results of one-token items instead of the A operands executed 3% fewer instructions
+// but ran no faster, 3% slower with 8 tokens: ncu has the L1/shared pipe, i.e. the lookups' bank
+// conflicts, at 72% and issue at 60%.)
+template <class L>
+struct TwoRowGroups : L {};
+template <class L>
+struct Interleaved : L {};
+template <class L>
+struct PipeRowGroups<TwoRowGroups<L>> {
   static constexpr int value = 2;
 };
-struct Iq1sLeanX : Iq1sLean {};
-template <>
-struct PipeRowGroups<Iq1sLeanX> {
+template <class L>
+struct PipeRowGroups<Interleaved<L>> {
   static constexpr int value = 2;
 };
-template <>
-struct PairedCompute<Iq1sLeanX> {
+template <class L>
+struct PairedCompute<Interleaved<L>> {
   static constexpr bool value = true;
 };
 
 // IQ1_S decoder: 0 lean, two row groups per warp decoded interleaved when pipelined
-// (Iq1sLeanX); 1 nibble (Iq1s, the first one; kept for comparisons); 2 lean, one row group per
-// warp (Iq1sLean); 3 lean, two row groups per warp one after the other (Iq1sLean2).
+// (Interleaved<Iq1sLean>); 1 nibble (Iq1s, the first one; kept for comparisons); 2 lean, one row
+// group per warp (Iq1sLean); 3 lean, two row groups per warp one after the other
+// (TwoRowGroups<Iq1sLean>).
 // TRITMOE_IQ1S_DECODER=lean|nibble|lean1|lean2 picks one (benchmarks); tests call
 // SetIq1sDecoderForTesting.
 std::atomic<int> g_iq1s_decoder{-1};
@@ -1660,28 +1664,11 @@ int Iq1sDecoder() {
                    0);
 }
 
-// IQ2_XXS's lean decoder likewise: two row groups per warp decoded interleaved (Iq2xxsLeanX, the
-// default) or one after the other (Iq2xxsLean2).
-struct Iq2xxsLean2 : Iq2xxsLean {};
-template <>
-struct PipeRowGroups<Iq2xxsLean2> {
-  static constexpr int value = 2;
-};
-struct Iq2xxsLeanX : Iq2xxsLean {};
-template <>
-struct PipeRowGroups<Iq2xxsLeanX> {
-  static constexpr int value = 2;
-};
-template <>
-struct PairedCompute<Iq2xxsLeanX> {
-  static constexpr bool value = true;
-};
-
 // IQ2_XXS decoder: 0 lean, two row groups per warp decoded interleaved when pipelined
-// (Iq2xxsLeanX, the default: bit-identical to the first on an H200, quant_gemv_test, and 1.09x
-// (one matrix) to 1.36x (64 experts) faster, docs/PERF.md); 1 the first one (Iq2xxs); 2 lean,
-// one row group per warp (Iq2xxsLean); 3 lean, two row groups per warp one after the other
-// (Iq2xxsLean2).
+// (Interleaved<Iq2xxsLean>, the default: bit-identical to the first on an H200, quant_gemv_test,
+// and 1.09x (one matrix) to 1.36x (64 experts) faster, docs/PERF.md); 1 the first one (Iq2xxs);
+// 2 lean, one row group per warp (Iq2xxsLean); 3 lean, two row groups per warp one after the
+// other (TwoRowGroups<Iq2xxsLean>).
 // TRITMOE_IQ2XXS_DECODER=new|old|lean1|lean2 picks one (benchmarks); tests call
 // SetIq2xxsDecoderForTesting.
 std::atomic<int> g_iq2xxs_decoder{-1};
@@ -1755,17 +1742,17 @@ cudaError_t LaunchForType(const KernelParams& kp, bool chunked, cudaStream_t str
 // Decoder variant `choice` of one type (quant_gemv_launch.h's numbering): 0 lean with two row
 // groups per warp decoded interleaved, 1 the first decoder, 2 lean with one row group per warp,
 // 3 lean with two one after the other.
-template <class Lean, class First, class Lean1, class Lean2>
+template <class Lean, class First>
 cudaError_t LaunchDecoder(int choice, const KernelParams& kp, bool chunked, cudaStream_t stream) {
   switch (choice) {
     case 1:
       return LaunchForType<First>(kp, chunked, stream);
     case 2:
-      return LaunchForType<Lean1>(kp, chunked, stream);
-    case 3:
-      return LaunchForType<Lean2>(kp, chunked, stream);
-    default:
       return LaunchForType<Lean>(kp, chunked, stream);
+    case 3:
+      return LaunchForType<TwoRowGroups<Lean>>(kp, chunked, stream);
+    default:
+      return LaunchForType<Interleaved<Lean>>(kp, chunked, stream);
   }
 }
 
@@ -1822,15 +1809,13 @@ cudaError_t LaunchGemv(const GemvLaunch& g, cudaStream_t stream) {
       g.offsets == nullptr || g.total_pairs <= 0 || g.total_pairs >= int64_t{8} * g.n_experts;
   switch (g.type_id) {
     case kTypeIQ1_S:
-      return LaunchDecoder<Iq1sLeanX, Iq1s, Iq1sLean, Iq1sLean2>(Iq1sDecoder(), kp, chunked,
-                                                                 stream);
+      return LaunchDecoder<Iq1sLean, Iq1s>(Iq1sDecoder(), kp, chunked, stream);
     case kTypeTQ1_0:
       return LaunchForType<Tq1>(kp, chunked, stream);
     case kTypeTQ2_0:
       return LaunchForType<Tq2>(kp, chunked, stream);
     case kTypeIQ2_XXS:
-      return LaunchDecoder<Iq2xxsLeanX, Iq2xxs, Iq2xxsLean, Iq2xxsLean2>(Iq2xxsDecoder(), kp,
-                                                                         chunked, stream);
+      return LaunchDecoder<Iq2xxsLean, Iq2xxs>(Iq2xxsDecoder(), kp, chunked, stream);
     case kTypeQ4_K:
       return LaunchForType<Q4k>(kp, chunked, stream);
     case kTypeQ6_K:
