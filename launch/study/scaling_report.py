@@ -102,12 +102,11 @@ def gpu_section(gdir, png_dir, rel, command, notes):
                      f(r["mean_tokens_per_step"]), r["failed"]] for r in serve]))
     L.append("")
     if llama:
-        stamp = (study.get("llama") or {}).get("stamp", "")
-        gpus = (study.get("llama") or {}).get("gpus") or 1
+        peer = study.get("llama") or {}
+        stamp, gpus = peer.get("stamp", ""), peer.get("gpus") or 1
         L.append(f"llama.cpp on the same file and {'GPUs' if gpus > 1 else 'GPU'} (CUDA build "
                  f"of commit {stamp.split('commit=')[-1][:8] or '?'}, sm_90, no flash-attention "
-                 "kernels, every layer on the GPU: -ngl "
-                 f"{(study.get('llama') or {}).get('gpu_layers')}"
+                 f"kernels, every layer on the GPU: -ngl {peer.get('gpu_layers')}"
                  + (f"; one process over {gpus} GPUs, its default layer split" if gpus > 1
                     else "") + "). "
                  "`llama-batched-bench` output tok/s = B x OSL / (prefill + decode time), as "
